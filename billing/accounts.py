@@ -1,0 +1,465 @@
+"""Companies, users, passwords, sessions, password resets, invites, login throttling.
+
+Passwords are hashed with argon2id before any transaction opens (hashing is
+deliberately slow); the write itself is short. Tokens that travel in links or
+cookies are random, and only their SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlite_utils import Database
+
+from billing import clock, events, mail, plans, subscriptions
+from billing.db import one, rows, scalar, write
+from billing.settings import Settings
+
+PASSWORD_MIN = 8
+PASSWORD_MAX = 1024  # long passphrases are welcome; argon2 hashes all of it, no truncation
+NAME_MAX = 100
+COMPANY_MAX = 200
+EMAIL_MAX = 254
+
+SESSION_IDLE = timedelta(days=14)
+SESSION_MAX = timedelta(days=30)
+SESSION_TOUCH = timedelta(minutes=5)
+RESET_TTL = timedelta(minutes=20)
+RESETS_PER_HOUR = 5
+INVITE_TTL = timedelta(days=7)
+
+THROTTLE_WINDOW = timedelta(minutes=15)
+SLOW_AFTER = 3  # failures before each further try is slowed down
+ACCOUNT_LOCK_AFTER = 5  # failures for one account within the window
+IP_LOCK_AFTER = 20  # failures from one address within the window
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class FormError(Exception):
+    """Bad input; `errors` maps a form field to a message for the person typing."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+class InvalidToken(Exception):
+    """A reset or invite link that is unknown, expired or already used."""
+
+
+@dataclass(frozen=True)
+class Throttle:
+    delay: float  # seconds to wait before checking the password
+    locked_for: timedelta | None  # refuse outright for this long
+
+    @property
+    def locked(self) -> bool:
+        return self.locked_for is not None
+
+    @property
+    def message(self) -> str:
+        minutes = max(1, math.ceil(self.locked_for.total_seconds() / 60)) if self.locked_for else 0
+        return (f"Too many failed login attempts. For your security, try again in "
+                f"{minutes} minute{'s' if minutes != 1 else ''}, or reset your password.")
+
+
+# --- input ------------------------------------------------------------------------
+
+
+def normalize_email(value: str) -> str:
+    return (value or "").strip().lower()
+
+
+def check_email(value: str, field: str = "email") -> str:
+    email = normalize_email(value)
+    if not email:
+        raise FormError({field: "Enter your email address."})
+    if len(email) > EMAIL_MAX or not _EMAIL.match(email):
+        raise FormError({field: "Enter a valid email address, like name@company.com."})
+    return email
+
+
+def check_text(value: str, field: str, label: str, maximum: int) -> str:
+    text = " ".join((value or "").split())
+    if not text:
+        raise FormError({field: f"Enter {label}."})
+    if len(text) > maximum:
+        raise FormError({field: f"{label[0].upper()}{label[1:]} must be at most {maximum} characters."})
+    return text
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    path = Path(__file__).with_name("common_passwords.txt")
+    return frozenset(
+        line.strip().casefold()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+
+
+def check_password(password: str, email: str = "", field: str = "password") -> str:
+    password = password or ""
+    if len(password) < PASSWORD_MIN:
+        raise FormError({field: f"Use at least {PASSWORD_MIN} characters."})
+    if len(password) > PASSWORD_MAX:
+        raise FormError({field: f"Use at most {PASSWORD_MAX} characters."})
+    if password.casefold() in common_passwords():
+        raise FormError({field: "This password is too common and easy to guess. Choose another."})
+    if email and password.casefold() == email.casefold():
+        raise FormError({field: "Your password must not be your email address."})
+    return password
+
+
+def collect(*checks) -> list:
+    """Run several field checks and raise one FormError naming every bad field."""
+    errors: dict[str, str] = {}
+    values = []
+    for check in checks:
+        try:
+            values.append(check())
+        except FormError as exc:
+            errors.update(exc.errors)
+            values.append(None)
+    if errors:
+        raise FormError(errors)
+    return values
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def password_matches(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# Verifying against this when the email is unknown keeps both answers equally slow.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def _token() -> tuple[str, str]:
+    token = secrets.token_urlsafe(32)
+    return token, token_hash(token)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- registration -------------------------------------------------------------------
+
+
+def register(
+    db: Database,
+    now: datetime,
+    settings: Settings,
+    *,
+    company_name: str,
+    name: str,
+    email: str,
+    password_hash: str,
+    plan: str = plans.DEFAULT_PLAN,
+) -> dict:
+    """Create the company, its owner and a trial, record it and queue the welcome email."""
+    if plan not in plans.PLANS:
+        plan = plans.DEFAULT_PLAN
+    with write(db):
+        if user_by_email(db, email):
+            raise FormError({"email": "An account with this email already exists. Log in or reset your password."})
+        company_id = db.execute(
+            "INSERT INTO companies (name, timezone, created_at) VALUES (?, ?, ?)",
+            [company_name, settings.timezone, clock.iso(now)],
+        ).lastrowid
+        user_id = _insert_user(db, now, company_id, email, name, password_hash, "owner")
+        subscriptions.start_trial(db, now, company_id, plan, settings.trial_days)
+        sub = subscriptions.for_company(db, company_id)
+        events.record(db, now, "company.registered", f"{name} registered {company_name}; trial started",
+                      company_id=company_id, actor=f"user:{user_id}", plan=plan,
+                      trial_ends_at=sub["trial_ends_at"])
+        mail.enqueue(db, now, settings, template="welcome", to=email, dedupe_key=f"welcome:{user_id}",
+                     company_id=company_id,
+                     context={"name": name, "company": company_name, "plan": plans.get(plan),
+                              "trial_days": settings.trial_days, "trial_ends_at": sub["trial_ends_at"],
+                              "dashboard_url": settings.url("/billing/")})
+    return user_by_id(db, user_id)
+
+
+def _insert_user(db, now, company_id, email, name, password_hash, role) -> int:
+    try:
+        return db.execute(
+            """INSERT INTO users (company_id, email, name, password_hash, role, created_at, password_changed_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [company_id, email, name, password_hash, role, clock.iso(now), clock.iso(now)],
+        ).lastrowid
+    except sqlite3.IntegrityError:
+        raise FormError({"email": "An account with this email already exists. Log in or reset your password."}) from None
+
+
+def create_staff(db: Database, now: datetime, *, email: str, name: str, password_hash: str) -> dict:
+    with write(db):
+        user_id = _insert_user(db, now, None, email, name, password_hash, "staff")
+        events.record(db, now, "staff.created", f"Staff account {email} created", actor="cli")
+    return user_by_id(db, user_id)
+
+
+def user_by_email(db: Database, email: str) -> dict | None:
+    return one(db, "SELECT * FROM users WHERE email = ?", [normalize_email(email)])
+
+
+def user_by_id(db: Database, user_id: int) -> dict | None:
+    return one(db, "SELECT * FROM users WHERE id = ?", [user_id])
+
+
+def company(db: Database, company_id: int) -> dict | None:
+    return one(db, "SELECT * FROM companies WHERE id = ?", [company_id])
+
+
+# --- login and throttling --------------------------------------------------------------
+
+
+def throttle(db: Database, now: datetime, email: str, ip: str) -> Throttle:
+    since = clock.iso(now - THROTTLE_WINDOW)
+    email = normalize_email(email)
+    last_success = scalar(db, "SELECT max(created_at) FROM login_attempts WHERE email = ? AND succeeded = 1",
+                          [email]) or ""
+    account_failures = rows(
+        db,
+        """SELECT created_at FROM login_attempts
+           WHERE email = ? AND succeeded = 0 AND created_at >= ? AND created_at > ?
+           ORDER BY created_at DESC""",
+        [email, since, last_success],
+    )
+    ip_failures = rows(
+        db,
+        "SELECT created_at FROM login_attempts WHERE ip = ? AND succeeded = 0 AND created_at >= ? "
+        "ORDER BY created_at DESC LIMIT ?",
+        [ip, since, IP_LOCK_AFTER],
+    )
+    locked_until = None
+    if len(account_failures) >= ACCOUNT_LOCK_AFTER:
+        locked_until = clock.parse(account_failures[ACCOUNT_LOCK_AFTER - 1]["created_at"]) + THROTTLE_WINDOW
+    if len(ip_failures) >= IP_LOCK_AFTER:
+        ip_until = clock.parse(ip_failures[IP_LOCK_AFTER - 1]["created_at"]) + THROTTLE_WINDOW
+        locked_until = max(locked_until or ip_until, ip_until)
+    if locked_until and locked_until > now:
+        return Throttle(delay=0, locked_for=locked_until - now)
+    failures = max(len(account_failures), len(ip_failures) // 4)
+    delay = 0.0 if failures < SLOW_AFTER else float(min(2 ** (failures - SLOW_AFTER), 4))
+    return Throttle(delay=delay, locked_for=None)
+
+
+def check_login(db: Database, now: datetime, email: str, password: str, ip: str) -> dict | None:
+    """The user when email and password match, else None. Every try is recorded."""
+    email = normalize_email(email)
+    user = user_by_email(db, email)
+    ok = password_matches(user["password_hash"] if user else None, password) and user is not None
+    with write(db):
+        db.execute(
+            "INSERT INTO login_attempts (email, ip, succeeded, created_at) VALUES (?, ?, ?, ?)",
+            [email[:EMAIL_MAX], ip, int(ok), clock.iso(now)],
+        )
+        if ok and _hasher.check_needs_rehash(user["password_hash"]):
+            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", [_hasher.hash(password), user["id"]])
+        # Old attempts are only needed for the window; keep the table small.
+        db.execute("DELETE FROM login_attempts WHERE created_at < ?", [clock.iso(now - 2 * THROTTLE_WINDOW)])
+    return user if ok else None
+
+
+# --- sessions ----------------------------------------------------------------------------
+
+
+def create_session(db: Database, now: datetime, user_id: int, ip: str = "", user_agent: str = "") -> str:
+    token, digest = _token()
+    with write(db):
+        db.execute(
+            """INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at, ip, user_agent)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [digest, user_id, clock.iso(now), clock.iso(now), clock.iso(now + SESSION_MAX), ip, user_agent[:300]],
+        )
+    return token
+
+
+def session_user(db: Database, now: datetime, token: str | None) -> dict | None:
+    """The logged-in user for a session token, or None if it ended or expired."""
+    if not token or not isinstance(token, str):
+        return None
+    row = one(
+        db,
+        """SELECT s.id AS session_id, s.last_seen_at, s.expires_at, u.*
+           FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?""",
+        [token_hash(token)],
+    )
+    if row is None:
+        return None
+    last_seen = clock.parse(row["last_seen_at"])
+    if now >= clock.parse(row["expires_at"]) or now - last_seen >= SESSION_IDLE:
+        with write(db):
+            db.execute("DELETE FROM sessions WHERE id = ?", [row["session_id"]])
+        return None
+    if now - last_seen >= SESSION_TOUCH:
+        with write(db):
+            db.execute("UPDATE sessions SET last_seen_at = ? WHERE id = ?", [clock.iso(now), row["session_id"]])
+    return row
+
+
+def end_session(db: Database, token: str | None) -> None:
+    if token:
+        with write(db):
+            db.execute("DELETE FROM sessions WHERE id = ?", [token_hash(token)])
+
+
+# --- password reset -------------------------------------------------------------------------
+
+
+def request_password_reset(db: Database, now: datetime, settings: Settings, email: str) -> None:
+    """Email a single-use link if the account exists. The caller's answer is the same either way."""
+    user = user_by_email(db, email)
+    if user is None:
+        return
+    with write(db):
+        recent = scalar(db, "SELECT count(*) FROM password_resets WHERE user_id = ? AND created_at > ?",
+                        [user["id"], clock.iso(now - timedelta(hours=1))])
+        if recent >= RESETS_PER_HOUR:
+            return  # someone is hammering the form; the links already sent still work
+        token, digest = _token()
+        db.execute(
+            "INSERT INTO password_resets (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            [digest, user["id"], clock.iso(now), clock.iso(now + RESET_TTL)],
+        )
+        events.record(db, now, "user.password_reset_requested", f"Password reset requested for {user['email']}",
+                      company_id=user["company_id"], actor=f"user:{user['id']}")
+        mail.enqueue(db, now, settings, template="password_reset", to=user["email"],
+                     dedupe_key=f"password-reset:{digest}", company_id=user["company_id"],
+                     context={"name": user["name"], "reset_url": settings.url(f"/auth/reset/{token}"),
+                              "minutes": int(RESET_TTL.total_seconds() // 60)})
+
+
+def reset_token_user(db: Database, now: datetime, token: str) -> dict:
+    row = one(
+        db,
+        """SELECT r.expires_at, r.used_at, u.* FROM password_resets r JOIN users u ON u.id = r.user_id
+           WHERE r.token_hash = ?""",
+        [token_hash(token or "")],
+    )
+    if row is None or row["used_at"] or now >= clock.parse(row["expires_at"]):
+        raise InvalidToken("This password reset link has expired or was already used.")
+    return row
+
+
+def reset_password(db: Database, now: datetime, token: str, password_hash: str) -> dict:
+    """Set the new password, use up the link, and end every session of the user."""
+    with write(db):
+        user = reset_token_user(db, now, token)
+        db.execute("UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
+                   [password_hash, clock.iso(now), user["id"]])
+        # This link and every other outstanding one stop working.
+        db.execute("UPDATE password_resets SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+                   [clock.iso(now), user["id"]])
+        db.execute("DELETE FROM sessions WHERE user_id = ?", [user["id"]])
+        events.record(db, now, "user.password_reset", f"{user['email']} set a new password with a reset link",
+                      company_id=user["company_id"], actor=f"user:{user['id']}")
+    return user
+
+
+# --- team: invites and members ------------------------------------------------------------------
+
+
+def team(db: Database, now: datetime, company_id: int) -> dict:
+    return {
+        "members": rows(db, "SELECT id, name, email, role, created_at FROM users WHERE company_id = ? "
+                            "ORDER BY role = 'owner' DESC, name", [company_id]),
+        "invites": rows(db, """SELECT id, email, role, created_at, expires_at FROM invites
+                               WHERE company_id = ? AND accepted_at IS NULL AND revoked_at IS NULL
+                                 AND expires_at > ? ORDER BY id DESC""", [company_id, clock.iso(now)]),
+    }
+
+
+def invite(db: Database, now: datetime, settings: Settings, inviter: dict, email: str, role: str = "member") -> None:
+    if inviter["role"] != "owner":
+        raise PermissionError("Only the owner can invite colleagues.")
+    if role not in ("member", "owner"):
+        raise FormError({"role": "Choose member or owner."})
+    with write(db):
+        if user_by_email(db, email):
+            raise FormError({"email": "This person already has an account."})
+        # A new invite to the same address replaces the old link.
+        db.execute("""UPDATE invites SET revoked_at = ? WHERE company_id = ? AND email = ?
+                      AND accepted_at IS NULL AND revoked_at IS NULL""", [clock.iso(now), inviter["company_id"], email])
+        token, digest = _token()
+        invite_id = db.execute(
+            """INSERT INTO invites (token_hash, company_id, email, role, invited_by, created_at, expires_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [digest, inviter["company_id"], email, role, inviter["id"], clock.iso(now), clock.iso(now + INVITE_TTL)],
+        ).lastrowid
+        the_company = company(db, inviter["company_id"])
+        events.record(db, now, "team.invited", f"{inviter['name']} invited {email} as {role}",
+                      company_id=inviter["company_id"], actor=f"user:{inviter['id']}", email=email, role=role)
+        mail.enqueue(db, now, settings, template="invite", to=email, dedupe_key=f"invite:{invite_id}",
+                     company_id=inviter["company_id"],
+                     context={"inviter": inviter["name"], "company": the_company["name"], "role": role,
+                              "invite_url": settings.url(f"/auth/invite/{token}"),
+                              "days": INVITE_TTL.days})
+
+
+def invite_for_token(db: Database, now: datetime, token: str) -> dict:
+    row = one(
+        db,
+        """SELECT i.*, c.name AS company_name FROM invites i JOIN companies c ON c.id = i.company_id
+           WHERE i.token_hash = ?""",
+        [token_hash(token or "")],
+    )
+    if row is None or row["accepted_at"] or row["revoked_at"] or now >= clock.parse(row["expires_at"]):
+        raise InvalidToken("This invitation has expired, was withdrawn, or was already used.")
+    return row
+
+
+def accept_invite(db: Database, now: datetime, token: str, name: str, password_hash: str) -> dict:
+    with write(db):
+        inv = invite_for_token(db, now, token)
+        user_id = _insert_user(db, now, inv["company_id"], inv["email"], name, password_hash, inv["role"])
+        db.execute("UPDATE invites SET accepted_at = ? WHERE id = ?", [clock.iso(now), inv["id"]])
+        events.record(db, now, "team.joined", f"{name} ({inv['email']}) joined as {inv['role']}",
+                      company_id=inv["company_id"], actor=f"user:{user_id}")
+    return user_by_id(db, user_id)
+
+
+def revoke_invite(db: Database, now: datetime, actor: dict, invite_id: int) -> None:
+    if actor["role"] != "owner":
+        raise PermissionError("Only the owner can withdraw invitations.")
+    with write(db):
+        changed = db.execute(
+            "UPDATE invites SET revoked_at = ? WHERE id = ? AND company_id = ? AND accepted_at IS NULL "
+            "AND revoked_at IS NULL", [clock.iso(now), invite_id, actor["company_id"]]).rowcount
+        if changed:
+            events.record(db, now, "team.invite_withdrawn", f"{actor['name']} withdrew an invitation",
+                          company_id=actor["company_id"], actor=f"user:{actor['id']}", invite_id=invite_id)
+
+
+def remove_member(db: Database, now: datetime, actor: dict, user_id: int) -> None:
+    if actor["role"] != "owner":
+        raise PermissionError("Only the owner can remove colleagues.")
+    if user_id == actor["id"]:
+        raise FormError({"member": "You cannot remove yourself."})
+    with write(db):
+        member = one(db, "SELECT * FROM users WHERE id = ? AND company_id = ?", [user_id, actor["company_id"]])
+        if member is None:
+            raise LookupError("no such member")
+        db.execute("DELETE FROM users WHERE id = ?", [user_id])  # sessions go with it
+        events.record(db, now, "team.removed", f"{actor['name']} removed {member['name']} ({member['email']})",
+                      company_id=actor["company_id"], actor=f"user:{actor['id']}")

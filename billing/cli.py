@@ -1,0 +1,143 @@
+"""The subcommands behind `python main.py`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import re
+import sys
+
+from billing import accounts, clock, mail, migrations, settings as settings_module
+from billing.db import Store, write
+from billing.settings import ConfigError, Settings
+
+log = logging.getLogger("billing")
+
+
+class RedactTokens(logging.Filter):
+    """Access logs must not carry the secrets in reset and invite links."""
+
+    PATTERN = re.compile(r"(/auth/(?:reset|invite)/|/odeme/guvenli/)[^\s/?\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(self.PATTERN.sub(r"\1…", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def _logging_config() -> dict:
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = {**LOGGING_CONFIG}
+    config["filters"] = {"redact": {"()": RedactTokens}}
+    config["handlers"] = {name: {**handler, "filters": ["redact"]} for name, handler in LOGGING_CONFIG["handlers"].items()}
+    config["loggers"] = {**LOGGING_CONFIG["loggers"], "billing": {"handlers": ["default"], "level": "INFO",
+                                                                  "propagate": False}}
+    return config
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from billing.app import create_app
+
+    if not settings.base_url_from_env:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        settings = settings.replace(base_url=f"http://{shown}:{port}")
+    print(f"{settings.app_name} ({settings.env}) on {settings.base_url}  data: {settings.data_dir}", flush=True)
+    # proxy_headers off: the app decides which proxies it trusts (TRUSTED_PROXIES).
+    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False, log_config=_logging_config(),
+                server_header=False)
+
+
+def migrate(settings: Settings) -> int:
+    store = Store(settings.database_path)
+    db = store.db()
+    with write(db):
+        applied = migrations.apply(db)
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    store.close()
+    return 0
+
+
+def create_staff(settings: Settings, email: str, name: str | None) -> int:
+    try:
+        email = accounts.check_email(email)
+    except accounts.FormError as exc:
+        print(f"error: {exc.errors['email']}", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password for staff account: ")
+        if getpass.getpass("Repeat password: ") != password:
+            print("error: the passwords do not match", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        accounts.check_password(password, email)
+    except accounts.FormError as exc:
+        print(f"error: {exc.errors['password']}", file=sys.stderr)
+        return 2
+    store = Store(settings.database_path)
+    db = store.db()
+    with write(db):
+        migrations.apply(db)
+    try:
+        accounts.create_staff(db, clock.utcnow(), email=email, name=name or email.split("@")[0],
+                              password_hash=accounts.hash_password(password))
+    except accounts.FormError:
+        print(f"error: an account with the email {email} already exists", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(f"staff account {email} created; log in at {settings.url('/auth/login')}")
+    return 0
+
+
+def send_mail(settings: Settings) -> int:
+    store = Store(settings.database_path)
+    db = store.db()
+    with write(db):
+        migrations.apply(db)
+    counts = mail.deliver_due(db, clock.utcnow(), settings)
+    store.close()
+    print(f"sent {counts['sent']}, will retry {counts['retrying']}, failed for good {counts['failed']}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python main.py", description="PayTR Billing: serve the app, or run an operation.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    s = sub.add_parser("serve", help="serve the app (the default)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    sub.add_parser("migrate", help="apply database migrations")
+    c = sub.add_parser("create-staff", help="create a staff (admin console) account")
+    c.add_argument("email")
+    c.add_argument("--name", help="display name (default: the part of the email before @)")
+    sub.add_parser("send-mail", help="send the due emails in the outbox once")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_module.load()
+    except ConfigError as exc:
+        print(f"error: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    command = args.command or "serve"
+    if command == "serve":
+        serve(settings, args.host, args.port)
+        return 0
+    if command == "migrate":
+        return migrate(settings)
+    if command == "create-staff":
+        return create_staff(settings, args.email, args.name)
+    if command == "send-mail":
+        return send_mail(settings)
+    return 2

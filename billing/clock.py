@@ -1,0 +1,75 @@
+"""The only source of "now", and the one storage format for instants.
+
+Instants are stored as UTC ISO-8601 strings with a `Z` (`2026-11-27T09:00:00Z`),
+which sort correctly as text. Outside production a test clock can move the
+app's "now" forward (like Stripe's test clocks); the offset lives in the
+database so the CLI and the running server agree.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def iso(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime: every instant must carry UTC")
+    return dt.astimezone(UTC).strftime(FORMAT)
+
+
+def parse(value: str) -> datetime:
+    """Parse a stored instant, or an operator's `--at` value (any ISO form with a zone)."""
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone; add Z for UTC")
+    return dt.astimezone(UTC)
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+
+
+def parse_duration(value: str) -> timedelta:
+    """`8d`, `36h`, `90m` -> timedelta (the test clock's step)."""
+    match = _DURATION.match(value.lower())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like 8d, 36h or 90m")
+    amount, unit = int(match.group(1)), match.group(2)
+    return {"d": timedelta(days=amount), "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+
+
+class Clock:
+    """Real UTC time, shifted by the test clock's offset when one is set."""
+
+    def __init__(self, offset_loader=None):
+        # offset_loader() -> timedelta; None in production (no test clock there).
+        self._offset_loader = offset_loader
+
+    def offset(self) -> timedelta:
+        return self._offset_loader() if self._offset_loader else timedelta(0)
+
+    def now(self) -> datetime:
+        return utcnow() + self.offset()
+
+
+class FixedClock(Clock):
+    """A clock that says what it is told; for tests and `jobs run --at`."""
+
+    def __init__(self, at: datetime):
+        super().__init__()
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+    def advance(self, delta: timedelta) -> None:
+        self.at += delta

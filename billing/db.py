@@ -1,0 +1,140 @@
+"""SQLite connections and the write-transaction helper.
+
+Each thread gets its own connection (sqlite3 connections must not be shared by
+threads running at once). Writes that change money or subscription state go
+through `write()`, which takes the write lock up front with BEGIN IMMEDIATE, so
+a transaction never fails half-way on a lock upgrade.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def connect(path: str | Path) -> Database:
+    conn = sqlite3.connect(
+        str(path),
+        isolation_level=None,  # we issue BEGIN ourselves; no implicit transactions
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        check_same_thread=False,  # used by one thread at a time; closed by the store
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit we acknowledge to PayTR must survive a power cut.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    db = Database(conn, execute_plugins=False)
+    db.after_commit = []  # callables run once the current write has committed
+    return db
+
+
+class Store:
+    """Hands each thread its own connection to one database file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[Database] = []
+        self._lock = threading.Lock()
+        # Set by the app to wake the mail sender once an email row is committed.
+        self.wake_mailer: Callable[[], None] = lambda: None
+
+    def db(self) -> Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = connect(self.path)
+            db.store = self
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._all:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+@contextlib.contextmanager
+def write(db: Database) -> Iterator[Database]:
+    """One BEGIN IMMEDIATE transaction; nested calls become savepoints.
+
+    Hooks queued in `db.after_commit` (waking the mail sender, say) run only
+    after the outermost COMMIT, so a rolled-back change triggers nothing.
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        name = f"sp_{secrets.token_hex(6)}"
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield db
+        except BaseException:
+            conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            conn.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        conn.execute(f"RELEASE SAVEPOINT {name}")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        _after_commit(db).clear()
+        raise
+    conn.execute("COMMIT")
+    run_after_commit(db)
+
+
+def _after_commit(db: Database) -> list:
+    if not hasattr(db, "after_commit"):
+        db.after_commit = []
+    return db.after_commit
+
+
+def on_commit(db: Database, hook: Callable[[], None]) -> None:
+    """Run `hook` after the current transaction commits (now, if none is open)."""
+    hooks = _after_commit(db)
+    if hook not in hooks:
+        hooks.append(hook)
+    if not db.conn.in_transaction:
+        run_after_commit(db)
+
+
+def run_after_commit(db: Database) -> None:
+    hooks = _after_commit(db)
+    while hooks:
+        hooks.pop(0)()
+
+
+def one(db: Database, sql: str, params: Any = ()) -> dict | None:
+    cursor = db.execute(sql, params)
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return dict(zip([c[0] for c in cursor.description], row))
+
+
+def rows(db: Database, sql: str, params: Any = ()) -> list[dict]:
+    cursor = db.execute(sql, params)
+    names = [c[0] for c in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def scalar(db: Database, sql: str, params: Any = ()) -> Any:
+    row = db.execute(sql, params).fetchone()
+    return None if row is None else row[0]

@@ -1,0 +1,44 @@
+"""The audit trail: who did what, when, to which company.
+
+Events are written in the same transaction as the change they describe, so the
+trail and the state can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlite_utils import Database
+
+from billing import clock
+from billing.db import rows
+
+
+def record(
+    db: Database,
+    now: datetime,
+    kind: str,
+    message: str,
+    *,
+    company_id: int | None = None,
+    actor: str = "system",
+    **data,
+) -> int:
+    cursor = db.execute(
+        "INSERT INTO events (created_at, company_id, actor, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)",
+        [clock.iso(now), company_id, actor, kind, message, json.dumps(data, sort_keys=True, default=str)],
+    )
+    return cursor.lastrowid
+
+
+def for_company(db: Database, company_id: int, limit: int = 100) -> list[dict]:
+    return rows(
+        db,
+        "SELECT * FROM events WHERE company_id = ? ORDER BY id DESC LIMIT ?",
+        [company_id, limit],
+    )
+
+
+def user_actor(user: dict) -> str:
+    return f"{'staff' if user['role'] == 'staff' else 'user'}:{user['id']}"

@@ -1,0 +1,361 @@
+"""The email outbox: render, enqueue in the caller's transaction, send with retries.
+
+An email is a row written in the same transaction as the change that causes it,
+keyed by a dedupe key, so a rolled-back change sends nothing and a repeated one
+sends once. The sender claims due rows with a lease (two senders never send the
+same row at once), sends over SMTP or into the development capture directory,
+and on failure retries with growing back-off until `MAIL_MAX_ATTEMPTS`, after
+which the row is marked failed for staff to see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import smtplib
+import ssl
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import formataddr, format_datetime, parseaddr
+from pathlib import Path
+
+import anyio.to_thread
+import jinja2
+from sqlite_utils import Database
+
+from billing import clock
+from billing.db import on_commit, one, rows, write
+from billing.settings import Settings
+
+log = logging.getLogger("billing.mail")
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+LEASE = timedelta(minutes=5)
+BATCH = 50
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    from billing.web.templating import register_filters  # one set of filters for pages and mail
+
+    register_filters(env)
+    return env
+
+
+_environment: jinja2.Environment | None = None
+
+
+def environment() -> jinja2.Environment:
+    global _environment
+    if _environment is None:
+        _environment = _env()
+    return _environment
+
+
+def render(template: str, settings: Settings, context: dict) -> tuple[str, str, str]:
+    """-> (subject, text, html). The text template sets `subject`."""
+    env = environment()
+    ctx = {"app_name": settings.app_name, "base_url": settings.base_url, "tz": settings.timezone, **context}
+    text_module = env.get_template(f"emails/{template}.txt").make_module(ctx)
+    subject = str(getattr(text_module, "subject", "")).strip()
+    if not subject:
+        raise ValueError(f"emails/{template}.txt must set a subject")
+    html = env.get_template(f"emails/{template}.html").render(ctx, subject=subject)
+    return subject, str(text_module).strip() + "\n", html
+
+
+def enqueue(
+    db: Database,
+    now: datetime,
+    settings: Settings,
+    *,
+    template: str,
+    to: str,
+    dedupe_key: str,
+    context: dict,
+    company_id: int | None = None,
+) -> bool:
+    """Queue an email in the current transaction. False if the key was already used."""
+    subject, text, html = render(template, settings, context)
+    cursor = db.execute(
+        """INSERT INTO outbox (dedupe_key, company_id, template, to_addr, subject, body_text, body_html,
+                               next_attempt_at, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (dedupe_key) DO NOTHING""",
+        [dedupe_key, company_id, template, to, subject, text, html, clock.iso(now), clock.iso(now)],
+    )
+    if cursor.rowcount:
+        store = getattr(db, "store", None)
+        if store is not None:
+            on_commit(db, store.wake_mailer)
+    return bool(cursor.rowcount)
+
+
+def alert_staff(db: Database, now: datetime, settings: Settings, *, dedupe_key: str, title: str,
+                body: str, company_id: int | None = None) -> None:
+    """Email the operator's staff about something that needs a human (an anomaly)."""
+    recipients = [settings.staff_alert_email] if settings.staff_alert_email else [
+        r["email"] for r in rows(db, "SELECT email FROM users WHERE role = 'staff' ORDER BY id")
+    ]
+    for address in recipients:
+        enqueue(db, now, settings, template="staff_alert", to=address,
+                dedupe_key=f"{dedupe_key}:{address}", company_id=company_id,
+                context={"title": title, "body": body})
+
+
+# --- sending ---------------------------------------------------------------
+
+
+def backoff(attempts: int) -> timedelta:
+    """1, 2, 4, 8 ... minutes after each failed try, at most an hour."""
+    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 60))
+
+
+def claim(db: Database, now: datetime, limit: int = BATCH) -> list[dict]:
+    """Lease due rows to this sender; a row leased elsewhere is skipped."""
+    with write(db):
+        claimed = rows(
+            db,
+            """UPDATE outbox SET claimed_until = ?, attempts = attempts + 1
+               WHERE id IN (
+                   SELECT id FROM outbox
+                   WHERE status = 'pending' AND next_attempt_at <= ?
+                     AND (claimed_until IS NULL OR claimed_until <= ?)
+                   ORDER BY next_attempt_at, id LIMIT ?)
+               RETURNING *""",
+            [clock.iso(now + LEASE), clock.iso(now), clock.iso(now), limit],
+        )
+    return sorted(claimed, key=lambda r: r["id"])
+
+
+def mark_sent(db: Database, now: datetime, outbox_id: int) -> None:
+    with write(db):
+        db.execute(
+            "UPDATE outbox SET status = 'sent', sent_at = ?, claimed_until = NULL, last_error = NULL WHERE id = ?",
+            [clock.iso(now), outbox_id],
+        )
+
+
+def mark_failed_try(db: Database, now: datetime, row: dict, error: str, max_attempts: int) -> None:
+    final = row["attempts"] >= max_attempts
+    with write(db):
+        db.execute(
+            """UPDATE outbox SET status = ?, next_attempt_at = ?, claimed_until = NULL, last_error = ?
+               WHERE id = ?""",
+            ["failed" if final else "pending", clock.iso(now + backoff(row["attempts"])), error[:500], row["id"]],
+        )
+    if final:
+        log.error("email %s to %s failed for good after %s tries: %s", row["id"], row["to_addr"], row["attempts"], error)
+    else:
+        log.warning("email %s to %s failed (try %s), will retry: %s", row["id"], row["to_addr"], row["attempts"], error)
+
+
+def build_message(row: dict, settings: Settings) -> EmailMessage:
+    msg = EmailMessage()
+    name, address = parseaddr(settings.mail_from)
+    msg["From"] = formataddr((name, address))
+    msg["To"] = row["to_addr"]
+    msg["Subject"] = row["subject"]
+    msg["Date"] = format_datetime(clock.parse(row["created_at"]))
+    domain = address.rpartition("@")[2] or "localhost"
+    digest = hashlib.sha256(row["dedupe_key"].encode()).hexdigest()[:16]
+    # Stable per row, so a resend after a crash is recognisable as the same message.
+    msg["Message-ID"] = f"<{row['id']}.{digest}@{domain}>"
+    msg["X-Billing-Template"] = row["template"]
+    msg.set_content(row["body_text"])
+    msg.add_alternative(row["body_html"], subtype="html")
+    return msg
+
+
+class CaptureTransport:
+    """Development: each email becomes an .eml file in data/mail/, readable at /dev/mail."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def __enter__(self):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def send(self, msg: EmailMessage, row: dict) -> None:
+        path = self.directory / f"{row['id']:08d}.eml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(bytes(msg))
+        tmp.replace(path)
+
+
+class SmtpTransport:
+    """A real mail server; one connection per batch, always with a timeout."""
+
+    def __init__(self, settings: Settings, timeout: float = 15.0):
+        self.settings = settings
+        self.timeout = timeout
+        self.conn: smtplib.SMTP | None = None
+
+    def __enter__(self):
+        s = self.settings
+        if s.smtp_tls == "ssl":
+            self.conn = smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=self.timeout,
+                                         context=ssl.create_default_context())
+        else:
+            self.conn = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=self.timeout)
+            if s.smtp_tls == "starttls":
+                self.conn.starttls(context=ssl.create_default_context())
+        if s.smtp_username:
+            self.conn.login(s.smtp_username, str(s.smtp_password))
+        return self
+
+    def __exit__(self, *exc):
+        if self.conn is not None:
+            try:
+                self.conn.quit()
+            except (smtplib.SMTPException, OSError):
+                self.conn.close()
+        return False
+
+    def send(self, msg: EmailMessage, row: dict) -> None:
+        self.conn.send_message(msg)
+
+
+def transport_for(settings: Settings):
+    if settings.smtp_host:
+        return SmtpTransport(settings)
+    return CaptureTransport(settings.mail_capture_dir)
+
+
+def deliver_due(db: Database, now: datetime, settings: Settings, transport=None) -> dict:
+    """Send what is due. Never raises for mail trouble: it is recorded and retried."""
+    counts = {"sent": 0, "retrying": 0, "failed": 0}
+    while True:
+        batch = claim(db, now)
+        if not batch:
+            return counts
+        transport_ = transport if transport is not None else transport_for(settings)
+        processed: set[int] = set()
+        try:
+            with transport_:
+                for row in batch:
+                    try:
+                        transport_.send(build_message(row, settings), row)
+                    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError):
+                        raise  # the connection is gone: the rest of the batch waits for a retry
+                    except smtplib.SMTPException as exc:  # this message refused, the next may pass
+                        _failed(db, now, row, exc, settings, counts)
+                    else:
+                        mark_sent(db, now, row["id"])
+                        counts["sent"] += 1
+                    processed.add(row["id"])
+        except (smtplib.SMTPException, OSError) as exc:
+            for row in batch:
+                if row["id"] not in processed:
+                    _failed(db, now, row, exc, settings, counts)
+            return counts
+
+
+def _failed(db, now, row, exc, settings, counts) -> None:
+    error = f"{type(exc).__name__}: {exc}"
+    mark_failed_try(db, now, row, error, settings.mail_max_attempts)
+    counts["failed" if row["attempts"] >= settings.mail_max_attempts else "retrying"] += 1
+
+
+def next_due(db: Database) -> datetime | None:
+    row = one(db, "SELECT min(next_attempt_at) AS at FROM outbox WHERE status = 'pending'")
+    return clock.parse(row["at"]) if row and row["at"] else None
+
+
+class Sender:
+    """Drains the outbox in the background of the web process.
+
+    Woken right after a commit that queued an email (so a reset link leaves
+    within seconds), and otherwise when the next retry is due, at least every
+    minute. The scheduler's tick also drains, catching anything missed.
+    """
+
+    IDLE_SECONDS = 60.0
+
+    def __init__(self, store, settings: Settings):
+        self.store = store
+        self.settings = settings
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.event: asyncio.Event | None = None
+        self.task: asyncio.Task | None = None
+        self.stopping = False
+
+    def start(self, clock) -> None:
+        self.clock = clock
+        self.loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+        self.stopping = False
+        self.store.wake_mailer = self.wake
+        self.task = asyncio.create_task(self._run(), name="mail-sender")
+
+    def wake(self) -> None:
+        """Thread-safe: called by whichever thread committed the email."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop is shutting down
+                loop.call_soon_threadsafe(self.event.set)
+
+    def drain_once(self) -> datetime | None:
+        deliver_due(self.store.db(), self.clock.now(), self.settings)
+        return next_due(self.store.db())
+
+    async def _run(self) -> None:
+        while not self.stopping:
+            self.event.clear()
+            due = None
+            try:
+                due = await anyio.to_thread.run_sync(self.drain_once)
+            except Exception:  # never let the sender die; the next wake-up tries again
+                log.exception("mail sender failed; will try again")
+            if self.stopping:
+                break
+            timeout = self.IDLE_SECONDS
+            if due is not None:
+                timeout = max(0.05, min(timeout, (due - self.clock.now()).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.event.wait(), timeout)
+
+    async def stop(self) -> None:
+        """Let a send in progress finish (its thread holds a connection), then end."""
+        self.store.wake_mailer = lambda: None
+        self.stopping = True
+        if self.task is not None:
+            self.event.set()
+            await self.task
+            self.task = None
+
+
+# --- the development capture, read back for /dev/mail -------------------------
+
+
+def captured(directory: Path) -> list[dict]:
+    from email import policy
+    from email.parser import BytesParser
+
+    messages = []
+    for path in sorted(Path(directory).glob("*.eml"), reverse=True):
+        msg = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+        text = msg.get_body(preferencelist=("plain",))
+        html = msg.get_body(preferencelist=("html",))
+        messages.append({
+            "id": path.stem,
+            "to": msg["To"],
+            "subject": msg["Subject"],
+            "date": msg["Date"],
+            "template": msg["X-Billing-Template"],
+            "text": text.get_content() if text else "",
+            "html": html.get_content() if html else "",
+        })
+    return messages

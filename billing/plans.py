@@ -1,0 +1,51 @@
+"""The plan catalog. Prices are integer minor units of `currency`, VAT included:
+the amount a customer pays in PayTR's iframe is exactly the advertised price."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Plan:
+    code: str
+    name: str
+    price: int  # minor units per month, VAT included
+    currency: str
+    workspaces: int | None  # None = unlimited
+    storage_gb: int
+    blurb: str
+
+    @property
+    def workspaces_label(self) -> str:
+        return "Unlimited workspaces" if self.workspaces is None else f"{self.workspaces} workspaces"
+
+    @property
+    def storage_label(self) -> str:
+        return f"{self.storage_gb} GB storage"
+
+
+PLANS: dict[str, Plan] = {
+    plan.code: plan
+    for plan in (
+        Plan("starter", "Starter", 2900, "USD", 5, 10, "For small teams getting started."),
+        Plan("team", "Team", 9900, "USD", 20, 50, "For growing teams that collaborate daily."),
+        Plan("enterprise", "Enterprise", 29900, "USD", None, 250, "For organisations that need room to grow."),
+    )
+}
+DEFAULT_PLAN = "starter"
+
+
+class UnknownPlan(LookupError):
+    pass
+
+
+def get(code: str) -> Plan:
+    try:
+        return PLANS[code]
+    except KeyError:
+        raise UnknownPlan(code) from None
+
+
+def all_plans() -> list[Plan]:
+    return list(PLANS.values())

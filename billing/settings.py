@@ -1,0 +1,278 @@
+"""One frozen settings object, read from the environment and an optional `.env`.
+
+Development works with no configuration at all: data in `data/`, a secret key
+generated once and kept there, mail captured to `data/mail/`. Production refuses
+to start while a secret is missing or a development default is still in use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from starlette.config import Config
+from starlette.datastructures import Secret
+
+DEVELOPMENT = "development"
+PRODUCTION = "production"
+DEFAULT_MAIL_FROM = "PayTR Billing <billing@localhost>"
+EMULATOR_API_BASE = "emulator"  # the built-in PayTR emulator, mounted in the app
+PAYTR_API_BASE = "https://www.paytr.com"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = DEVELOPMENT
+    data_dir: Path = Path("data")
+    base_url: str = "http://127.0.0.1:8000"
+    base_url_from_env: bool = False
+    secret_key: Secret = Secret("")
+    app_name: str = "PayTR Billing"
+
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: Secret = Secret("")
+    smtp_tls: str = "starttls"
+    mail_from: str = DEFAULT_MAIL_FROM
+    mail_max_attempts: int = 8
+    staff_alert_email: str = ""
+
+    trial_days: int = 14
+    timezone: str = "Europe/Istanbul"
+
+    # PayTR (the checkout issue): credentials, mode and where its API lives.
+    paytr_merchant_id: str = ""
+    paytr_merchant_key: Secret = Secret("")
+    paytr_merchant_salt: Secret = Secret("")
+    paytr_test_mode: bool = True
+    paytr_api_base: str = EMULATOR_API_BASE
+    paytr_notification_url: str = ""
+    paytr_timeout: float = 10.0
+    allow_test_mode_in_production: bool = False
+    trusted_proxies: tuple[str, ...] = ()
+
+    # Invoices: who sells, and the VAT they charge.
+    seller_name: str = "PayTR Billing Demo Ltd. Şti."
+    seller_address: str = "Büyükdere Cad. No:1, Şişli, İstanbul"
+    seller_tax_id: str = ""
+    seller_tax_office: str = ""
+    vat_rate: Decimal = Decimal("20")
+
+    # Lifecycle (the autopilot issue).
+    scheduler: bool = True
+    tick_seconds: int = 60
+    renewal_notice_days: int = 7
+    grace_days: int = 7
+    dunning_retry_days: tuple[int, ...] = (1, 3, 5)
+    paytr_recurring: bool = False
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == PRODUCTION
+
+    @property
+    def uses_emulator(self) -> bool:
+        return self.paytr_api_base == EMULATOR_API_BASE
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "billing.sqlite3"
+
+    @property
+    def mail_capture_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def https(self) -> bool:
+        return self.base_url.startswith("https://")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def url(self, path: str) -> str:
+        """An absolute URL for emails and PayTR: BASE_URL + path."""
+        return self.base_url.rstrip("/") + path
+
+    def replace(self, **changes) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        # Secrets are Starlette `Secret`s, whose repr is masked; keep it that way.
+        fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
+        return f"Settings({fields})"
+
+
+def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Read settings; in development also create the data dir and its secret key."""
+    environ = os.environ if environ is None else environ
+    if env_file is not None and not Path(env_file).is_file():
+        env_file = None
+    config = Config(env_file, environ=environ)
+
+    def get(key: str, default: str = "") -> str:
+        return str(config(key, default=default)).strip()
+
+    def number(key: str, default: int, minimum: int = 0) -> int:
+        raw = get(key, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be a whole number, not {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{key} must be at least {minimum}")
+        return value
+
+    def flag(key: str, default: bool) -> bool:
+        raw = get(key, "1" if default else "0").lower()
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key} must be 1 or 0, not {raw!r}")
+
+    env = get("BILLING_ENV", DEVELOPMENT).lower()
+    if env not in (DEVELOPMENT, PRODUCTION):
+        raise ConfigError(f"BILLING_ENV must be 'development' or 'production', not {env!r}")
+    production = env == PRODUCTION
+
+    data_dir = Path(get("BILLING_DATA_DIR", "data")).expanduser()
+    base_url = get("BASE_URL")
+    smtp_tls = get("SMTP_TLS", "starttls").lower()
+    if smtp_tls not in ("starttls", "ssl", "none"):
+        raise ConfigError(f"SMTP_TLS must be starttls, ssl or none, not {smtp_tls!r}")
+    timezone = get("TIMEZONE", "Europe/Istanbul")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"TIMEZONE {timezone!r} is not a known IANA time zone") from None
+    try:
+        vat_rate = Decimal(get("VAT_RATE", "20"))
+    except InvalidOperation:
+        raise ConfigError("VAT_RATE must be a percentage such as 20 or 18.5") from None
+    if not (0 <= vat_rate <= 100) or vat_rate.as_tuple().exponent < -2:
+        raise ConfigError("VAT_RATE must be between 0 and 100 with at most two decimals")
+    proxies = tuple(p.strip() for p in get("TRUSTED_PROXIES").split(",") if p.strip())
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"TRUSTED_PROXIES has {proxy!r}, which is not an IP address or network") from None
+    retry_days = get("DUNNING_RETRY_DAYS", "1,3,5")
+    try:
+        dunning_retry_days = tuple(sorted(int(d) for d in retry_days.split(",") if d.strip()))
+    except ValueError:
+        raise ConfigError("DUNNING_RETRY_DAYS must be comma-separated day numbers, such as 1,3,5") from None
+
+    smtp_port_default = 465 if smtp_tls == "ssl" else 587
+    settings = Settings(
+        env=env,
+        data_dir=data_dir,
+        base_url=(base_url or "http://127.0.0.1:8000").rstrip("/"),
+        base_url_from_env=bool(base_url),
+        secret_key=Secret(get("BILLING_SECRET_KEY")),
+        app_name=get("APP_NAME", "PayTR Billing"),
+        smtp_host=get("SMTP_HOST"),
+        smtp_port=number("SMTP_PORT", smtp_port_default, minimum=1),
+        smtp_username=get("SMTP_USERNAME"),
+        smtp_password=Secret(get("SMTP_PASSWORD")),
+        smtp_tls=smtp_tls,
+        mail_from=get("MAIL_FROM", DEFAULT_MAIL_FROM),
+        mail_max_attempts=number("MAIL_MAX_ATTEMPTS", 8, minimum=1),
+        staff_alert_email=get("STAFF_ALERT_EMAIL"),
+        trial_days=number("TRIAL_DAYS", 14, minimum=1),
+        timezone=timezone,
+        paytr_merchant_id=get("PAYTR_MERCHANT_ID"),
+        paytr_merchant_key=Secret(get("PAYTR_MERCHANT_KEY")),
+        paytr_merchant_salt=Secret(get("PAYTR_MERCHANT_SALT")),
+        paytr_test_mode=flag("PAYTR_TEST_MODE", not production),
+        paytr_api_base=get("PAYTR_API_BASE", PAYTR_API_BASE if production else EMULATOR_API_BASE).rstrip("/"),
+        paytr_notification_url=get("PAYTR_NOTIFICATION_URL"),
+        paytr_timeout=float(number("PAYTR_TIMEOUT", 10, minimum=1)),
+        allow_test_mode_in_production=flag("ALLOW_TEST_MODE_IN_PRODUCTION", False),
+        trusted_proxies=proxies,
+        seller_name=get("SELLER_NAME", Settings.seller_name),
+        seller_address=get("SELLER_ADDRESS", Settings.seller_address),
+        seller_tax_id=get("SELLER_TAX_ID"),
+        seller_tax_office=get("SELLER_TAX_OFFICE"),
+        vat_rate=vat_rate,
+        scheduler=flag("BILLING_SCHEDULER", True),
+        tick_seconds=number("TICK_SECONDS", 60, minimum=1),
+        renewal_notice_days=number("RENEWAL_NOTICE_DAYS", 7, minimum=1),
+        grace_days=number("GRACE_DAYS", 7, minimum=1),
+        dunning_retry_days=dunning_retry_days,
+        paytr_recurring=flag("PAYTR_RECURRING", False),
+    )
+    if production:
+        check_production(settings)
+    else:
+        settings = _development_defaults(settings)
+    return settings
+
+
+def _development_defaults(settings: Settings) -> Settings:
+    """Fill in what development may generate: a secret key and PayTR test credentials."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    changes: dict = {}
+    if not str(settings.secret_key):
+        key_file = settings.data_dir / "secret_key"
+        if not key_file.exists():
+            # Written once, readable only by us; kept so sessions survive restarts.
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+        changes["secret_key"] = Secret(key_file.read_text().strip())
+    if settings.uses_emulator:
+        # The emulator checks tokens exactly like PayTR, with these demo credentials.
+        changes.setdefault("paytr_merchant_id", settings.paytr_merchant_id or "100000")
+        if not str(settings.paytr_merchant_key):
+            changes["paytr_merchant_key"] = Secret("EMULATORKEY0000")
+        if not str(settings.paytr_merchant_salt):
+            changes["paytr_merchant_salt"] = Secret("EMULATORSALT000")
+    return settings.replace(**changes) if changes else settings
+
+
+def check_production(settings: Settings) -> None:
+    """Raise ConfigError with a one-line reason for the first unsafe setting."""
+    secret = str(settings.secret_key)
+    if not secret:
+        raise ConfigError("BILLING_SECRET_KEY is not set (use at least 32 random characters)")
+    if len(secret) < 32:
+        raise ConfigError("BILLING_SECRET_KEY is too short (use at least 32 random characters)")
+    key_file = settings.data_dir / "secret_key"
+    if key_file.is_file() and key_file.read_text().strip() == secret:
+        raise ConfigError("BILLING_SECRET_KEY is the generated development key; set a new one")
+    if not settings.base_url_from_env:
+        raise ConfigError("BASE_URL is not set (the public https:// address of this app)")
+    if not settings.https:
+        raise ConfigError("BASE_URL must start with https:// in production")
+    if not settings.smtp_host:
+        raise ConfigError("SMTP_HOST is not set (production sends real mail, it does not capture it)")
+    if settings.mail_from == DEFAULT_MAIL_FROM:
+        raise ConfigError("MAIL_FROM is not set (the sender address customers see)")
+    if not settings.paytr_merchant_id:
+        raise ConfigError("PAYTR_MERCHANT_ID is not set")
+    if not str(settings.paytr_merchant_key):
+        raise ConfigError("PAYTR_MERCHANT_KEY is not set")
+    if not str(settings.paytr_merchant_salt):
+        raise ConfigError("PAYTR_MERCHANT_SALT is not set")
+    if settings.uses_emulator:
+        raise ConfigError("PAYTR_API_BASE points at the built-in emulator; production talks to PayTR")
+    if settings.paytr_test_mode and not settings.allow_test_mode_in_production:
+        raise ConfigError(
+            "PAYTR_TEST_MODE=1 in production; set ALLOW_TEST_MODE_IN_PRODUCTION=1 if you really mean it"
+        )
+    if not settings.seller_tax_id:
+        raise ConfigError("SELLER_TAX_ID is not set (invoices must name the seller's tax number)")

@@ -1,0 +1,75 @@
+"""The customer's side: the billing dashboard and the team page."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import Route
+
+from billing import accounts, dashboard
+from billing.accounts import FormError
+from billing.web.common import current_user, flash, form, login_required, now, owner_required, redirect, run, settings
+from billing.web.templating import render
+
+
+@login_required
+async def billing_home(request: Request):
+    user = await current_user(request)
+    data = await run(request, dashboard.overview, now(request), user["company_id"])
+    return render(request, "billing/dashboard.html", data)
+
+
+async def _team_page(request: Request, errors: dict | None = None, values: dict | None = None, status: int = 200):
+    user = await current_user(request)
+    data = await run(request, accounts.team, now(request), user["company_id"])
+    data.update(errors=errors or {}, values=values or {})
+    return render(request, "billing/team.html", data, status=status, fragment="billing/_team.html")
+
+
+@login_required
+async def team(request: Request):
+    return await _team_page(request)
+
+
+@owner_required
+async def invite(request: Request):
+    user = await current_user(request)
+    data = await form(request)
+    try:
+        email = accounts.check_email(data.get("email"))
+        await run(request, accounts.invite, now(request), settings(request), user, email, data.get("role", "member"))
+    except FormError as exc:
+        return await _team_page(request, errors=exc.errors, values=data, status=422)
+    flash(request, f"Invitation sent to {email}. The link works for {accounts.INVITE_TTL.days} days.")
+    return redirect(request, "/billing/team")
+
+
+@owner_required
+async def withdraw_invite(request: Request):
+    user = await current_user(request)
+    await run(request, accounts.revoke_invite, now(request), user, request.path_params["invite_id"])
+    flash(request, "Invitation withdrawn.")
+    return redirect(request, "/billing/team")
+
+
+@owner_required
+async def remove_member(request: Request):
+    user = await current_user(request)
+    try:
+        await run(request, accounts.remove_member, now(request), user, request.path_params["user_id"])
+    except LookupError:
+        raise HTTPException(404) from None
+    except FormError as exc:
+        flash(request, exc.errors["member"], "error")
+        return redirect(request, "/billing/team")
+    flash(request, "Colleague removed; their sessions have ended.")
+    return redirect(request, "/billing/team")
+
+
+routes = [
+    Route("/billing/", billing_home),
+    Route("/billing/team", team),
+    Route("/billing/team/invite", invite, methods=["POST"]),
+    Route("/billing/team/invites/{invite_id:int}/withdraw", withdraw_invite, methods=["POST"]),
+    Route("/billing/team/members/{user_id:int}/remove", remove_member, methods=["POST"]),
+]

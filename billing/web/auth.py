@@ -1,0 +1,197 @@
+"""Register, log in and out, reset a forgotten password, accept an invitation."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from billing import accounts, plans
+from billing.accounts import FormError, InvalidToken
+from billing.web.common import (current_user, flash, form, in_thread, ip, now, redirect, run, safe_next,
+                                settings, user_agent)
+from billing.web.security import rotate_csrf_token
+from billing.web.templating import render
+
+
+async def _log_in(request: Request, user: dict) -> None:
+    """A fresh session for every login: a new id, a new CSRF token."""
+    old = request.session.pop("sid", None)
+    if old:
+        await run(request, accounts.end_session, old)
+    token = await run(request, accounts.create_session, now(request), user["id"], ip(request), user_agent(request))
+    request.session["sid"] = token
+    rotate_csrf_token(request)
+
+
+def _home(user: dict) -> str:
+    return "/admin/" if user["role"] == "staff" else "/billing/"
+
+
+async def register(request: Request):
+    plan = request.query_params.get("plan", "")
+    context = {"values": {"plan": plan if plan in plans.PLANS else ""}, "errors": {},
+               "trial_days": settings(request).trial_days, "plan": plans.PLANS.get(plan)}
+    if request.method == "GET":
+        user = await current_user(request)
+        if user:
+            return redirect(request, _home(user))
+        return render(request, "auth/register.html", context)
+
+    data = await form(request)
+    context["values"] = data
+    context["plan"] = plans.PLANS.get(data.get("plan", ""))
+    try:
+        company_name, name, email, password = accounts.collect(
+            lambda: accounts.check_text(data.get("company_name"), "company_name", "your company's name",
+                                        accounts.COMPANY_MAX),
+            lambda: accounts.check_text(data.get("name"), "name", "your name", accounts.NAME_MAX),
+            lambda: accounts.check_email(data.get("email")),
+            lambda: accounts.check_password(data.get("password"), data.get("email", "")),
+        )
+        password_hash = await in_thread(accounts.hash_password, password)
+        user = await run(request, accounts.register, now(request), settings(request), company_name=company_name,
+                         name=name, email=email, password_hash=password_hash,
+                         plan=data.get("plan") or plans.DEFAULT_PLAN)
+    except FormError as exc:
+        context["errors"] = exc.errors
+        return render(request, "auth/register.html", context, status=422, fragment="auth/_register_form.html")
+    await _log_in(request, user)
+    flash(request, f"Welcome aboard! Your {settings(request).trial_days}-day free trial has started.")
+    return redirect(request, "/billing/")
+
+
+async def login(request: Request):
+    next_url = safe_next(request.query_params.get("next"), "")
+    context = {"values": {"next": next_url}, "errors": {}, "message": None}
+    if request.method == "GET":
+        user = await current_user(request)
+        if user:
+            return redirect(request, safe_next(next_url, _home(user)))
+        return render(request, "auth/login.html", context)
+
+    data = await form(request)
+    email = accounts.normalize_email(data.get("email", ""))
+    password = data.get("password", "")
+    next_url = safe_next(data.get("next"), "")
+    context["values"] = {"email": email, "next": next_url}
+
+    if not email or not password:
+        context["errors"] = {k: v for k, v in (("email", "Enter your email address." if not email else None),
+                                               ("password", "Enter your password." if not password else None)) if v}
+        return render(request, "auth/login.html", context, status=422, fragment="auth/_login_form.html")
+    if len(password) > accounts.PASSWORD_MAX or len(email) > accounts.EMAIL_MAX:
+        context["message"] = "Email or password is incorrect."
+        return render(request, "auth/login.html", context, status=422, fragment="auth/_login_form.html")
+
+    throttle = await run(request, accounts.throttle, now(request), email, ip(request))
+    if throttle.locked:
+        context["message"] = throttle.message
+        return render(request, "auth/login.html", context, status=429, fragment="auth/_login_form.html",
+                      headers={"Retry-After": str(int(throttle.locked_for.total_seconds()) + 1)})
+    if throttle.delay:
+        await asyncio.sleep(throttle.delay)  # slows guessing without tying up a worker thread
+    user = await run(request, accounts.check_login, now(request), email, password, ip(request))
+    if user is None:
+        context["message"] = "Email or password is incorrect."
+        return render(request, "auth/login.html", context, status=422, fragment="auth/_login_form.html")
+    await _log_in(request, user)
+    return redirect(request, safe_next(next_url, _home(user)))
+
+
+async def logout(request: Request):
+    token = request.session.get("sid")
+    await run(request, accounts.end_session, token)
+    request.session.clear()
+    flash(request, "You have been logged out.")
+    return redirect(request, "/auth/login")
+
+
+async def forgot_password(request: Request):
+    context = {"values": {}, "errors": {}, "sent_to": None}
+    if request.method == "GET":
+        return render(request, "auth/forgot_password.html", context)
+    data = await form(request)
+    context["values"] = data
+    try:
+        email = accounts.check_email(data.get("email"))
+    except FormError as exc:
+        context["errors"] = exc.errors
+        return render(request, "auth/forgot_password.html", context, status=422,
+                      fragment="auth/_forgot_password_form.html")
+    await run(request, accounts.request_password_reset, now(request), settings(request), email)
+    context["sent_to"] = email
+    context["minutes"] = int(accounts.RESET_TTL.total_seconds() // 60)
+    return render(request, "auth/forgot_password.html", context, fragment="auth/_forgot_password_form.html")
+
+
+async def reset_password(request: Request):
+    token = request.path_params["token"]
+    context = {"errors": {}, "token": token}
+    try:
+        user = await run(request, accounts.reset_token_user, now(request), token)
+    except InvalidToken as exc:
+        return render(request, "auth/link_invalid.html", {"message": str(exc), "again_url": "/auth/forgot-password",
+                                                          "again_label": "Send a new link"}, status=410)
+    context["email"] = user["email"]
+    if request.method == "GET":
+        return render(request, "auth/reset_password.html", context)
+    data = await form(request)
+    try:
+        password = accounts.check_password(data.get("password"), user["email"])
+        if data.get("password") != data.get("password_confirm"):
+            raise FormError({"password_confirm": "The two passwords do not match."})
+        password_hash = await in_thread(accounts.hash_password, password)
+        await run(request, accounts.reset_password, now(request), token, password_hash)
+    except FormError as exc:
+        context["errors"] = exc.errors
+        return render(request, "auth/reset_password.html", context, status=422,
+                      fragment="auth/_reset_password_form.html")
+    except InvalidToken as exc:  # used in another tab a moment ago
+        return render(request, "auth/link_invalid.html", {"message": str(exc), "again_url": "/auth/forgot-password",
+                                                          "again_label": "Send a new link"}, status=410)
+    request.session.clear()
+    flash(request, "Your password has been changed and you were logged out everywhere. "
+                   "Log in with your new password.")
+    return redirect(request, "/auth/login")
+
+
+async def accept_invite(request: Request):
+    token = request.path_params["token"]
+    try:
+        invite = await run(request, accounts.invite_for_token, now(request), token)
+    except InvalidToken as exc:
+        return render(request, "auth/link_invalid.html", {"message": str(exc), "again_url": "/auth/login",
+                                                          "again_label": "Go to login"}, status=410)
+    context = {"invite": invite, "errors": {}, "values": {}, "token": token}
+    if request.method == "GET":
+        return render(request, "auth/accept_invite.html", context)
+    data = await form(request)
+    context["values"] = data
+    try:
+        name, password = accounts.collect(
+            lambda: accounts.check_text(data.get("name"), "name", "your name", accounts.NAME_MAX),
+            lambda: accounts.check_password(data.get("password"), invite["email"]),
+        )
+        password_hash = await in_thread(accounts.hash_password, password)
+        user = await run(request, accounts.accept_invite, now(request), token, name, password_hash)
+    except FormError as exc:
+        context["errors"] = exc.errors
+        return render(request, "auth/accept_invite.html", context, status=422, fragment="auth/_accept_invite_form.html")
+    except InvalidToken as exc:
+        return render(request, "auth/link_invalid.html", {"message": str(exc), "again_url": "/auth/login",
+                                                          "again_label": "Go to login"}, status=410)
+    await _log_in(request, user)
+    flash(request, f"Welcome to {invite['company_name']}!")
+    return redirect(request, "/billing/")
+
+
+routes = [
+    Route("/auth/register", register, methods=["GET", "POST"]),
+    Route("/auth/login", login, methods=["GET", "POST"]),
+    Route("/auth/logout", logout, methods=["POST"]),
+    Route("/auth/forgot-password", forgot_password, methods=["GET", "POST"]),
+    Route("/auth/reset/{token}", reset_password, methods=["GET", "POST"]),
+    Route("/auth/invite/{token}", accept_invite, methods=["GET", "POST"]),
+]

@@ -1,0 +1,151 @@
+"""What every handler uses: run a domain function, who is logged in, guards, flash, redirects."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from urllib.parse import quote, urlsplit
+
+import anyio.to_thread
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from billing import accounts
+from billing.web.security import client_ip
+from billing.web.templating import is_htmx
+
+
+async def run(request: Request, fn, *args, **kwargs):
+    """Call a domain function `fn(db, ...)` on a worker thread with that thread's connection.
+
+    Keeps the event loop free while SQLite waits for a lock or an fsync, and
+    while argon2 does its deliberately slow work.
+    """
+    store = request.app.state.store
+
+    def call():
+        return fn(store.db(), *args, **kwargs)
+
+    return await anyio.to_thread.run_sync(call)
+
+
+async def in_thread(fn, *args, **kwargs):
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+def now(request: Request) -> datetime:
+    return request.app.state.clock.now()
+
+
+def settings(request: Request):
+    return request.app.state.settings
+
+
+def ip(request: Request) -> str:
+    return client_ip(request, settings(request).trusted_proxies)
+
+
+async def current_user(request: Request) -> dict | None:
+    if "user" not in request.state._state:
+        token = request.session.get("sid")
+        user = await run(request, accounts.session_user, now(request), token) if token else None
+        if token and user is None:
+            request.session.pop("sid", None)  # ended elsewhere (logout, password reset)
+        request.state.user = user
+    return request.state.user
+
+
+class CurrentUserMiddleware:
+    """Load who is logged in before any page renders, so every page's navigation
+    (error pages included) knows. Static files and server-to-server calls skip it."""
+
+    SKIP = ("/static/", "/billing/callback", "/paytr-emulator/", "/healthz")
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not scope["path"].startswith(self.SKIP):
+            await current_user(Request(scope))
+        await self.app(scope, receive, send)
+
+
+def safe_next(target: str | None, default: str = "/billing/") -> str:
+    """Only paths inside this app: '/billing/x' yes; '//evil.com', 'https://evil.com', '/\\evil' no."""
+    if not target or not isinstance(target, str):
+        return default
+    parts = urlsplit(target)
+    if (parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//")
+            or "\\" in target or any(ord(ch) < 32 for ch in target)):
+        return default
+    return target
+
+
+def redirect(request: Request, url: str) -> Response:
+    """303 for a plain form; htmx gets HX-Redirect so it navigates instead of swapping a page in."""
+    if is_htmx(request):
+        return Response(status_code=200, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)
+
+
+def login_redirect(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return redirect(request, f"/auth/login?next={quote(target, safe='/')}")
+
+
+def flash(request: Request, message: str, level: str = "success") -> None:
+    messages = list(request.session.get("flash", []))
+    messages.append([level, message])
+    request.session["flash"] = messages[-5:]
+
+
+def login_required(handler):
+    """Customers only (owner or member); staff are sent to the admin console."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request):
+        user = await current_user(request)
+        if user is None:
+            return login_redirect(request)
+        if user["role"] == "staff":
+            return redirect(request, "/admin/")
+        return await handler(request)
+
+    return wrapper
+
+
+def owner_required(handler):
+    @functools.wraps(handler)
+    async def wrapper(request: Request):
+        user = await current_user(request)
+        if user is None:
+            return login_redirect(request)
+        if user["role"] != "owner":
+            raise HTTPException(403, "Only the account owner can do this.")
+        return await handler(request)
+
+    return wrapper
+
+
+def staff_required(handler):
+    @functools.wraps(handler)
+    async def wrapper(request: Request):
+        user = await current_user(request)
+        if user is None:
+            return login_redirect(request)
+        if user["role"] != "staff":
+            raise HTTPException(403, "This page is for the operator's staff.")
+        return await handler(request)
+
+    return wrapper
+
+
+async def form(request: Request) -> dict[str, str]:
+    """The submitted form as plain strings (first value of each field)."""
+    data = await request.form()
+    return {key: value for key, value in data.items() if isinstance(value, str)}
+
+
+def user_agent(request: Request) -> str:
+    return request.headers.get("user-agent", "")[:300]

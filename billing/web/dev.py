@@ -1,0 +1,43 @@
+"""Development-only pages: the captured mail. Not mounted in production."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from billing import mail
+from billing.web.common import in_thread, settings
+from billing.web.templating import render
+
+
+async def mailbox(request: Request):
+    messages = await in_thread(mail.captured, settings(request).mail_capture_dir)
+    return render(request, "dev/mail.html", {"messages": messages})
+
+
+async def message(request: Request):
+    messages = await in_thread(mail.captured, settings(request).mail_capture_dir)
+    found = next((m for m in messages if m["id"] == request.path_params["message_id"]), None)
+    if found is None:
+        raise HTTPException(404, "No captured email with that number.")
+    return render(request, "dev/message.html", {"message": found})
+
+
+async def message_html(request: Request):
+    messages = await in_thread(mail.captured, settings(request).mail_capture_dir)
+    found = next((m for m in messages if m["id"] == request.path_params["message_id"]), None)
+    if found is None:
+        raise HTTPException(404, "No captured email with that number.")
+    # The email's own HTML, shown in a sandboxed frame: no scripts, links open in a new tab.
+    return HTMLResponse(found["html"], headers={
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                                   "frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox"})
+
+
+routes = [
+    Route("/dev/mail", mailbox),
+    Route("/dev/mail/{message_id:str}", message),
+    Route("/dev/mail/{message_id:str}/html", message_html),
+]

@@ -1,0 +1,37 @@
+"""Pages anyone can see: the landing page, pricing, and the health check."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from billing import plans
+from billing.db import scalar
+from billing.web.common import current_user, run, settings
+from billing.web.templating import render
+
+
+async def home(request: Request):
+    return await pricing(request)
+
+
+async def pricing(request: Request):
+    user = await current_user(request)
+    return render(request, "pricing.html", {"plans": plans.all_plans(), "trial_days": settings(request).trial_days,
+                                            "user": user})
+
+
+async def healthz(request: Request):
+    try:
+        await run(request, lambda db: scalar(db, "SELECT count(*) FROM _sqlite_migrations"))
+    except Exception as exc:  # any database trouble means unhealthy, whatever its type
+        return JSONResponse({"status": "error", "database": type(exc).__name__}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok"})
+
+
+routes = [
+    Route("/", home),
+    Route("/pricing", pricing),
+    Route("/healthz", healthz),
+]

@@ -1,0 +1,161 @@
+"""CSRF protection, security headers and the client's IP address.
+
+CSRF: a random token lives in the signed session cookie (itsdangerous, via
+Starlette's SessionMiddleware); every unsafe request must echo it in the
+`csrf_token` form field or the `X-CSRF-Token` header (htmx sends the header).
+Cross-site pages can neither read the cookie nor the token, so they cannot
+forge a request. The few endpoints that other servers call are exempted in
+one place: `CSRF_EXEMPT` below.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+from collections.abc import Callable
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS", "TRACE"}
+MAX_BODY = 1_000_000  # bytes; forms here are small
+
+# The only requests that need no CSRF token: PayTR's server-to-server callback
+# (it proves itself with its hash) and the built-in PayTR emulator, which plays
+# a different website and has no session of ours.
+CSRF_EXEMPT_PATHS = ("/billing/callback",)
+CSRF_EXEMPT_PREFIXES = ("/paytr-emulator/",)
+
+# Pages of the emulator imitate PayTR's site: they may be framed by our checkout.
+FRAMEABLE_PREFIXES = ("/paytr-emulator/",)
+
+
+def csrf_exempt(path: str) -> bool:
+    return path in CSRF_EXEMPT_PATHS or path.startswith(CSRF_EXEMPT_PREFIXES)
+
+
+def csrf_token(request: Request) -> str:
+    """The session's token, created on first use."""
+    token = request.session.get("csrf")
+    if not token:
+        token = secrets.token_urlsafe(32)
+        request.session["csrf"] = token
+    return token
+
+
+def rotate_csrf_token(request: Request) -> None:
+    request.session["csrf"] = secrets.token_urlsafe(32)
+
+
+class CSRFMiddleware:
+    def __init__(self, app: ASGIApp, deny: Callable[[Scope, str], Response]):
+        self.app = app
+        self.deny = deny  # builds the friendly 403 page
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or csrf_exempt(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        expected = scope.get("session", {}).get("csrf")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        supplied = headers.get("x-csrf-token")
+
+        body: bytes | None = None  # read only when the token must come from the form
+        if supplied is None:
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY:
+                    await PlainTextResponse("Request too large.", status_code=413)(scope, receive, send)
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+                values = parse_qs(body.decode("utf-8", "replace")).get("csrf_token")
+                supplied = values[0] if values else None
+
+        if not expected or not supplied or not hmac.compare_digest(str(expected), str(supplied)):
+            reason = ("Your session has expired or the form was opened in another browser."
+                      if not expected else "The security token on this form does not match your session.")
+            await self.deny(scope, reason)(scope, receive, send)
+            return
+
+        if body is None:
+            await self.app(scope, receive, send)
+            return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp, frame_sources: str = "'self'"):
+        self.app = app
+        self.csp = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            f"script-src 'self'; frame-src 'self' {frame_sources}; "
+            "frame-ancestors 'none'; base-uri 'self'; object-src 'none'"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        frameable = scope["path"].startswith(FRAMEABLE_PREFIXES)
+
+        async def add_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                names = {k.lower() for k, _ in headers}
+                extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
+                # A response with its own policy (the mail viewer's frame) governs its own framing.
+                if not frameable and b"content-security-policy" not in names:
+                    extra.append((b"x-frame-options", b"DENY"))
+                    extra.append((b"content-security-policy", self.csp.encode()))
+                headers.extend(h for h in extra if h[0] not in names)
+            await send(message)
+
+        await self.app(scope, receive, add_headers)
+
+
+def client_ip(request: Request, trusted_proxies: tuple[str, ...] = ()) -> str:
+    """The customer's address. X-Forwarded-For counts only when the peer is a trusted proxy."""
+    peer = request.client.host if request.client else "0.0.0.0"
+    networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+
+    def trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in networks)
+
+    if not networks or not trusted(peer):
+        return peer
+    forwarded = request.headers.get("x-forwarded-for", "")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    # Walk from the nearest hop outwards; the first one we don't trust is the client.
+    for hop in reversed(hops):
+        if not trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
+    return hops[0] if hops else peer

@@ -1,0 +1,95 @@
+"""Jinja2 for pages and emails: one set of filters, and the htmx-aware `render()`.
+
+A full page is `base.html` + a page template that includes its fragment; a
+request made by htmx (and not a history restore) gets only the fragment.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import jinja2
+from markupsafe import Markup, escape
+from starlette.requests import Request
+from starlette.templating import Jinja2Templates
+
+from billing import clock, money
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
+DEFAULT_TZ = "Europe/Istanbul"
+
+
+def _local(value, tz: str | None) -> datetime | None:
+    if value in (None, ""):
+        return None
+    dt = clock.parse(value) if isinstance(value, str) else value
+    return dt.astimezone(ZoneInfo(tz or DEFAULT_TZ))
+
+
+@jinja2.pass_context
+def date_filter(ctx, value, tz: str | None = None) -> str:
+    """'2026-12-11T02:20:36Z' -> '11 Dec 2026' in the page's or email's time zone."""
+    dt = _local(value, tz or ctx.get("tz"))
+    return "" if dt is None else f"{dt.day} {dt:%b %Y}"
+
+
+@jinja2.pass_context
+def datetime_filter(ctx, value, tz: str | None = None) -> str:
+    dt = _local(value, tz or ctx.get("tz"))
+    return "" if dt is None else f"{dt.day} {dt:%b %Y, %H:%M}"
+
+
+def money_filter(minor, currency: str = "USD") -> str:
+    return money.format(int(minor), currency)
+
+
+_URL = re.compile(r"https?://[^\s<>\"']+")
+
+
+def linkify(text: str) -> Markup:
+    """Escape plain text and make its URLs clickable (the dev mail viewer)."""
+    escaped = str(escape(text))
+    return Markup(_URL.sub(lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>', escaped))
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
+
+
+def register_filters(env: jinja2.Environment) -> None:
+    env.filters["date"] = date_filter
+    env.filters["datetime"] = datetime_filter
+    env.filters["money"] = money_filter
+    env.filters["linkify"] = linkify
+    env.globals["plural"] = plural
+
+
+def make_templates(context_processor) -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        undefined=jinja2.ChainableUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    register_filters(env)
+    return Jinja2Templates(env=env, context_processors=[context_processor])
+
+
+def is_htmx(request: Request) -> bool:
+    return (request.headers.get("HX-Request") == "true"
+            and request.headers.get("HX-History-Restore-Request") != "true")
+
+
+def render(request: Request, template: str, context: dict | None = None, *, status: int = 200,
+           fragment: str | None = None, headers: dict | None = None):
+    """Render a page, or just its fragment for htmx; either way `Vary: HX-Request`."""
+    name = fragment if fragment and is_htmx(request) else template
+    response = request.app.state.templates.TemplateResponse(
+        request, name, context or {}, status_code=status, headers=headers)
+    if fragment:
+        response.headers.append("Vary", "HX-Request")
+    return response

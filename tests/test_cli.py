@@ -1,0 +1,53 @@
+"""The operations behind `python main.py`."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from billing.db import Store, rows
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(tmp_path, *args, stdin=""):
+    env = {**os.environ, "BILLING_DATA_DIR": str(tmp_path / "data"), "BILLING_ENV": "development"}
+    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_migrate_then_migrate_again(tmp_path):
+    first = run(tmp_path, "migrate")
+    assert first.returncode == 0 and first.stdout.startswith("applied: m001_accounts")
+    second = run(tmp_path, "migrate")
+    assert second.returncode == 0 and second.stdout.strip() == "database is up to date"
+
+
+def test_create_staff_reads_the_password_from_stdin(tmp_path):
+    result = run(tmp_path, "create-staff", "Ops@Example.com", "--name", "Operasyon", stdin="a long staff password\n")
+    assert result.returncode == 0, result.stderr
+    assert "staff account ops@example.com created" in result.stdout
+    store = Store(tmp_path / "data" / "billing.sqlite3")
+    [user] = rows(store.db(), "SELECT email, name, role, company_id FROM users")
+    store.close()
+    assert user == {"email": "ops@example.com", "name": "Operasyon", "role": "staff", "company_id": None}
+    again = run(tmp_path, "create-staff", "ops@example.com", stdin="a long staff password\n")
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_create_staff_refuses_weak_passwords_and_bad_emails(tmp_path):
+    weak = run(tmp_path, "create-staff", "ops@example.com", stdin="short\n")
+    assert weak.returncode == 2 and "at least 8" in weak.stderr
+    bad = run(tmp_path, "create-staff", "not-an-email", stdin="a long staff password\n")
+    assert bad.returncode == 2 and "valid email" in bad.stderr
+
+
+def test_send_mail_reports_what_it_did(tmp_path):
+    result = run(tmp_path, "send-mail")
+    assert result.returncode == 0 and result.stdout.strip() == "sent 0, will retry 0, failed for good 0"
+
+
+def test_help_lists_the_operations(tmp_path):
+    result = run(tmp_path, "--help")
+    for command in ("migrate", "create-staff", "send-mail", "--host", "--port"):
+        assert command in result.stdout

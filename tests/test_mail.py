@@ -1,0 +1,150 @@
+"""The outbox: written with the change, sent with retries, never blocking the change."""
+
+from datetime import timedelta
+
+import pytest
+
+from billing import mail
+from billing.db import write
+from conftest import START, free_port, make_company, outbox, register, wait_for
+
+
+class FailingTransport:
+    def __init__(self, error=OSError("connection refused")):
+        self.error = error
+        self.tries = 0
+
+    def __enter__(self):
+        self.tries += 1
+        raise self.error
+
+    def __exit__(self, *exc):
+        return False
+
+
+class Recorder:
+    def __init__(self):
+        self.sent = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def send(self, msg, row):
+        self.sent.append(msg)
+
+
+def queue(db, settings, key="k1", to="a@example.com"):
+    with write(db):
+        return mail.enqueue(db, START, settings, template="staff_alert", to=to, dedupe_key=key,
+                            context={"title": "Hello", "body": "Body"})
+
+
+def test_enqueue_is_deduplicated_by_key(db, settings):
+    assert queue(db, settings) is True
+    assert queue(db, settings) is False
+    assert len(outbox(db)) == 1
+
+
+def test_a_rolled_back_change_sends_nothing(db, settings):
+    with pytest.raises(RuntimeError):
+        with write(db):
+            mail.enqueue(db, START, settings, template="staff_alert", to="a@example.com", dedupe_key="gone",
+                         context={"title": "T", "body": "B"})
+            raise RuntimeError("the change failed")
+    assert outbox(db) == []
+
+
+def test_sender_sends_html_and_text(db, settings):
+    queue(db, settings)
+    recorder = Recorder()
+    assert mail.deliver_due(db, START, settings, recorder) == {"sent": 1, "retrying": 0, "failed": 0}
+    [msg] = recorder.sent
+    assert msg.get_body(("plain",)).get_content().startswith("Hello")
+    assert "<html" in msg.get_body(("html",)).get_content()
+    assert msg["Subject"] == "[PayTR Billing] Hello"
+    assert outbox(db)[0]["status"] == "sent"
+    assert mail.deliver_due(db, START, settings, recorder)["sent"] == 0  # nothing sent twice
+
+
+def test_failures_back_off_and_finally_fail_for_staff_to_see(db, settings):
+    queue(db, settings)
+    transport = FailingTransport()
+    now = START
+    for attempt in range(1, settings.mail_max_attempts + 1):
+        counts = mail.deliver_due(db, now, settings, transport)
+        row = outbox(db)[0]
+        assert row["attempts"] == attempt
+        assert "connection refused" in row["last_error"]
+        if attempt < settings.mail_max_attempts:
+            assert counts["retrying"] == 1 and row["status"] == "pending"
+            due = mail.next_due(db)
+            assert due - now == mail.backoff(attempt)
+            assert mail.deliver_due(db, due - timedelta(seconds=1), settings, transport)["retrying"] == 0  # not yet
+            now = due
+        else:
+            assert counts["failed"] == 1 and row["status"] == "failed"
+    assert mail.backoff(1) == timedelta(minutes=1) and mail.backoff(20) == timedelta(hours=1)
+
+
+def test_a_leased_row_is_not_sent_by_a_second_sender(db, settings):
+    queue(db, settings)
+    claimed = mail.claim(db, START)
+    assert len(claimed) == 1
+    assert mail.claim(db, START) == []  # another sender finds nothing
+    assert len(mail.claim(db, START + mail.LEASE)) == 1  # unless the first one died
+
+
+def test_failed_emails_are_listed_in_the_admin_console(client, db, settings, password_hash):
+    from billing import accounts
+    from conftest import login
+    queue(db, settings, to="bounce@example.com")
+    mail.deliver_due(db, START, settings.replace(mail_max_attempts=1), FailingTransport())
+    accounts.create_staff(db, START, email="ops@example.com", name="Ops", password_hash=password_hash)
+    login(client, email="ops@example.com")
+    page = client.get("/admin/").text
+    assert "bounce@example.com" in page and "connection refused" in page
+
+
+@pytest.fixture
+def env(request):
+    return getattr(request, "param", {})
+
+
+@pytest.mark.parametrize("env", [{"SMTP_HOST": "127.0.0.1", "SMTP_PORT": free_port(), "SMTP_TLS": "none"}],
+                         indirect=True)
+def test_registration_succeeds_while_the_mail_server_is_down(client, db):
+    response = register(client)
+    assert response.status_code == 303
+    assert "14 days left" in client.get("/billing/").text
+    row = wait_for(lambda: (r := outbox(db)[0]) and r["last_error"] and r, message="a failed send")
+    assert row["status"] == "pending" and row["attempts"] == 1
+
+
+def test_welcome_email_arrives_over_real_smtp(tmp_path, smtp):
+    from starlette.testclient import TestClient
+
+    from billing.app import create_app
+    from billing.clock import FixedClock
+    from conftest import make_settings
+
+    settings = make_settings(tmp_path, SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, SMTP_TLS="none",
+                             MAIL_FROM="Faturalama <fatura@example.com>")
+    with TestClient(create_app(settings, clock=FixedClock(START)), base_url="http://testserver") as client:
+        register(client, email="smtp@example.com")
+        [msg] = wait_for(lambda: smtp.received("smtp@example.com"), message="the welcome email over SMTP")
+    assert msg["From"] == "Faturalama <fatura@example.com>"
+    assert msg["Subject"] == "Welcome to PayTR Billing, your 14-day trial has started"
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "Ayşe Yılmaz" in text and "11 Dec 2026" in text and "http://testserver/billing/" in text
+    assert "Open your billing dashboard" in html and "Yılmaz Yazılım A.Ş." in html
+
+
+def test_send_mail_drains_the_outbox_once(db, settings, password_hash):
+    make_company(db, settings, START, password_hash)
+    counts = mail.deliver_due(db, START, settings)
+    assert counts["sent"] == 1
+    assert list(settings.mail_capture_dir.glob("*.eml"))
