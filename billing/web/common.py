@@ -100,45 +100,36 @@ def flash(request: Request, message: str, level: str = "success") -> None:
     request.session["flash"] = messages[-5:]
 
 
-def login_required(handler):
-    """Customers only (owner or member); staff are sent to the admin console."""
+def _guard(allowed: set[str], refuse):
+    """A decorator letting only users with one of `allowed` roles through;
+    `refuse(request, user)` answers everyone else who is logged in."""
 
-    @functools.wraps(handler)
-    async def wrapper(request: Request):
-        user = await current_user(request)
-        if user is None:
-            return login_redirect(request)
-        if user["role"] == "staff":
-            return redirect(request, "/admin/")
-        return await handler(request)
+    def decorator(handler):
+        @functools.wraps(handler)
+        async def wrapper(request: Request):
+            user = await current_user(request)
+            if user is None:
+                return login_redirect(request)
+            if user["role"] not in allowed:
+                return refuse(request, user)
+            return await handler(request)
 
-    return wrapper
+        return wrapper
 
-
-def owner_required(handler):
-    @functools.wraps(handler)
-    async def wrapper(request: Request):
-        user = await current_user(request)
-        if user is None:
-            return login_redirect(request)
-        if user["role"] != "owner":
-            raise HTTPException(403, "Only the account owner can do this.")
-        return await handler(request)
-
-    return wrapper
+    return decorator
 
 
-def staff_required(handler):
-    @functools.wraps(handler)
-    async def wrapper(request: Request):
-        user = await current_user(request)
-        if user is None:
-            return login_redirect(request)
-        if user["role"] != "staff":
-            raise HTTPException(403, "This page is for the operator's staff.")
-        return await handler(request)
+def _forbid(message: str):
+    def refuse(request, user):
+        raise HTTPException(403, message)
 
-    return wrapper
+    return refuse
+
+
+# Customers only (owner or member); staff are sent to their admin console.
+login_required = _guard({"owner", "member"}, lambda request, user: redirect(request, "/admin/"))
+owner_required = _guard({"owner"}, _forbid("Only the account owner can do this."))
+staff_required = _guard({"staff"}, _forbid("This page is for the operator's staff."))
 
 
 async def form(request: Request) -> dict[str, str]:

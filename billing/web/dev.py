@@ -17,19 +17,20 @@ async def mailbox(request: Request):
     return render(request, "dev/mail.html", {"messages": messages})
 
 
-async def message(request: Request):
+async def _find(request: Request) -> dict:
     messages = await in_thread(mail.captured, settings(request).mail_capture_dir)
     found = next((m for m in messages if m["id"] == request.path_params["message_id"]), None)
     if found is None:
         raise HTTPException(404, "No captured email with that number.")
-    return render(request, "dev/message.html", {"message": found})
+    return found
+
+
+async def message(request: Request):
+    return render(request, "dev/message.html", {"message": await _find(request)})
 
 
 async def message_html(request: Request):
-    messages = await in_thread(mail.captured, settings(request).mail_capture_dir)
-    found = next((m for m in messages if m["id"] == request.path_params["message_id"]), None)
-    if found is None:
-        raise HTTPException(404, "No captured email with that number.")
+    found = await _find(request)
     # The email's own HTML, shown in a sandboxed frame: no scripts, links open in a new tab.
     return HTMLResponse(found["html"], headers={
         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
