@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from urllib.parse import urlsplit
+
+import anyio.to_thread
+import httpx
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -18,10 +22,14 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from billing import mail, migrations
+from billing.callbacks import CallbackWriter, Checkpointer
+from billing.paytr.client import PaytrClient
+from billing.paytr.client import timeouts as paytr_timeouts
 from billing.clock import Clock
 from billing.db import Store, write
 from billing.settings import Settings
-from billing.web import account, admin, auth, dev, errors, public
+from billing.web import account, admin, auth, checkout, dev, errors, public
+from billing.web import callback
 from billing.web.common import CurrentUserMiddleware
 from billing.web.security import CSRFMiddleware, SecurityHeadersMiddleware, csrf_token
 from billing.web.templating import TEMPLATES_DIR, is_htmx, make_templates
@@ -30,6 +38,7 @@ log = logging.getLogger("billing")
 
 STATIC_DIR = TEMPLATES_DIR.parent / "static"
 SESSION_COOKIE = "billing_session"
+EMULATOR_PREFIX = "/paytr-emulator"
 SESSION_MAX_AGE = 30 * 24 * 3600
 
 
@@ -40,6 +49,7 @@ def _template_context(request: Request) -> dict:
         "is_production": settings.is_production,
         "tz": settings.timezone,
         "htmx_available": request.app.state.htmx_available,
+        "emulator_mounted": request.app.state.emulator is not None,
         "user": request.state._state.get("user"),
         "csrf_token": "",
         "flashes": [],
@@ -60,9 +70,26 @@ def _csrf_denied(scope, reason: str):
                                                       "detail": detail}, status_code=403)
 
 
+class BillingApp(Starlette):
+    """Starlette, except that PayTR's callback is answered before any middleware runs."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if callback.dispatch(scope):
+            scope["app"] = self
+            await callback.endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
-    store = Store(settings.database_path)
+    clock = clock or Clock()
+    # WAL checkpoints run in the background (Checkpointer), never on a commit PayTR waits for.
+    store = Store(settings.database_path, autocheckpoint=False)
     sender = mail.Sender(store, settings)
+    writer = CallbackWriter(store, settings, clock)
+    checkpointer = Checkpointer(store)
+    sender.busy = writer.recently_active
+    emulator_app = _emulator(settings) if settings.uses_emulator and not settings.is_production else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -71,31 +98,78 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             applied = migrations.apply(db)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
+        checkpointer.start()
+        writer.start()
         sender.start(app.state.clock)
-        try:
-            yield
-        finally:
-            await sender.stop()
-            store.close()
+        async with contextlib.AsyncExitStack() as stack:
+            app.state.paytr = PaytrClient(settings, await stack.enter_async_context(_paytr_http(settings, emulator_app)))
+            if emulator_app is not None:
+                callbacks_http = await stack.enter_async_context(_callback_http(settings, app))
+                emulator_app.state.emulator.attach_callback_client(callbacks_http)
+                stack.push_async_callback(emulator_app.state.emulator.aclose)
+            try:
+                yield
+            finally:
+                await sender.stop()
+        await writer.stop()
+        await anyio.to_thread.run_sync(checkpointer.stop)
+        store.close()
 
-    routes = [*public.routes, *auth.routes, *account.routes, *admin.routes]
+    routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *admin.routes]
     if not settings.is_production:
         routes += dev.routes
+    if emulator_app is not None:
+        routes.append(Mount(EMULATOR_PREFIX, app=emulator_app, name="paytr-emulator"))
     routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
 
     middleware = [
-        Middleware(SecurityHeadersMiddleware),
+        Middleware(SecurityHeadersMiddleware, frame_sources=_origin(settings)),
         Middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie=SESSION_COOKIE,
                    max_age=SESSION_MAX_AGE, same_site="lax", https_only=settings.https),
         Middleware(CSRFMiddleware, deny=_csrf_denied),
         Middleware(CurrentUserMiddleware),
     ]
 
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers=errors.handlers, lifespan=lifespan)
+    app = BillingApp(routes=routes, middleware=middleware, exception_handlers=errors.handlers, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
-    app.state.clock = clock or Clock()
+    app.state.clock = clock
     app.state.sender = sender
+    app.state.callback_writer = writer
+    app.state.emulator = emulator_app.state.emulator if emulator_app is not None else None
     app.state.templates = make_templates(_template_context)
     app.state.htmx_available = (STATIC_DIR / "vendor" / "htmx.min.js").is_file()
     return app
+
+
+def _origin(settings: Settings) -> str:
+    """PayTR's origin, allowed to be framed by the checkout page ('self' covers the emulator)."""
+    if settings.uses_emulator:
+        return "'self'"
+    parts = urlsplit(settings.paytr_api_base)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _emulator(settings: Settings):
+    from billing.paytr.emulator import EmulatorConfig, create_emulator
+
+    return create_emulator(EmulatorConfig(
+        merchant_id=settings.paytr_merchant_id, merchant_key=str(settings.paytr_merchant_key),
+        merchant_salt=str(settings.paytr_merchant_salt),
+        notification_url=settings.paytr_notification_url or settings.url("/billing/callback")))
+
+
+def _paytr_http(settings: Settings, emulator_app) -> httpx.AsyncClient:
+    """The client for PayTR's API, owned by the lifespan; always with timeouts."""
+    if emulator_app is not None:
+        # The built-in emulator is called in-process: no port, no network.
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator_app), base_url="http://paytr-emulator",
+                                 timeout=paytr_timeouts(settings))
+    return httpx.AsyncClient(base_url=settings.paytr_api_base, timeout=paytr_timeouts(settings))
+
+
+def _callback_http(settings: Settings, app: Starlette) -> httpx.AsyncClient:
+    """How the mounted emulator reaches the notification URL: in-process when it is our own."""
+    if settings.paytr_notification_url:
+        return httpx.AsyncClient(timeout=10.0)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=settings.base_url, timeout=10.0)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from billing import accounts, plans, subscriptions
+from billing import accounts, invoices, payments, plans, subscriptions
 
 
 def overview(db: Database, now: datetime, company_id: int) -> dict:
@@ -15,10 +15,16 @@ def overview(db: Database, now: datetime, company_id: int) -> dict:
     return {
         "company": company,
         "subscription": sub,
-        "plan": plans.PLANS.get(sub["plan"]) if sub else None,
-        "status_label": subscriptions.STATUS_LABELS.get(sub["status"], sub["status"]) if sub else "",
-        "on_trial": subscriptions.on_trial(sub, now) if sub else False,
-        "trial_days_left": subscriptions.trial_days_left(sub, now) if sub else 0,
-        "trial_total_days": subscriptions.trial_length_days(sub) if sub else 0,
+        "plan": plans.PLANS.get(sub["plan"]),
+        "status_label": subscriptions.STATUS_LABELS.get(sub["status"], sub["status"]),
+        "on_trial": subscriptions.on_trial(sub, now),
+        "trial_days_left": subscriptions.trial_days_left(sub, now),
+        "trial_total_days": subscriptions.trial_length_days(sub),
+        "is_paid": subscriptions.is_paid(sub),
+        "paid_until": subscriptions.paid_until(sub),
+        "first_period_later": subscriptions.first_period_later(sub, now),
         "plans": plans.all_plans(),
+        "payments": payments.for_company(db, company_id),
+        "invoices": invoices.for_company(db, company_id),
+        "payment_labels": payments.STATUS_LABELS,
     }

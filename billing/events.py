@@ -25,7 +25,7 @@ def record(
     actor: str = "system",
     **data,
 ) -> int:
-    cursor = db.execute(
+    cursor = db.conn.execute(
         "INSERT INTO events (created_at, company_id, actor, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)",
         [clock.iso(now), company_id, actor, kind, message, json.dumps(data, sort_keys=True, default=str)],
     )

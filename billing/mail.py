@@ -1,22 +1,29 @@
-"""The email outbox: render, enqueue in the caller's transaction, send with retries.
+"""The email outbox: enqueue in the caller's transaction, render and send with retries.
 
 An email is a row written in the same transaction as the change that causes it,
 keyed by a dedupe key, so a rolled-back change sends nothing and a repeated one
-sends once. The sender claims due rows with a lease (two senders never send the
-same row at once), sends over SMTP or into the development capture directory,
-and on failure retries with growing back-off until `MAIL_MAX_ATTEMPTS`, after
-which the row is marked failed for staff to see.
+sends once. The row holds a JSON snapshot of the template's context taken in
+that transaction; the sender renders it (HTML and text, templates/emails/) when
+it sends, so a payment callback never waits for Jinja. The sender claims due
+rows with a lease (two senders never send the same row at once), sends over
+SMTP or into the development capture directory, and on failure retries with
+growing back-off until `MAIL_MAX_ATTEMPTS`, after which the row is marked
+failed for staff to see.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import json
 import logging
+import time
 import smtplib
 import ssl
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import formataddr, format_datetime, parseaddr
 from pathlib import Path
@@ -72,6 +79,18 @@ def render(template: str, settings: Settings, context: dict) -> tuple[str, str, 
     return subject, str(text_module).strip() + "\n", html
 
 
+def _json_default(value):
+    if isinstance(value, datetime):
+        return clock.iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    raise TypeError(f"cannot put {type(value).__name__} in an email context")
+
+
 def enqueue(
     db: Database,
     now: datetime,
@@ -83,20 +102,31 @@ def enqueue(
     context: dict,
     company_id: int | None = None,
 ) -> bool:
-    """Queue an email in the current transaction. False if the key was already used."""
-    subject, text, html = render(template, settings, context)
-    cursor = db.execute(
-        """INSERT INTO outbox (dedupe_key, company_id, template, to_addr, subject, body_text, body_html,
-                               next_attempt_at, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    """Queue an email in the current transaction. False if the key was already used.
+
+    `context` is stored as a JSON snapshot (datetimes as UTC strings, dataclasses
+    as dicts): the email says what was true when the change committed.
+    """
+    cursor = db.conn.execute(
+        """INSERT INTO outbox (dedupe_key, company_id, template, to_addr, context, next_attempt_at, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (dedupe_key) DO NOTHING""",
-        [dedupe_key, company_id, template, to, subject, text, html, clock.iso(now), clock.iso(now)],
+        [dedupe_key, company_id, template, to, json.dumps(context, default=_json_default, ensure_ascii=False),
+         clock.iso(now), clock.iso(now)],
     )
     if cursor.rowcount:
         store = getattr(db, "store", None)
         if store is not None:
             on_commit(db, store.wake_mailer)
     return bool(cursor.rowcount)
+
+
+def rendered(row: dict, settings: Settings) -> dict:
+    """The row with subject and bodies, rendering them from its context if not yet done."""
+    if row.get("body_html") is None:
+        subject, text, html = render(row["template"], settings, json.loads(row["context"] or "{}"))
+        row = {**row, "subject": subject, "body_text": text, "body_html": html}
+    return row
 
 
 def alert_staff(db: Database, now: datetime, settings: Settings, *, dedupe_key: str, title: str,
@@ -136,26 +166,26 @@ def claim(db: Database, now: datetime, limit: int = BATCH) -> list[dict]:
     return sorted(claimed, key=lambda r: r["id"])
 
 
-def mark_sent(db: Database, now: datetime, outbox_id: int) -> None:
+def record_results(db: Database, now: datetime, sent: list[dict], failures: list[tuple[dict, str]],
+                   max_attempts: int) -> None:
+    """One transaction for a whole batch: sent rows keep what was rendered; failures back off."""
     with write(db):
-        db.execute(
-            "UPDATE outbox SET status = 'sent', sent_at = ?, claimed_until = NULL, last_error = NULL WHERE id = ?",
-            [clock.iso(now), outbox_id],
-        )
-
-
-def mark_failed_try(db: Database, now: datetime, row: dict, error: str, max_attempts: int) -> None:
-    final = row["attempts"] >= max_attempts
-    with write(db):
-        db.execute(
-            """UPDATE outbox SET status = ?, next_attempt_at = ?, claimed_until = NULL, last_error = ?
-               WHERE id = ?""",
-            ["failed" if final else "pending", clock.iso(now + backoff(row["attempts"])), error[:500], row["id"]],
-        )
-    if final:
-        log.error("email %s to %s failed for good after %s tries: %s", row["id"], row["to_addr"], row["attempts"], error)
-    else:
-        log.warning("email %s to %s failed (try %s), will retry: %s", row["id"], row["to_addr"], row["attempts"], error)
+        for row in sent:
+            db.conn.execute(
+                """UPDATE outbox SET status = 'sent', sent_at = ?, claimed_until = NULL, last_error = NULL,
+                       subject = ?, body_text = ?, body_html = ? WHERE id = ?""",
+                [clock.iso(now), row["subject"], row["body_text"], row["body_html"], row["id"]])
+        for row, error in failures:
+            final = row["attempts"] >= max_attempts
+            db.conn.execute(
+                "UPDATE outbox SET status = ?, next_attempt_at = ?, claimed_until = NULL, last_error = ? WHERE id = ?",
+                ["failed" if final else "pending", clock.iso(now + backoff(row["attempts"])), error[:500], row["id"]])
+            if final:
+                log.error("email %s to %s failed for good after %s tries: %s", row["id"], row["to_addr"],
+                          row["attempts"], error)
+            else:
+                log.warning("email %s to %s failed (try %s), will retry: %s", row["id"], row["to_addr"],
+                            row["attempts"], error)
 
 
 def build_message(row: dict, settings: Settings) -> EmailMessage:
@@ -241,37 +271,58 @@ def deliver_due(db: Database, now: datetime, settings: Settings, transport=None)
         batch = claim(db, now)
         if not batch:
             return counts
+        sent: list[dict] = []
+        failures: list[tuple[dict, str]] = []
+        messages = []
+        for row in batch:
+            try:
+                row = rendered(row, settings)
+            except Exception as exc:  # a template bug: retried, so a fix and restart still sends it
+                failures.append((row, f"could not render: {type(exc).__name__}: {exc}"))
+            else:
+                messages.append(row)
         transport_ = transport if transport is not None else transport_for(settings)
-        processed: set[int] = set()
         try:
-            with transport_:
-                for row in batch:
-                    try:
-                        transport_.send(build_message(row, settings), row)
-                    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError):
-                        raise  # the connection is gone: the rest of the batch waits for a retry
-                    except smtplib.SMTPException as exc:  # this message refused, the next may pass
-                        _failed(db, now, row, exc, settings, counts)
-                    else:
-                        mark_sent(db, now, row["id"])
-                        counts["sent"] += 1
-                    processed.add(row["id"])
+            if messages:
+                with transport_:
+                    for row in messages:
+                        try:
+                            transport_.send(build_message(row, settings), row)
+                        except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError):
+                            raise  # the connection is gone: the rest of the batch waits for a retry
+                        except smtplib.SMTPException as exc:  # this message refused, the next may pass
+                            failures.append((row, f"{type(exc).__name__}: {exc}"))
+                        else:
+                            sent.append(row)
         except (smtplib.SMTPException, OSError) as exc:
-            for row in batch:
-                if row["id"] not in processed:
-                    _failed(db, now, row, exc, settings, counts)
-            return counts
+            done = {r["id"] for r in sent} | {r["id"] for r, _ in failures}
+            failures += [(row, f"{type(exc).__name__}: {exc}") for row in messages if row["id"] not in done]
+        record_results(db, now, sent, failures, settings.mail_max_attempts)
+        counts["sent"] += len(sent)
+        for row, _ in failures:
+            counts["failed" if row["attempts"] >= settings.mail_max_attempts else "retrying"] += 1
+        if failures and len(sent) == 0 and len(failures) == len(batch):
+            return counts  # the server is down; don't spin through the rest now
 
 
-def _failed(db, now, row, exc, settings, counts) -> None:
-    error = f"{type(exc).__name__}: {exc}"
-    mark_failed_try(db, now, row, error, settings.mail_max_attempts)
-    counts["failed" if row["attempts"] >= settings.mail_max_attempts else "retrying"] += 1
+def retry_now(db: Database, now: datetime) -> int:
+    """Make every pending email due now (its back-off is cut short)."""
+    with write(db):
+        return db.conn.execute("UPDATE outbox SET next_attempt_at = ? WHERE status = 'pending' AND next_attempt_at > ?",
+                               [clock.iso(now), clock.iso(now)]).rowcount
 
 
 def next_due(db: Database) -> datetime | None:
-    row = one(db, "SELECT min(next_attempt_at) AS at FROM outbox WHERE status = 'pending'")
+    """When the next pending email may be sent: its back-off over and no one else's lease on it."""
+    row = one(db, """SELECT min(CASE WHEN claimed_until > next_attempt_at THEN claimed_until ELSE next_attempt_at END)
+                     AS at FROM outbox WHERE status = 'pending'""")
     return clock.parse(row["at"]) if row and row["at"] else None
+
+
+def leased(db: Database, now: datetime) -> int:
+    """Pending emails another sender is working on right now (their lease has not run out)."""
+    return one(db, "SELECT count(*) AS n FROM outbox WHERE status = 'pending' AND claimed_until > ?",
+               [clock.iso(now)])["n"]
 
 
 class Sender:
@@ -283,6 +334,8 @@ class Sender:
     """
 
     IDLE_SECONDS = 60.0
+    # While PayTR callbacks are streaming in, they get the CPU; mail waits at most this long.
+    YIELD_MAX_SECONDS = 30.0
 
     def __init__(self, store, settings: Settings):
         self.store = store
@@ -291,6 +344,7 @@ class Sender:
         self.event: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
         self.stopping = False
+        self.busy = lambda: False  # set by the app: are payment callbacks arriving right now?
 
     def start(self, clock) -> None:
         self.clock = clock
@@ -314,6 +368,7 @@ class Sender:
     async def _run(self) -> None:
         while not self.stopping:
             self.event.clear()
+            await self._yield_to_callbacks()
             due = None
             try:
                 due = await anyio.to_thread.run_sync(self.drain_once)
@@ -326,6 +381,11 @@ class Sender:
                 timeout = max(0.05, min(timeout, (due - self.clock.now()).total_seconds()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.event.wait(), timeout)
+
+    async def _yield_to_callbacks(self) -> None:
+        waited = time.monotonic()
+        while self.busy() and not self.stopping and time.monotonic() - waited < self.YIELD_MAX_SECONDS:
+            await asyncio.sleep(0.25)
 
     async def stop(self) -> None:
         """Let a send in progress finish (its thread holds a connection), then end."""

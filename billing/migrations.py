@@ -151,6 +151,158 @@ def m003_events_and_outbox(db: Database) -> None:
     )
 
 
+@migrations()
+def m004_payments_and_invoices(db: Database) -> None:
+    _run(
+        db,
+        """CREATE TABLE payments (
+            id INTEGER PRIMARY KEY,
+            company_id INTEGER NOT NULL REFERENCES companies(id),
+            merchant_oid TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL CHECK (kind IN ('subscribe', 'renewal', 'upgrade')),
+            method TEXT NOT NULL DEFAULT 'iframe' CHECK (method IN ('iframe', 'direct', 'recurring')),
+            plan TEXT NOT NULL,
+            amount INTEGER NOT NULL CHECK (amount > 0),       -- what we asked for, minor units
+            currency TEXT NOT NULL,
+            test_mode INTEGER NOT NULL CHECK (test_mode IN (0, 1)),
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN
+                ('pending', 'succeeded', 'failed', 'abandoned', 'superseded', 'needs_review')),
+            -- the subscription's period end when this checkout began: a success applies
+            -- only if nothing else has paid for that period since
+            base_period_end TEXT,
+            period_start TEXT,
+            period_end TEXT,
+            paid_amount INTEGER,                              -- total_amount PayTR reported
+            failed_reason_code TEXT,
+            failed_reason_msg TEXT,
+            abandon_reason TEXT,
+            flag TEXT,                                        -- why staff should look at it
+            paytr_token TEXT,                                 -- the iframe token, to show the checkout again
+            user_id INTEGER REFERENCES users(id) ON DELETE SET NULL,
+            user_ip TEXT,
+            email TEXT NOT NULL,
+            reconcile_at TEXT,                                -- ask PayTR's status query if still pending
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            decided_at TEXT
+        )""",
+        "CREATE INDEX payments_company ON payments(company_id, id)",
+        "CREATE INDEX payments_reconcile ON payments(reconcile_at) WHERE status IN ('pending', 'superseded')",
+        """CREATE TABLE callbacks (
+            id INTEGER PRIMARY KEY,
+            received_at TEXT NOT NULL,
+            merchant_oid TEXT NOT NULL,
+            status TEXT NOT NULL,
+            total_amount INTEGER NOT NULL,
+            fields TEXT NOT NULL,                             -- everything PayTR sent, as JSON
+            remote_addr TEXT,
+            outcome TEXT NOT NULL
+        )""",
+        "CREATE INDEX callbacks_oid ON callbacks(merchant_oid)",
+        # The raw callbacks are the audit record of what PayTR told us: append-only.
+        """CREATE TRIGGER callbacks_append_only_update BEFORE UPDATE ON callbacks
+           BEGIN SELECT RAISE(ABORT, 'callbacks are append-only'); END""",
+        """CREATE TRIGGER callbacks_append_only_delete BEFORE DELETE ON callbacks
+           BEGIN SELECT RAISE(ABORT, 'callbacks are append-only'); END""",
+        """CREATE TABLE anomalies (
+            id INTEGER PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            merchant_oid TEXT,
+            payment_id INTEGER REFERENCES payments(id),
+            company_id INTEGER REFERENCES companies(id),
+            callback_id INTEGER REFERENCES callbacks(id),
+            detail TEXT NOT NULL,
+            resolved_at TEXT,
+            resolved_by TEXT,
+            UNIQUE (kind, merchant_oid)
+        )""",
+        "CREATE INDEX anomalies_open ON anomalies(created_at) WHERE resolved_at IS NULL",
+        """CREATE TABLE invoice_counters (
+            year INTEGER PRIMARY KEY,
+            last_number INTEGER NOT NULL
+        )""",
+        """CREATE TABLE invoices (
+            id INTEGER PRIMARY KEY,
+            number TEXT NOT NULL UNIQUE,                      -- INV-2026-000001
+            year INTEGER NOT NULL,
+            sequence INTEGER NOT NULL,
+            company_id INTEGER NOT NULL REFERENCES companies(id),
+            payment_id INTEGER NOT NULL UNIQUE REFERENCES payments(id),
+            issued_at TEXT NOT NULL,
+            seller_name TEXT NOT NULL,
+            seller_address TEXT NOT NULL,
+            seller_tax_id TEXT NOT NULL,
+            seller_tax_office TEXT NOT NULL,
+            buyer_name TEXT NOT NULL,
+            buyer_email TEXT NOT NULL,
+            currency TEXT NOT NULL,
+            net INTEGER NOT NULL,
+            vat INTEGER NOT NULL,
+            vat_rate TEXT NOT NULL,                           -- '20' (percent), as a decimal string
+            total INTEGER NOT NULL,
+            period_start TEXT,
+            period_end TEXT,
+            UNIQUE (year, sequence),
+            CHECK (net + vat = total)
+        )""",
+        "CREATE INDEX invoices_company ON invoices(company_id, id)",
+        """CREATE TABLE invoice_lines (
+            id INTEGER PRIMARY KEY,
+            invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+            description TEXT NOT NULL,
+            quantity INTEGER NOT NULL,
+            unit_amount INTEGER NOT NULL,
+            amount INTEGER NOT NULL
+        )""",
+        "CREATE INDEX invoice_lines_invoice ON invoice_lines(invoice_id)",
+        # An issued invoice is a legal document: it is never changed or deleted.
+        """CREATE TRIGGER invoices_immutable_update BEFORE UPDATE ON invoices
+           BEGIN SELECT RAISE(ABORT, 'invoices are immutable'); END""",
+        """CREATE TRIGGER invoices_immutable_delete BEFORE DELETE ON invoices
+           BEGIN SELECT RAISE(ABORT, 'invoices are immutable'); END""",
+        """CREATE TRIGGER invoice_lines_immutable_update BEFORE UPDATE ON invoice_lines
+           BEGIN SELECT RAISE(ABORT, 'invoices are immutable'); END""",
+        """CREATE TRIGGER invoice_lines_immutable_delete BEFORE DELETE ON invoice_lines
+           BEGIN SELECT RAISE(ABORT, 'invoices are immutable'); END""",
+    )
+
+
+@migrations()
+def m005_outbox_renders_at_send(db: Database) -> None:
+    """Emails keep the context captured in the transaction and are rendered when sent,
+    so the change that queues them (a payment callback, say) does not pay for templates."""
+    _run(
+        db,
+        """CREATE TABLE outbox_new (
+            id INTEGER PRIMARY KEY,
+            dedupe_key TEXT NOT NULL UNIQUE,
+            company_id INTEGER REFERENCES companies(id) ON DELETE SET NULL,
+            template TEXT NOT NULL,
+            to_addr TEXT NOT NULL,
+            context TEXT NOT NULL DEFAULT '{}',               -- JSON snapshot taken with the change
+            subject TEXT,                                     -- rendered at the first send attempt
+            body_text TEXT,
+            body_html TEXT,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            claimed_until TEXT,
+            last_error TEXT,
+            created_at TEXT NOT NULL,
+            sent_at TEXT
+        )""",
+        """INSERT INTO outbox_new (id, dedupe_key, company_id, template, to_addr, subject, body_text, body_html,
+                                   status, attempts, next_attempt_at, claimed_until, last_error, created_at, sent_at)
+           SELECT id, dedupe_key, company_id, template, to_addr, subject, body_text, body_html, status, attempts,
+                  next_attempt_at, claimed_until, last_error, created_at, sent_at FROM outbox""",
+        "DROP TABLE outbox",
+        "ALTER TABLE outbox_new RENAME TO outbox",
+        "CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE status = 'pending'",
+        "CREATE INDEX outbox_company ON outbox(company_id, id)",
+    )
+
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

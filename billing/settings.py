@@ -25,6 +25,7 @@ PRODUCTION = "production"
 DEFAULT_MAIL_FROM = "PayTR Billing <billing@localhost>"
 EMULATOR_API_BASE = "emulator"  # the built-in PayTR emulator, mounted in the app
 PAYTR_API_BASE = "https://www.paytr.com"
+DEMO_MERCHANT_ID, DEMO_MERCHANT_KEY, DEMO_MERCHANT_SALT = "100000", "EMULATORKEY0000", "EMULATORSALT000"
 
 
 class ConfigError(Exception):
@@ -234,13 +235,14 @@ def _development_defaults(settings: Settings) -> Settings:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(48))
         changes["secret_key"] = Secret(key_file.read_text().strip())
-    if settings.uses_emulator:
-        # The emulator checks tokens exactly like PayTR, with these demo credentials.
-        changes.setdefault("paytr_merchant_id", settings.paytr_merchant_id or "100000")
-        if not str(settings.paytr_merchant_key):
-            changes["paytr_merchant_key"] = Secret("EMULATORKEY0000")
-        if not str(settings.paytr_merchant_salt):
-            changes["paytr_merchant_salt"] = Secret("EMULATORSALT000")
+    # The emulator (built in, or run alone) checks tokens exactly like PayTR, with these
+    # demo credentials; development uses them unless real test credentials are given.
+    if not settings.paytr_merchant_id:
+        changes["paytr_merchant_id"] = DEMO_MERCHANT_ID
+    if not str(settings.paytr_merchant_key):
+        changes["paytr_merchant_key"] = Secret(DEMO_MERCHANT_KEY)
+    if not str(settings.paytr_merchant_salt):
+        changes["paytr_merchant_salt"] = Secret(DEMO_MERCHANT_SALT)
     return settings.replace(**changes) if changes else settings
 
 

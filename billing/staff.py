@@ -30,11 +30,20 @@ def outbox_summary(db: Database) -> dict:
         "pending": scalar(db, "SELECT count(*) FROM outbox WHERE status = 'pending'"),
         "failed": scalar(db, "SELECT count(*) FROM outbox WHERE status = 'failed'"),
         "sent": scalar(db, "SELECT count(*) FROM outbox WHERE status = 'sent'"),
-        "failed_emails": rows(db, """SELECT id, to_addr, subject, attempts, last_error, created_at
+        "failed_emails": rows(db, """SELECT id, to_addr, coalesce(subject, template) AS subject, attempts, last_error,
+                                            created_at
                                      FROM outbox WHERE status = 'failed' ORDER BY id DESC LIMIT 50"""),
     }
 
 
+def open_anomalies(db: Database, limit: int = 50) -> list[dict]:
+    """Payments that need a person: money that arrived but was not applied, or was flagged."""
+    return rows(db, """SELECT a.*, c.name AS company_name, p.amount, p.paid_amount, p.currency, p.status AS payment_status
+                       FROM anomalies a LEFT JOIN companies c ON c.id = a.company_id
+                       LEFT JOIN payments p ON p.id = a.payment_id
+                       WHERE a.resolved_at IS NULL ORDER BY a.id DESC LIMIT ?""", [limit])
+
+
 def overview(db: Database, now: datetime, query: str = "") -> dict:
     return {"companies": companies(db, now, query), "outbox": outbox_summary(db), "query": query,
-            "company_count": scalar(db, "SELECT count(*) FROM companies")}
+            "company_count": scalar(db, "SELECT count(*) FROM companies"), "anomalies": open_anomalies(db)}

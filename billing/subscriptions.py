@@ -1,16 +1,20 @@
-"""Subscription state: a small state machine and pure predicates taking `now`.
+"""Subscription state: one state machine, period arithmetic, and pure predicates taking `now`.
 
-States: trialing -> active <-> past_due -> canceled; trialing -> expired.
+States: trialing -> active <-> past_due -> canceled; trialing -> expired (trial ended unpaid);
+expired and canceled come back to active by paying. Every change goes through
+`transition()`, which refuses moves not in `ALLOWED` and records an event with its reason.
 """
 
 from __future__ import annotations
 
+import calendar
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from billing import clock
+from billing import clock, events
 from billing.db import one
 
 TRIALING = "trialing"
@@ -28,10 +32,23 @@ STATUS_LABELS = {
     EXPIRED: "Trial ended",
 }
 
+# Which states each state may move to. Active -> active is a renewal or plan change.
+ALLOWED = {
+    TRIALING: {ACTIVE, EXPIRED, CANCELED},
+    ACTIVE: {ACTIVE, PAST_DUE, CANCELED},
+    PAST_DUE: {ACTIVE, CANCELED},
+    EXPIRED: {ACTIVE},
+    CANCELED: {ACTIVE},
+}
+
+
+class TransitionError(Exception):
+    pass
+
 
 def start_trial(db: Database, now: datetime, company_id: int, plan: str, trial_days: int) -> int:
     ends = now + timedelta(days=trial_days)
-    cursor = db.execute(
+    cursor = db.conn.execute(
         """INSERT INTO subscriptions (company_id, plan, status, trial_ends_at, next_action_at, created_at, updated_at)
            VALUES (?, ?, 'trialing', ?, ?, ?, ?)""",
         [company_id, plan, clock.iso(ends), None, clock.iso(now), clock.iso(now)],
@@ -43,7 +60,78 @@ def for_company(db: Database, company_id: int) -> dict | None:
     return one(db, "SELECT * FROM subscriptions WHERE company_id = ?", [company_id])
 
 
-# --- pure predicates ------------------------------------------------------------
+def transition(db: Database, now: datetime, sub: dict, status: str, reason: str, *, actor: str = "system",
+               **changes) -> dict:
+    """Move `sub` to `status` (and set `changes`), recording why. Call inside a write."""
+    if status not in ALLOWED.get(sub["status"], set()):
+        raise TransitionError(f"a {sub['status']} subscription cannot become {status}")
+    values = {"status": status, "updated_at": now, **changes}
+    stored = {column: _store(value) for column, value in values.items()}
+    assignments = ", ".join(f"{column} = ?" for column in stored)
+    db.conn.execute(f"UPDATE subscriptions SET {assignments} WHERE id = ?", [*stored.values(), sub["id"]])
+    events.record(db, now, f"subscription.{status}", reason, company_id=sub["company_id"], actor=actor,
+                  previous=sub["status"], **{k: stored[k] for k in changes})
+    return {**sub, **stored}
+
+
+def _store(value):
+    return clock.iso(value) if isinstance(value, datetime) else value
+
+
+# --- periods --------------------------------------------------------------------------
+
+
+def add_month(at: datetime, anchor_day: int, tz: ZoneInfo) -> datetime:
+    """One calendar month later on the anchor day, clamped to the month's length:
+    anchored on the 31st, Jan 31 -> Feb 28 (29 in leap years) -> Mar 31."""
+    local = at.astimezone(tz)
+    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+    day = min(anchor_day, calendar.monthrange(year, month)[1])
+    return local.replace(year=year, month=month, day=day).astimezone(UTC)
+
+
+def next_period(sub: dict, now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime, int]:
+    """(start, end, anchor day) of the period a payment made now would buy.
+
+    Active or past due: from the current period's end, so paying early or late
+    loses no paid day. On a running trial: from the trial's end, so the trial is
+    not cut short. Otherwise (trial over, canceled): from now.
+    """
+    current_end = _at(sub, "current_period_end")
+    trial_end = _at(sub, "trial_ends_at")
+    if sub["status"] in (ACTIVE, PAST_DUE) and current_end is not None:
+        start = current_end
+        anchor = sub.get("period_anchor_day") or start.astimezone(tz).day
+    elif sub["status"] == TRIALING and trial_end is not None and trial_end > now:
+        start, anchor = trial_end, trial_end.astimezone(tz).day
+    else:
+        start, anchor = now, now.astimezone(tz).day
+    return start, add_month(start, anchor, tz), anchor
+
+
+def activate(db: Database, now: datetime, sub: dict, plan: str, tz: ZoneInfo, reason: str,
+             actor: str = "paytr") -> tuple[dict, datetime, datetime]:
+    """A payment for the next period succeeded: become (or stay) active through its end."""
+    start, end, anchor = next_period(sub, now, tz)
+    extending = sub["status"] in (ACTIVE, PAST_DUE) and sub.get("current_period_end")
+    changes = {"plan": plan, "current_period_end": end, "period_anchor_day": anchor, "past_due_since": None,
+               "cancel_at_period_end": 0, "canceled_at": None, "ended_at": None}
+    if not extending:
+        changes["current_period_start"] = start
+    updated = transition(db, now, sub, ACTIVE, reason, actor=actor, **changes)
+    return updated, start, end
+
+
+def checkout_kind(sub: dict, plan: str) -> str:
+    """What paying for `plan` means now: a new subscription or the next period of this one."""
+    if sub["status"] in (ACTIVE, PAST_DUE):
+        if plan != sub["plan"]:
+            raise TransitionError("Your subscription is on another plan; change plans from your dashboard.")
+        return "renewal"
+    return "subscribe"
+
+
+# --- pure predicates ----------------------------------------------------------------
 
 
 def _at(sub: dict, column: str) -> datetime | None:
@@ -69,3 +157,17 @@ def trial_length_days(sub: dict) -> int:
     if ends is None or started is None:
         return 0
     return max(1, math.ceil((ends - started) / timedelta(days=1)))
+
+
+def is_paid(sub: dict) -> bool:
+    return sub["status"] in (ACTIVE, PAST_DUE)
+
+
+def paid_until(sub: dict) -> datetime | None:
+    return _at(sub, "current_period_end") if is_paid(sub) else None
+
+
+def first_period_later(sub: dict, now: datetime) -> bool:
+    """Paid during the trial: the first paid period begins when the trial ends."""
+    start = _at(sub, "current_period_start")
+    return is_paid(sub) and start is not None and start > now

@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 from starlette.testclient import TestClient
 
-from billing import accounts, migrations, settings as settings_module
+from billing import accounts, mail, migrations, settings as settings_module
 from billing.app import create_app
 from billing.clock import FixedClock, parse
 from billing.db import Store, rows, write
@@ -115,10 +115,14 @@ def login(client, email="ayse@example.com", password=PASSWORD, **extra):
 
 
 def outbox(db, **where) -> list[dict]:
+    """Outbox rows as they will be sent: rendered from their stored context."""
     sql = "SELECT * FROM outbox"
     if where:
         sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)
-    return rows(db, sql + " ORDER BY id", list(where.values()))
+    return [mail.rendered(row, EMAIL_SETTINGS) for row in rows(db, sql + " ORDER BY id", list(where.values()))]
+
+
+EMAIL_SETTINGS = settings_module.Settings(base_url="http://testserver")
 
 
 def make_company(db, settings, now: datetime, password_hash: str, **overrides) -> dict:

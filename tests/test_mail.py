@@ -148,3 +148,30 @@ def test_send_mail_drains_the_outbox_once(db, settings, password_hash):
     counts = mail.deliver_due(db, START, settings)
     assert counts["sent"] == 1
     assert list(settings.mail_capture_dir.glob("*.eml"))
+
+
+def test_every_email_template_renders_from_a_json_context(settings):
+    """Emails render when sent, from the JSON snapshot taken with the change; every template
+    must render from such a snapshot (strings for dates, plain numbers for money)."""
+    import json
+    from pathlib import Path
+
+    samples = {
+        "welcome": {"name": "Ayşe", "company": "Acme", "plan": {"name": "Starter"}, "trial_days": 14,
+                    "trial_ends_at": "2026-12-11T09:00:00Z", "dashboard_url": "http://x/billing/"},
+        "password_reset": {"name": "Ayşe", "reset_url": "http://x/auth/reset/t", "minutes": 20},
+        "invite": {"inviter": "Ayşe", "company": "Acme", "role": "member", "invite_url": "http://x/i", "days": 7},
+        "staff_alert": {"title": "Payment needs a look", "body": "Details"},
+        "payment_succeeded": {"company": "Acme", "plan_name": "Starter", "amount": 2900, "currency": "USD",
+                              "period_start": "2026-12-11T09:00:00Z", "period_end": "2027-01-11T09:00:00Z",
+                              "invoice_number": "INV-2026-000001", "tz": "Europe/Istanbul",
+                              "invoice_url": "http://x/billing/invoices/INV-2026-000001"},
+        "payment_failed": {"company": "Acme", "plan_name": "Starter", "amount": 2900, "currency": "USD",
+                           "reason": "Kartın bakiyesi yetersiz", "retry_url": "http://x/billing/payment/fail?oid=1"},
+    }
+    names = {p.stem for p in Path(mail.TEMPLATES, "emails").glob("*.txt")}
+    missing = names - set(samples)
+    assert not missing, f"add a sample context for {missing}"
+    for name, context in samples.items():
+        subject, text, html = mail.render(name, settings, json.loads(json.dumps(context)))
+        assert subject and text.strip() and "</html>" in html, name

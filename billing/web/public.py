@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from billing import plans
+from billing import plans, subscriptions
 from billing.db import scalar
 from billing.web.common import current_user, run, settings
 from billing.web.templating import render
@@ -18,8 +18,12 @@ async def home(request: Request):
 
 async def pricing(request: Request):
     user = await current_user(request)
+    subscribe, current_plan = False, None
+    if user and user["role"] == "owner":
+        sub = await run(request, subscriptions.for_company, user["company_id"])
+        subscribe, current_plan = not subscriptions.is_paid(sub), sub["plan"]
     return render(request, "pricing.html", {"plans": plans.all_plans(), "trial_days": settings(request).trial_days,
-                                            "user": user})
+                                            "subscribe": subscribe, "current_plan": current_plan})
 
 
 async def healthz(request: Request):

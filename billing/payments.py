@@ -1,0 +1,289 @@
+"""Payments: starting a checkout, and applying PayTR's callbacks exactly once.
+
+A checkout is a `pending` payment row with its own merchant_oid; starting a new
+one supersedes the company's older open checkouts. PayTR's callback decides the
+row once: the first callback for a merchant_oid counts, repeats are recorded and
+change nothing. Anything that does not add up (an unknown order, an amount or
+currency or mode that differs from our row, a success after a recorded failure,
+a second success for one period) is kept for staff, alerts them, and never
+activates anything by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlite_utils import Database
+
+from billing import accounts, clock, events, invoices, mail, plans, subscriptions
+from billing.db import one, rows, write
+from billing.paytr import protocol
+from billing.settings import Settings
+
+log = logging.getLogger("billing.payments")
+
+PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
+ABANDONED, SUPERSEDED, NEEDS_REVIEW = "abandoned", "superseded", "needs_review"
+OPEN = (PENDING, SUPERSEDED, ABANDONED)  # not decided by PayTR yet
+STATUS_LABELS = {PENDING: "Waiting for PayTR", SUCCEEDED: "Paid", FAILED: "Failed", ABANDONED: "Not started",
+                 SUPERSEDED: "Replaced", NEEDS_REVIEW: "Under review"}
+RECONCILE_AFTER = timedelta(minutes=30)
+TOKEN_MINUTES = 30  # how long PayTR's iframe token stays valid (timeout_limit)
+
+
+class CheckoutError(Exception):
+    """The customer cannot start this checkout; the message says why."""
+
+
+@dataclass(frozen=True)
+class Checkout:
+    payment: dict
+    request: dict  # the get-token form fields, paytr_token included
+
+
+# --- starting a checkout -------------------------------------------------------------
+
+
+def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dict, plan_code: str, ip: str,
+                   kind: str | None = None, amount: int | None = None) -> Checkout:
+    """Create the pending payment (superseding older open ones) and the get-token request."""
+    plan = plans.get(plan_code)
+    with write(db):
+        company = accounts.company(db, user["company_id"])
+        sub = subscriptions.for_company(db, company["id"])
+        try:
+            kind = kind or subscriptions.checkout_kind(sub, plan.code)
+        except subscriptions.TransitionError as exc:
+            raise CheckoutError(str(exc)) from None
+        superseded = db.conn.execute(
+            "UPDATE payments SET status = ?, updated_at = ? WHERE company_id = ? AND status = ?",
+            [SUPERSEDED, clock.iso(now), company["id"], PENDING]).rowcount
+        oid = protocol.new_merchant_oid(company["id"], now)
+        payment_id = db.conn.execute(
+            """INSERT INTO payments (company_id, merchant_oid, kind, plan, amount, currency, test_mode,
+                   base_period_end, user_id, user_ip, email, reconcile_at, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [company["id"], oid, kind, plan.code, amount or plan.price, plan.currency, int(settings.paytr_test_mode),
+             sub["current_period_end"], user["id"], ip, user["email"], clock.iso(now + RECONCILE_AFTER),
+             clock.iso(now), clock.iso(now)],
+        ).lastrowid
+        events.record(db, now, "payment.started", f"{user['name']} started a checkout for {plan.name}",
+                      company_id=company["id"], actor=f"user:{user['id']}", merchant_oid=oid, payment_kind=kind,
+                      amount=amount or plan.price, superseded=superseded)
+        payment = one(db, "SELECT * FROM payments WHERE id = ?", [payment_id])
+    start, end, _ = subscriptions.next_period(sub, now, settings.tz)
+    request = protocol.get_token_request(
+        merchant_id=settings.paytr_merchant_id, key=str(settings.paytr_merchant_key),
+        salt=str(settings.paytr_merchant_salt), user_ip=ip, merchant_oid=oid, email=user["email"],
+        amount=payment["amount"], currency=payment["currency"],
+        basket=protocol.encode_basket([(line_description(plan, start, end, settings), payment["amount"], 1)]),
+        test_mode=bool(payment["test_mode"]), user_name=user["name"], user_address=company["name"],
+        user_phone="05000000000", timeout_limit=TOKEN_MINUTES,
+        ok_url=settings.url(f"/billing/payment/success?oid={oid}"),
+        fail_url=settings.url(f"/billing/payment/fail?oid={oid}"))
+    return Checkout(payment=payment, request=request)
+
+
+def line_description(plan: plans.Plan, start: datetime, end: datetime, settings: Settings) -> str:
+    tz = settings.tz
+    return (f"{plan.name} plan, {start.astimezone(tz):%d.%m.%Y} – {end.astimezone(tz):%d.%m.%Y}")
+
+
+def token_received(db: Database, now: datetime, merchant_oid: str, token: str) -> None:
+    with write(db):
+        db.conn.execute("UPDATE payments SET paytr_token = ?, updated_at = ? WHERE merchant_oid = ? AND status = ?",
+                   [token, clock.iso(now), merchant_oid, PENDING])
+
+
+def abandon(db: Database, now: datetime, merchant_oid: str, reason: str) -> None:
+    """PayTR refused the checkout or did not answer: nothing else changes."""
+    with write(db):
+        payment = by_oid(db, merchant_oid)
+        if payment is None or payment["status"] != PENDING:
+            return
+        db.conn.execute("UPDATE payments SET status = ?, abandon_reason = ?, updated_at = ?, reconcile_at = NULL "
+                   "WHERE id = ?", [ABANDONED, reason[:500], clock.iso(now), payment["id"]])
+        events.record(db, now, "payment.abandoned", f"Checkout could not start: {reason}",
+                      company_id=payment["company_id"], merchant_oid=merchant_oid)
+
+
+def by_oid(db: Database, merchant_oid: str) -> dict | None:
+    return one(db, "SELECT * FROM payments WHERE merchant_oid = ?", [merchant_oid])
+
+
+def for_company_by_oid(db: Database, company_id: int, merchant_oid: str) -> dict | None:
+    """A payment with what the status pages show, only if it belongs to this company."""
+    payment = one(db, "SELECT * FROM payments WHERE merchant_oid = ? AND company_id = ?", [merchant_oid, company_id])
+    if payment is None:
+        return None
+    payment["subscription"] = subscriptions.for_company(db, company_id)
+    payment["invoice"] = one(db, "SELECT number FROM invoices WHERE payment_id = ?", [payment["id"]])
+    payment["plan_obj"] = plans.PLANS.get(payment["plan"])
+    return payment
+
+
+def for_company(db: Database, company_id: int, limit: int = 50) -> list[dict]:
+    return rows(db, """SELECT p.*, i.number AS invoice_number FROM payments p
+                       LEFT JOIN invoices i ON i.payment_id = p.id
+                       WHERE p.company_id = ? AND p.status != ?
+                       ORDER BY p.id DESC LIMIT ?""", [company_id, ABANDONED, limit])
+
+
+# --- applying a callback --------------------------------------------------------------------
+
+
+def apply_callback(db: Database, now: datetime, settings: Settings, cb: protocol.Callback,
+                   remote_addr: str = "") -> str:
+    """Apply one verified callback in one write; returns what happened.
+
+    'applied', 'failed', 'duplicate' or 'anomaly'. Every answer means PayTR
+    may be told OK: the raw callback and its outcome are committed together.
+    """
+    with write(db):
+        return apply_callback_in(db, now, settings, cb, remote_addr)
+
+
+def apply_callback_in(db: Database, now: datetime, settings: Settings, cb: protocol.Callback,
+                      remote_addr: str = "") -> str:
+    """`apply_callback` inside a transaction the caller holds (the group commit's)."""
+    payment = by_oid(db, cb.merchant_oid)
+    if payment is None:
+        outcome = _anomaly(db, now, settings, "unknown_order", cb, None,
+                           f"PayTR reported {cb.status} for an order we never created.")
+    elif payment["status"] in OPEN:
+        outcome = _decide(db, now, settings, payment, cb)
+    elif payment["status"] == FAILED and cb.status == "success":
+        _set(db, now, payment, status=NEEDS_REVIEW, paid_amount=cb.total_amount,
+             flag="PayTR reported a success after a recorded failure")
+        outcome = _anomaly(db, now, settings, "success_after_failure", cb, payment,
+                           "PayTR reported a success for an order it had reported as failed. "
+                           "The money is recorded; the subscription was not changed.")
+    else:
+        outcome = "duplicate"  # the first callback decided; a later failed never undoes a success
+    _keep_raw(db, now, cb, remote_addr, outcome)
+    return outcome
+
+
+def _decide(db, now, settings, payment, cb) -> str:
+    if cb.status == "failed":
+        code, message = cb.get("failed_reason_code"), cb.get("failed_reason_msg") or "The payment was declined."
+        _set(db, now, payment, status=FAILED, failed_reason_code=code[:20], failed_reason_msg=message[:500],
+             decided_at=now, reconcile_at=None)
+        events.record(db, now, "payment.failed", f"Payment failed: {message}", company_id=payment["company_id"],
+                      actor="paytr", merchant_oid=payment["merchant_oid"], reason_code=code)
+        if payment["status"] == PENDING:  # a replaced checkout failing is the customer moving on
+            _email_failure(db, now, settings, payment, message)
+        return "failed"
+
+    problems = _mismatches(settings, payment, cb)
+    if problems:
+        _set(db, now, payment, status=NEEDS_REVIEW, paid_amount=cb.total_amount, decided_at=now,
+             reconcile_at=None, flag="; ".join(problems))
+        return _anomaly(db, now, settings, "mismatch", cb, payment,
+                        "The payment does not match our order: " + "; ".join(problems)
+                        + ". The money is recorded; the subscription was not changed.")
+
+    sub = one(db, """SELECT s.*, c.name AS company_name, c.timezone AS company_timezone
+                     FROM subscriptions s JOIN companies c ON c.id = s.company_id WHERE s.company_id = ?""",
+              [payment["company_id"]])
+    company = {"id": payment["company_id"], "name": sub.pop("company_name"), "timezone": sub.pop("company_timezone")}
+    if sub["current_period_end"] != payment["base_period_end"]:
+        _set(db, now, payment, status=NEEDS_REVIEW, paid_amount=cb.total_amount, decided_at=now,
+             reconcile_at=None, flag="possible double payment: this period was already paid")
+        return _anomaly(db, now, settings, "second_success", cb, payment,
+                        "A second payment arrived for a period that was already paid (two tabs or a replaced "
+                        "checkout). The money is recorded; nothing was extended. Consider a refund.")
+
+    tz = _tz(company, settings)
+    plan = plans.get(payment["plan"])
+    reason = (f"renewed: {plan.name} paid" if payment["kind"] == "renewal"
+              else f"subscribed to {plan.name}: payment received")
+    sub, start, end = subscriptions.activate(db, now, sub, plan.code, tz, reason)
+    was_replaced = payment["status"] in (SUPERSEDED, ABANDONED)
+    payment = _set(db, now, payment, status=SUCCEEDED, paid_amount=cb.total_amount, period_start=start,
+                   period_end=end, decided_at=now, reconcile_at=None,
+                   flag="paid after a newer checkout replaced it: possible double payment" if was_replaced else None)
+    invoice = invoices.issue(db, now, settings, company=company, payment=payment, buyer_email=payment["email"],
+                             lines=[(line_description(plan, start, end, settings), payment["amount"], 1)],
+                             period_start=start, period_end=end)
+    events.record(db, now, "payment.succeeded",
+                  f"Payment of {plan.name} received; invoice {invoice['number']}",
+                  company_id=company["id"], actor="paytr", merchant_oid=payment["merchant_oid"],
+                  amount=payment["amount"], paid=cb.total_amount, invoice=invoice["number"])
+    mail.enqueue(db, now, settings, template="payment_succeeded", to=payment["email"],
+                 dedupe_key=f"payment-succeeded:{payment['merchant_oid']}", company_id=company["id"],
+                 context={"company": company["name"], "plan_name": plan.name, "amount": payment["amount"],
+                          "currency": payment["currency"], "period_start": payment["period_start"],
+                          "period_end": payment["period_end"], "invoice_number": invoice["number"], "tz": tz.key,
+                          "invoice_url": settings.url(f"/billing/invoices/{invoice['number']}")})
+    if was_replaced:
+        _anomaly(db, now, settings, "replaced_checkout_paid", cb, payment,
+                 "A checkout that a newer one had replaced was paid. It was applied because nothing else had "
+                 "paid this period; watch for the newer one being paid too.")
+    return "applied"
+
+
+def _mismatches(settings: Settings, payment: dict, cb: protocol.Callback) -> list[str]:
+    problems = []
+    if cb.total_amount < payment["amount"]:
+        problems.append(f"PayTR collected {cb.total_amount} but the order was {payment['amount']} (minor units)")
+    currency = cb.get("currency")
+    if currency and protocol.PAYTR_TO_CURRENCY.get(currency.upper()) != payment["currency"]:
+        problems.append(f"currency {currency} but the order was in {payment['currency']}")
+    test_callback = cb.get("test_mode", "0") == "1"
+    if test_callback and not settings.paytr_test_mode:
+        problems.append("a test-mode payment reached the live store")
+    elif test_callback != bool(payment["test_mode"]):
+        problems.append("test mode differs from the order's")
+    return problems
+
+
+def _set(db, now, payment, **values) -> dict:
+    values["updated_at"] = now
+    stored = {k: clock.iso(v) if isinstance(v, datetime) else v for k, v in values.items()}
+    db.conn.execute(f"UPDATE payments SET {', '.join(f'{k} = ?' for k in stored)} WHERE id = ?",
+                    [*stored.values(), payment["id"]])
+    return {**payment, **stored}
+
+
+def _anomaly(db, now, settings, kind, cb, payment, detail) -> str:
+    cursor = db.conn.execute(
+        """INSERT INTO anomalies (created_at, kind, merchant_oid, payment_id, company_id, detail)
+           VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, merchant_oid) DO NOTHING""",
+        [clock.iso(now), kind, cb.merchant_oid, payment and payment["id"], payment and payment["company_id"],
+         detail])
+    if cursor.rowcount:  # alert once per anomaly, however often PayTR repeats the callback
+        log.warning("payment anomaly %s for %s: %s", kind, cb.merchant_oid, detail)
+        events.record(db, now, f"anomaly.{kind}", detail, company_id=payment and payment["company_id"],
+                      actor="paytr", merchant_oid=cb.merchant_oid)
+        mail.alert_staff(db, now, settings, dedupe_key=f"anomaly:{cursor.lastrowid}",
+                         title=f"Payment needs a look: {kind.replace('_', ' ')} ({cb.merchant_oid})",
+                         body=f"{detail}\n\nPayTR said: status={cb.status}, total_amount={cb.total_amount}, "
+                              f"merchant_oid={cb.merchant_oid}.",
+                         company_id=payment and payment["company_id"])
+    return "anomaly"
+
+
+def _keep_raw(db, now, cb, remote_addr, outcome) -> None:
+    db.conn.execute("""INSERT INTO callbacks (received_at, merchant_oid, status, total_amount, fields, remote_addr, outcome)
+                  VALUES (?, ?, ?, ?, ?, ?, ?)""",
+               [clock.iso(now), cb.merchant_oid, cb.status, cb.total_amount,
+                json.dumps(cb.fields, sort_keys=True, ensure_ascii=False), remote_addr, outcome])
+
+
+def _email_failure(db, now, settings, payment, message) -> None:
+    company = accounts.company(db, payment["company_id"])
+    plan = plans.get(payment["plan"])
+    mail.enqueue(db, now, settings, template="payment_failed", to=payment["email"],
+                 dedupe_key=f"payment-failed:{payment['merchant_oid']}", company_id=company["id"],
+                 context={"company": company["name"], "plan_name": plan.name, "amount": payment["amount"],
+                          "currency": payment["currency"], "reason": message,
+                          "retry_url": settings.url(f"/billing/payment/fail?oid={payment['merchant_oid']}")})
+
+
+def _tz(company: dict, settings: Settings) -> ZoneInfo:
+    return ZoneInfo(company.get("timezone") or settings.timezone)

@@ -1,0 +1,109 @@
+"""Subscribing and paying: the checkout with PayTR's iframe, the result pages and invoices.
+PayTR's callback itself is handled in web/callback.py."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import Route
+
+from billing import clock, invoices, payments, plans, subscriptions
+from billing.payments import CheckoutError
+from billing.paytr import protocol
+from billing.paytr.client import PaytrRefused, PaytrUnavailable
+from billing.web.common import current_user, flash, ip, login_required, now, owner_required, redirect, run, settings
+from billing.web.templating import render
+
+def iframe_url(request: Request, token: str) -> str:
+    s = settings(request)
+    base = "/paytr-emulator" if s.uses_emulator else s.paytr_api_base
+    return f"{base}{protocol.API_PATHS['iframe']}{token}"
+
+
+@owner_required
+async def subscribe(request: Request):
+    plan = plans.get(request.path_params["plan"])
+    user = await current_user(request)
+    try:
+        checkout = await run(request, payments.start_checkout, now(request), settings(request), user=user,
+                             plan_code=plan.code, ip=ip(request))
+    except CheckoutError as exc:
+        flash(request, str(exc), "error")
+        return redirect(request, "/billing/")
+    oid = checkout.payment["merchant_oid"]
+    try:
+        token = await request.app.state.paytr.get_token(checkout.request)
+    except PaytrRefused as exc:
+        await run(request, payments.abandon, now(request), oid, f"PayTR refused: {exc.reason}")
+        return render(request, "billing/checkout_error.html", {
+            "plan": plan, "title": "PayTR could not start your payment",
+            "message": f"PayTR said: {exc.reason}"}, status=502)
+    except PaytrUnavailable as exc:
+        await run(request, payments.abandon, now(request), oid, str(exc))
+        return render(request, "billing/checkout_error.html", {
+            "plan": plan, "title": "PayTR is not answering right now",
+            "message": "We could not reach the payment page in time. Nothing was charged. "
+                       "Please try again in a minute."}, status=504)
+    await run(request, payments.token_received, now(request), oid, token)
+    return redirect(request, f"/billing/checkout/{oid}")
+
+
+async def _own_payment(request: Request, oid: str) -> dict:
+    user = await current_user(request)
+    payment = await run(request, payments.for_company_by_oid, user["company_id"], oid or "")
+    if payment is None:
+        raise HTTPException(404, "We couldn't find that payment.")
+    return payment
+
+
+@login_required
+async def checkout_page(request: Request):
+    payment = await _own_payment(request, request.path_params["oid"])
+    if payment["status"] == payments.SUCCEEDED:
+        return redirect(request, f"/billing/payment/success?oid={payment['merchant_oid']}")
+    expired = (now(request) - clock.parse(payment["created_at"])).total_seconds() > payments.TOKEN_MINUTES * 60
+    open_ = payment["status"] == payments.PENDING and payment["paytr_token"] and not expired
+    s = settings(request)
+    sub = payment["subscription"]
+    start, end, _ = subscriptions.next_period(sub, now(request), s.tz)
+    return render(request, "billing/checkout.html", {
+        "payment": payment, "plan": payment["plan_obj"], "open": open_, "expired": expired,
+        "iframe_src": iframe_url(request, payment["paytr_token"]) if open_ else None,
+        "period_start": start, "period_end": end})
+
+
+@login_required
+async def payment_result(request: Request):
+    payment = await _own_payment(request, request.query_params.get("oid", ""))
+    came_back = "success" if request.url.path.endswith("/success") else "fail"
+    context = {"payment": payment, "plan": payment["plan_obj"], "came_back": came_back,
+               "status_url": f"/billing/payment/{payment['merchant_oid']}/status?from={came_back}"}
+    return render(request, "billing/payment_result.html", context, fragment="billing/_payment_status.html")
+
+
+@login_required
+async def payment_status(request: Request):
+    payment = await _own_payment(request, request.path_params["oid"])
+    came_back = "fail" if request.query_params.get("from") == "fail" else "success"
+    return render(request, "billing/_payment_status.html", {
+        "payment": payment, "plan": payment["plan_obj"], "came_back": came_back,
+        "status_url": f"/billing/payment/{payment['merchant_oid']}/status?from={came_back}"})
+
+
+@login_required
+async def invoice_page(request: Request):
+    user = await current_user(request)
+    invoice = await run(request, invoices.for_company_by_number, user["company_id"], request.path_params["number"])
+    if invoice is None:
+        raise HTTPException(404, "We couldn't find that invoice.")
+    return render(request, "billing/invoice.html", {"invoice": invoice})
+
+
+routes = [
+    Route("/billing/subscribe/{plan}", subscribe, methods=["POST"]),
+    Route("/billing/checkout/{oid}", checkout_page),
+    Route("/billing/payment/success", payment_result),
+    Route("/billing/payment/fail", payment_result),
+    Route("/billing/payment/{oid}/status", payment_status),
+    Route("/billing/invoices/{number}", invoice_page),
+]
