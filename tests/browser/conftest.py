@@ -89,3 +89,15 @@ def page(browser, live_server):
     page.set_default_timeout(15_000)
     yield page
     context.close()
+
+
+def open_mail(page, subject):
+    """Open a captured email in the dev mail viewer. The viewer is a plain page and the
+    sender works in the background, so reload until the email is there."""
+    link = page.get_by_role("link", name=subject).first
+    for _ in range(50):
+        page.goto("/dev/mail")
+        if link.count():
+            break
+        page.wait_for_timeout(200)
+    link.click()

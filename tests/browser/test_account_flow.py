@@ -4,15 +4,10 @@ import re
 
 from playwright.sync_api import expect
 
+from tests.browser.conftest import open_mail
+
 PASSWORD = "ilk parolam güçlü olsun"
 NEW_PASSWORD = "yeni ve daha uzun parola"
-
-
-def open_latest_mail(page, subject):
-    page.goto("/dev/mail")
-    link = page.get_by_role("link", name=subject).first
-    expect(link).to_be_visible()
-    link.click()
 
 
 def test_register_trial_logout_login_and_reset_password(page):
@@ -49,7 +44,7 @@ def test_register_trial_logout_login_and_reset_password(page):
     page.get_by_role("button", name="Send reset link").click()
     expect(page.get_by_text("Check your email")).to_be_visible()
 
-    open_latest_mail(page, "Reset your PayTR Billing password")
+    open_mail(page, "Reset your PayTR Billing password")
     reset_link = page.get_by_role("link", name=re.compile(r"auth.reset"))
     reset_link.click()
 

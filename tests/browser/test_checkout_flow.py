@@ -5,6 +5,8 @@ import re
 
 from playwright.sync_api import expect
 
+from tests.browser.conftest import open_mail
+
 PASSWORD = "kasım ayında abone oldum"
 
 
@@ -27,17 +29,6 @@ def pay_in_iframe(page, card: str):
     frame.get_by_role("button", name="Pay 29.00 USD").click()
 
 
-def open_mail(page, subject_part: str):
-    """The mail viewer is a plain page: reload it until the email has been sent."""
-    link = page.get_by_role("link", name=re.compile(subject_part)).first
-    for _ in range(50):
-        page.goto("/dev/mail")
-        if link.count():
-            break
-        page.wait_for_timeout(200)
-    link.click()
-
-
 def test_subscribe_pay_with_a_test_card_and_see_it_active(page):
     register(page)
     page.get_by_role("button", name="Subscribe to Starter").click()
@@ -58,7 +49,7 @@ def test_subscribe_pay_with_a_test_card_and_see_it_active(page):
     invoice_link = page.get_by_role("link", name=re.compile(r"^INV-\d{4}-000001$"))
     expect(invoice_link).to_be_visible()
 
-    open_mail(page, "Payment received")
+    open_mail(page, re.compile("Payment received"))
     expect(page.get_by_text(re.compile(r"We received \$29.00 for the Starter plan"))).to_be_visible()
 
     page.goto("/billing/")
@@ -79,7 +70,7 @@ def test_declined_card_shows_the_reason_then_trying_again_succeeds(page):
     expect(page.get_by_role("heading", name="Your payment did not go through")).to_be_visible(timeout=20_000)
     expect(page.get_by_text("Kartın bakiyesi yetersiz (insufficient funds)")).to_be_visible()
 
-    open_mail(page, "did not go through")
+    open_mail(page, re.compile("did not go through"))
     expect(page.get_by_text(re.compile(r"PayTR said: Kartın bakiyesi yetersiz"))).to_be_visible()
     page.get_by_role("link", name=re.compile(r"payment.fail")).click()
 
