@@ -301,8 +301,11 @@ def session_user(db: Database, now: datetime, token: str | None) -> dict | None:
         return None
     row = one(
         db,
-        """SELECT s.id AS session_id, s.last_seen_at, s.expires_at, u.*
-           FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?""",
+        """SELECT s.id AS session_id, s.last_seen_at, s.expires_at, u.*,
+                  sub.status AS subscription_status, sub.current_period_end AS subscription_period_end
+           FROM sessions s JOIN users u ON u.id = s.user_id
+           LEFT JOIN subscriptions sub ON sub.company_id = u.company_id
+           WHERE s.id = ?""",
         [token_hash(token)],
     )
     if row is None:
@@ -316,6 +319,14 @@ def session_user(db: Database, now: datetime, token: str | None) -> dict | None:
         with write(db):
             db.execute("UPDATE sessions SET last_seen_at = ? WHERE id = ?", [clock.iso(now), row["session_id"]])
     return row
+
+
+def carry_session(db: Database, now: datetime, token: str | None) -> None:
+    """Keep a session alive across a jump of the test clock (the staff member who moved it)."""
+    if token:
+        with write(db):
+            db.execute("UPDATE sessions SET last_seen_at = ?, expires_at = ? WHERE id = ?",
+                       [clock.iso(now), clock.iso(now + SESSION_MAX), token_hash(token)])
 
 
 def end_session(db: Database, token: str | None) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import anyio.to_thread
 import httpx
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,14 +23,15 @@ from starlette.requests import Request
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from billing import mail, migrations
+from billing import clock as clock_module
+from billing import jobs, mail, migrations
 from billing.callbacks import CallbackWriter, Checkpointer
 from billing.paytr.client import PaytrClient
 from billing.paytr.client import timeouts as paytr_timeouts
 from billing.clock import Clock
 from billing.db import Store, write
 from billing.settings import Settings
-from billing.web import account, admin, auth, checkout, dev, errors, public
+from billing.web import account, admin, auth, checkout, dev, errors, public, subscription
 from billing.web import callback
 from billing.web.common import CurrentUserMiddleware
 from billing.web.security import CSRFMiddleware, SecurityHeadersMiddleware, csrf_token
@@ -58,7 +61,21 @@ def _template_context(request: Request) -> dict:
         context["csrf_token"] = csrf_token(request)
         if request.session.get("flash"):
             context["flashes"] = request.session.pop("flash")
+    offset = request.app.state.clock.offset()
+    if offset:
+        context["test_clock"] = {"now": request.app.state.clock.now(), "ahead": _duration(offset)}
+    context["billing_alert"] = request.state._state.get("billing_alert")
     return context
+
+
+def _duration(delta) -> str:
+    days, seconds = delta.days, delta.seconds
+    parts = [f"{days} day{'s' if days != 1 else ''}"] if days else []
+    if seconds // 3600:
+        parts.append(f"{seconds // 3600} h")
+    if (seconds % 3600) // 60:
+        parts.append(f"{(seconds % 3600) // 60} min")
+    return " ".join(parts) or "less than a minute"
 
 
 def _csrf_denied(scope, reason: str):
@@ -82,9 +99,11 @@ class BillingApp(Starlette):
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
-    clock = clock or Clock()
     # WAL checkpoints run in the background (Checkpointer), never on a commit PayTR waits for.
     store = Store(settings.database_path, autocheckpoint=False)
+    if clock is None:
+        # Outside production the test clock's offset (kept in the database) shifts "now".
+        clock = Clock() if settings.is_production else Clock(lambda: clock_module.load_offset(store.db()))
     sender = mail.Sender(store, settings)
     writer = CallbackWriter(store, settings, clock)
     checkpointer = Checkpointer(store)
@@ -107,15 +126,20 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
                 callbacks_http = await stack.enter_async_context(_callback_http(settings, app))
                 emulator_app.state.emulator.attach_callback_client(callbacks_http)
                 stack.push_async_callback(emulator_app.state.emulator.aclose)
+            app.state.jobs = jobs.Context(store=store, settings=settings, clock=app.state.clock,
+                                          paytr=app.state.paytr)
+            scheduler = _start_scheduler(app.state.jobs) if settings.scheduler else None
             try:
                 yield
             finally:
+                if scheduler is not None:
+                    scheduler.shutdown(wait=False)
                 await sender.stop()
         await writer.stop()
         await anyio.to_thread.run_sync(checkpointer.stop)
         store.close()
 
-    routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *admin.routes]
+    routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *subscription.routes, *admin.routes]
     if not settings.is_production:
         routes += dev.routes
     if emulator_app is not None:
@@ -140,6 +164,23 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     app.state.templates = make_templates(_template_context)
     app.state.htmx_available = (STATIC_DIR / "vendor" / "htmx.min.js").is_file()
     return app
+
+
+def _start_scheduler(context: jobs.Context) -> AsyncIOScheduler:
+    """APScheduler is only the tick; what is due lives in the database. The first tick runs
+    at start-up, so work missed while the app was down is done once, right away."""
+
+    async def tick() -> None:
+        try:
+            await jobs.tick(context)
+        except Exception:  # one bad tick must not stop the next ones
+            log.exception("scheduled tick failed")
+
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(tick, "interval", seconds=context.settings.tick_seconds, id="tick", max_instances=1,
+                      coalesce=True, next_run_time=datetime.now(UTC))
+    scheduler.start()
+    return scheduler
 
 
 def _origin(settings: Settings) -> str:

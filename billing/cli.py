@@ -56,6 +56,15 @@ def serve(settings: Settings, host: str, port: int) -> None:
                 server_header=False)
 
 
+def _open(settings: Settings) -> tuple[Store, object]:
+    """The database, migrated: every operation starts here."""
+    store = Store(settings.database_path)
+    db = store.db()
+    with write(db):
+        migrations.apply(db)
+    return store, db
+
+
 def migrate(settings: Settings) -> int:
     store = Store(settings.database_path)
     db = store.db()
@@ -84,10 +93,7 @@ def create_staff(settings: Settings, email: str, name: str | None) -> int:
     except accounts.FormError as exc:
         print(f"error: {exc.errors['password']}", file=sys.stderr)
         return 2
-    store = Store(settings.database_path)
-    db = store.db()
-    with write(db):
-        migrations.apply(db)
+    store, db = _open(settings)
     try:
         accounts.create_staff(db, clock.utcnow(), email=email, name=name or email.split("@")[0],
                               password_hash=accounts.hash_password(password))
@@ -101,10 +107,7 @@ def create_staff(settings: Settings, email: str, name: str | None) -> int:
 
 
 def send_mail(settings: Settings, retry_now: bool = False) -> int:
-    store = Store(settings.database_path)
-    db = store.db()
-    with write(db):
-        migrations.apply(db)
+    store, db = _open(settings)
     now = clock.utcnow()
     if retry_now:
         mail.retry_now(db, now)
@@ -132,6 +135,68 @@ def paytr_emulator(settings: Settings, host: str, port: int, notification_url: s
     return 0
 
 
+def jobs_run(settings: Settings, at: str | None) -> int:
+    """One tick, as of `at` (or the app's clock, test clock included), like the scheduler's."""
+    import asyncio
+
+    import httpx
+
+    from billing import jobs
+    from billing.paytr.client import PaytrClient, timeouts
+
+    try:
+        fixed = clock.parse(at) if at else None
+    except ValueError as exc:
+        print(f"error: --at {exc}", file=sys.stderr)
+        return 2
+    store, _db = _open(settings)
+    app_clock = clock.FixedClock(fixed) if fixed else _app_clock(settings, store)
+    # The built-in emulator lives inside the running server: reach it over HTTP.
+    base = settings.url("/paytr-emulator") if settings.uses_emulator else settings.paytr_api_base
+
+    async def tick() -> dict:
+        async with httpx.AsyncClient(base_url=base, timeout=timeouts(settings)) as http:
+            context = jobs.Context(store=store, settings=settings, clock=app_clock, paytr=PaytrClient(settings, http))
+            return await jobs.tick(context)
+
+    report = asyncio.run(tick())
+    store.close()
+    print(f"tick as of {report['at']}: {report['subscriptions']} subscriptions advanced, {report['charges']} card "
+          f"charges sent, {report['reconciled']} payments reconciled, {report['emails_sent']} emails sent")
+    return 0
+
+
+def _app_clock(settings: Settings, store: Store) -> clock.Clock:
+    if settings.is_production:
+        return clock.Clock()
+    return clock.Clock(lambda: clock.load_offset(store.db()))
+
+
+def clock_command(settings: Settings, action: str, amount: str | None) -> int:
+    if settings.is_production:
+        print("error: there is no test clock in production", file=sys.stderr)
+        return 2
+    store, db = _open(settings)
+    offset = clock.load_offset(db)
+    try:
+        if action == "advance":
+            if not amount:
+                raise ValueError("say how far, e.g. `clock advance 8d`")
+            offset += clock.parse_duration(amount)
+            clock.save_offset(db, offset)
+        elif action == "reset":
+            offset = offset * 0
+            clock.save_offset(db, offset)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        store.close()
+        return 2
+    store.close()
+    print(f"app time {clock.iso(clock.utcnow() + offset)} ({offset} ahead of real time); "
+          f"run `python main.py jobs run` or wait for the server's next tick")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python main.py", description="PayTR Billing: serve the app, or run an operation.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -147,6 +212,12 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("send-mail", help="send the due emails in the outbox once")
     m.add_argument("--retry-now", action="store_true",
                    help="also send emails waiting out a back-off (after the mail server is fixed)")
+    j = sub.add_parser("jobs", help="scheduled work")
+    j.add_argument("action", choices=["run"], help="run: one tick of everything due")
+    j.add_argument("--at", help="as of this instant, e.g. 2026-12-24T09:00:00Z (default: now)")
+    c = sub.add_parser("clock", help="the test clock (not in production)")
+    c.add_argument("action", choices=["advance", "reset", "show"])
+    c.add_argument("amount", nargs="?", help="with advance: 8d, 36h or 90m")
     e = sub.add_parser("paytr-emulator", help="run the PayTR emulator on its own (development and tests)")
     e.add_argument("--host", default="127.0.0.1")
     e.add_argument("--port", type=int, default=8001)
@@ -174,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         return create_staff(settings, args.email, args.name)
     if command == "send-mail":
         return send_mail(settings, args.retry_now)
+    if command == "jobs":
+        return jobs_run(settings, args.at)
+    if command == "clock":
+        return clock_command(settings, args.action, args.amount)
     if command == "paytr-emulator":
         if settings.is_production:
             print("error: the PayTR emulator does not run in production", file=sys.stderr)

@@ -1,12 +1,15 @@
 """The only source of "now", and the one storage format for instants.
 
 Instants are stored as UTC ISO-8601 strings with a `Z` (`2026-11-27T09:00:00Z`),
-which sort correctly as text.
+which sort correctly as text. Outside production a test clock can move the
+app's "now" forward (like Stripe's test clocks); the offset lives in the
+database so the CLI and the running server agree.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -49,10 +52,29 @@ def parse_duration(value: str) -> timedelta:
 
 
 class Clock:
-    """Real UTC time (the autopilot issue adds a test clock's offset)."""
+    """Real UTC time, shifted by the test clock's offset when one is set."""
+
+    CACHE_SECONDS = 1.0  # the CLI may move the test clock; the server sees it within a second
+
+    def __init__(self, offset_loader=None):
+        # offset_loader() -> timedelta; None in production (no test clock there).
+        self._offset_loader = offset_loader
+        self._cached: tuple[float, timedelta] | None = None
+
+    def offset(self) -> timedelta:
+        if self._offset_loader is None:
+            return timedelta(0)
+        now = time.monotonic()
+        if self._cached is None or self._cached[0] < now:
+            self._cached = (now + self.CACHE_SECONDS, self._offset_loader())
+        return self._cached[1]
+
+    def forget(self) -> None:
+        """Read the offset again on the next call (after this process changed it)."""
+        self._cached = None
 
     def now(self) -> datetime:
-        return utcnow()
+        return utcnow() + self.offset()
 
 
 class FixedClock(Clock):
@@ -68,3 +90,26 @@ class FixedClock(Clock):
     def advance(self, delta: timedelta) -> None:
         self.at += delta
 
+
+# --- the test clock's offset, kept in the database so every process agrees ----------------
+
+OFFSET_KEY = "test_clock_offset_seconds"
+
+
+def load_offset(db) -> timedelta:
+    row = db.conn.execute("SELECT value FROM app_state WHERE key = ?", [OFFSET_KEY]).fetchone()
+    return timedelta(seconds=int(row[0])) if row else timedelta(0)
+
+
+def save_offset(db, offset: timedelta) -> None:
+    from billing.db import write
+
+    seconds = int(offset.total_seconds())
+    if seconds < 0:
+        raise ValueError("the test clock only moves forward; reset it to go back to real time")
+    with write(db):
+        if seconds:
+            db.conn.execute("INSERT INTO app_state (key, value) VALUES (?, ?) "
+                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", [OFFSET_KEY, str(seconds)])
+        else:
+            db.conn.execute("DELETE FROM app_state WHERE key = ?", [OFFSET_KEY])

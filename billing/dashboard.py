@@ -6,7 +6,8 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from billing import accounts, invoices, payments, plans, subscriptions
+from billing import accounts, events, invoices, mail, money, payments, plans, subscriptions
+from billing.db import rows
 
 
 def overview(db: Database, now: datetime, company_id: int) -> dict:
@@ -27,4 +28,38 @@ def overview(db: Database, now: datetime, company_id: int) -> dict:
         "payments": payments.for_company(db, company_id),
         "invoices": invoices.for_company(db, company_id),
         "payment_labels": payments.STATUS_LABELS,
+        "renews_on": subscriptions.renews_on(sub),
+        "will_cancel_on": subscriptions.will_cancel_on(sub),
+        "scheduled_plan": plans.PLANS.get(sub["scheduled_plan"]) if sub["scheduled_plan"] else None,
+        "has_card": bool(company.get("paytr_utoken")),
     }
+
+
+def timeline(db: Database, company_id: int, settings, limit: int = 200) -> list[dict]:
+    """Every event, payment, invoice and email of a company, newest first."""
+    labels = payments.STATUS_LABELS
+    entries = [{"at": e["created_at"], "kind": "Event", "text": e["message"], "order": (e["created_at"], 3, e["id"])}
+               for e in events.for_company(db, company_id, limit)]
+    for p in rows(db, "SELECT * FROM payments WHERE company_id = ? ORDER BY id DESC LIMIT ?", [company_id, limit]):
+        what = {"renewal": "Renewal", "upgrade": "Upgrade", "subscribe": "Subscription"}[p["kind"]]
+        how = {"recurring": " (saved card)", "direct": " (card saved)"}.get(p["method"], "")
+        text = f"{what} payment of {money.format(p['amount'], p['currency'])}{how}"
+        if p["failed_reason_msg"]:
+            text += f": {p['failed_reason_msg']}"
+        entries.append({"at": p["decided_at"] or p["created_at"], "kind": "Payment", "text": text,
+                        "badge": p["status"], "badge_label": labels[p["status"]],
+                        "order": (p["decided_at"] or p["created_at"], 2, p["id"])})
+    for i in invoices.for_company(db, company_id, limit):
+        entries.append({"at": i["issued_at"], "kind": "Invoice",
+                        "text": f"Invoice {i['number']}, {money.format(i['total'], i['currency'])}",
+                        "link": f"/billing/invoices/{i['number']}", "order": (i["issued_at"], 1, i["id"])})
+    for m in rows(db, "SELECT * FROM outbox WHERE company_id = ? ORDER BY id DESC LIMIT ?", [company_id, limit]):
+        try:
+            subject = mail.rendered(m, settings)["subject"]  # not sent yet: render it to show what it will say
+        except Exception:  # a template that does not render shows as its name; the sender reports the error
+            subject = m["template"].replace("_", " ")
+        entries.append({"at": m["sent_at"] or m["created_at"], "kind": "Email",
+                        "text": f"“{subject}” to {m['to_addr']}", "badge": m["status"],
+                        "order": (m["sent_at"] or m["created_at"], 0, m["id"])})
+    entries.sort(key=lambda e: e["order"], reverse=True)
+    return entries[:limit]

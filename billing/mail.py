@@ -24,7 +24,9 @@ import smtplib
 import ssl
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import formataddr, format_datetime, parseaddr
 from pathlib import Path
 
@@ -188,20 +190,23 @@ def record_results(db: Database, now: datetime, sent: list[dict], failures: list
                             row["attempts"], error)
 
 
-def build_message(row: dict, settings: Settings) -> EmailMessage:
-    msg = EmailMessage()
+def build_message(row: dict, settings: Settings) -> MIMEMultipart:
+    """multipart/alternative: the text first, the HTML preferred by clients that can show it.
+    Built with the classic email.mime classes: the modern EmailMessage API parses every
+    header it sets and costs several times more per email in a batch of a thousand."""
+    msg = MIMEMultipart("alternative")
     name, address = parseaddr(settings.mail_from)
-    msg["From"] = formataddr((name, address))
+    msg["From"] = formataddr((str(Header(name, "utf-8")) if name else "", address))
     msg["To"] = row["to_addr"]
-    msg["Subject"] = row["subject"]
+    msg["Subject"] = Header(row["subject"], "utf-8")
     msg["Date"] = format_datetime(clock.parse(row["created_at"]))
     domain = address.rpartition("@")[2] or "localhost"
     digest = hashlib.sha256(row["dedupe_key"].encode()).hexdigest()[:16]
     # Stable per row, so a resend after a crash is recognisable as the same message.
     msg["Message-ID"] = f"<{row['id']}.{digest}@{domain}>"
     msg["X-Billing-Template"] = row["template"]
-    msg.set_content(row["body_text"])
-    msg.add_alternative(row["body_html"], subtype="html")
+    msg.attach(MIMEText(row["body_text"], "plain", "utf-8"))
+    msg.attach(MIMEText(row["body_html"], "html", "utf-8"))
     return msg
 
 
@@ -218,10 +223,10 @@ class CaptureTransport:
     def __exit__(self, *exc):
         return False
 
-    def send(self, msg: EmailMessage, row: dict) -> None:
+    def send(self, msg: MIMEMultipart, row: dict) -> None:
         path = self.directory / f"{row['id']:08d}.eml"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(bytes(msg))
+        tmp.write_bytes(msg.as_bytes())
         tmp.replace(path)
 
 
@@ -254,7 +259,7 @@ class SmtpTransport:
                 self.conn.close()
         return False
 
-    def send(self, msg: EmailMessage, row: dict) -> None:
+    def send(self, msg: MIMEMultipart, row: dict) -> None:
         self.conn.send_message(msg)
 
 

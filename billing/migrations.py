@@ -303,6 +303,27 @@ def m005_outbox_renders_at_send(db: Database) -> None:
     )
 
 
+@migrations()
+def m006_autopilot(db: Database) -> None:
+    """Saved cards for automatic renewal, and the bookkeeping of renewal charges."""
+    _run(
+        db,
+        # PayTR's user token for the saved card, and the customer's IP when it was saved
+        "ALTER TABLE companies ADD COLUMN paytr_utoken TEXT",
+        "ALTER TABLE companies ADD COLUMN card_ip TEXT",
+        # renewal charges of the saved card: attempt 0 at the period's end, then one per dunning day
+        "ALTER TABLE payments ADD COLUMN attempt INTEGER",
+        "ALTER TABLE payments ADD COLUMN charge_requested_at TEXT",
+        # what the invoice line will say (a renewal, an upgrade's prorated days …)
+        "ALTER TABLE payments ADD COLUMN description TEXT",
+        # One charge per renewal step, whoever ticks: the database refuses a second.
+        """CREATE UNIQUE INDEX payments_one_charge_per_step ON payments(company_id, base_period_end, attempt)
+           WHERE method = 'recurring'""",
+        "CREATE INDEX payments_to_charge ON payments(id) WHERE method = 'recurring' AND status = 'pending' "
+        "AND charge_requested_at IS NULL",
+    )
+
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

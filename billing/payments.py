@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from billing import accounts, clock, events, invoices, mail, plans, subscriptions
+from billing import accounts, changes, clock, events, invoices, mail, plans, subscriptions
 from billing.db import one, rows, write
 from billing.paytr import protocol
 from billing.settings import Settings
@@ -29,7 +29,7 @@ log = logging.getLogger("billing.payments")
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 ABANDONED, SUPERSEDED, NEEDS_REVIEW = "abandoned", "superseded", "needs_review"
 OPEN = (PENDING, SUPERSEDED, ABANDONED)  # not decided by PayTR yet
-STATUS_LABELS = {PENDING: "Waiting for PayTR", SUCCEEDED: "Paid", FAILED: "Failed", ABANDONED: "Not started",
+STATUS_LABELS = {PENDING: "Waiting for PayTR", SUCCEEDED: "Paid", FAILED: "Failed", ABANDONED: "Not completed",
                  SUPERSEDED: "Replaced", NEEDS_REVIEW: "Under review"}
 RECONCILE_AFTER = timedelta(minutes=30)
 TOKEN_MINUTES = 30  # how long PayTR's iframe token stays valid (timeout_limit)
@@ -49,43 +49,65 @@ class Checkout:
 
 
 def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dict, plan_code: str, ip: str,
-                   kind: str | None = None, amount: int | None = None) -> Checkout:
-    """Create the pending payment (superseding older open ones) and the get-token request."""
+                   method: str = "iframe", upgrade: "changes.Quote | None" = None) -> Checkout:
+    """Create the pending payment (superseding the company's open checkouts) and the request
+    for PayTR: get-token fields for the iframe, or the hidden fields of a Direct API card form
+    (`method="direct"`, which can save the card for automatic renewal)."""
     plan = plans.get(plan_code)
     with write(db):
         company = accounts.company(db, user["company_id"])
         sub = subscriptions.for_company(db, company["id"])
-        try:
-            kind = kind or subscriptions.checkout_kind(sub, plan.code)
-        except subscriptions.TransitionError as exc:
-            raise CheckoutError(str(exc)) from None
+        if upgrade is not None:
+            kind, amount = "upgrade", upgrade.amount
+            description = (f"Upgrade {upgrade.old.name} → {upgrade.new.name}, {upgrade.days_left} of "
+                           f"{upgrade.period_days} days until {upgrade.period_end.astimezone(settings.tz):%d.%m.%Y}")
+        else:
+            try:
+                kind = subscriptions.checkout_kind(sub, plan.code)
+            except subscriptions.TransitionError as exc:
+                raise CheckoutError(str(exc)) from None
+            start, end, _ = subscriptions.next_period(sub, now, settings.tz)
+            amount, description = plan.price, line_description(plan, start, end, settings)
         superseded = db.conn.execute(
-            "UPDATE payments SET status = ?, updated_at = ? WHERE company_id = ? AND status = ?",
-            [SUPERSEDED, clock.iso(now), company["id"], PENDING]).rowcount
+            "UPDATE payments SET status = ?, updated_at = ? WHERE company_id = ? AND status = ? AND method != ?",
+            [SUPERSEDED, clock.iso(now), company["id"], PENDING, "recurring"]).rowcount
         oid = protocol.new_merchant_oid(company["id"], now)
         payment_id = db.conn.execute(
-            """INSERT INTO payments (company_id, merchant_oid, kind, plan, amount, currency, test_mode,
-                   base_period_end, user_id, user_ip, email, reconcile_at, created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [company["id"], oid, kind, plan.code, amount or plan.price, plan.currency, int(settings.paytr_test_mode),
-             sub["current_period_end"], user["id"], ip, user["email"], clock.iso(now + RECONCILE_AFTER),
-             clock.iso(now), clock.iso(now)],
+            """INSERT INTO payments (company_id, merchant_oid, kind, method, plan, amount, currency, test_mode,
+                   base_period_end, description, user_id, user_ip, email, reconcile_at, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [company["id"], oid, kind, method, plan.code, amount, plan.currency, int(settings.paytr_test_mode),
+             sub["current_period_end"], description, user["id"], ip, user["email"],
+             clock.iso(now + RECONCILE_AFTER), clock.iso(now), clock.iso(now)],
         ).lastrowid
-        events.record(db, now, "payment.started", f"{user['name']} started a checkout for {plan.name}",
+        events.record(db, now, "payment.started", f"{user['name']} started a checkout: {description}",
                       company_id=company["id"], actor=f"user:{user['id']}", merchant_oid=oid, payment_kind=kind,
-                      amount=amount or plan.price, superseded=superseded)
+                      amount=amount, superseded=superseded)
         payment = one(db, "SELECT * FROM payments WHERE id = ?", [payment_id])
-    start, end, _ = subscriptions.next_period(sub, now, settings.tz)
-    request = protocol.get_token_request(
-        merchant_id=settings.paytr_merchant_id, key=str(settings.paytr_merchant_key),
-        salt=str(settings.paytr_merchant_salt), user_ip=ip, merchant_oid=oid, email=user["email"],
-        amount=payment["amount"], currency=payment["currency"],
-        basket=protocol.encode_basket([(line_description(plan, start, end, settings), payment["amount"], 1)]),
-        test_mode=bool(payment["test_mode"]), user_name=user["name"], user_address=company["name"],
-        user_phone="05000000000", timeout_limit=TOKEN_MINUTES,
-        ok_url=settings.url(f"/billing/payment/success?oid={oid}"),
-        fail_url=settings.url(f"/billing/payment/fail?oid={oid}"))
-    return Checkout(payment=payment, request=request)
+    return Checkout(payment=payment, request=paytr_request(settings, payment, user["name"], company))
+
+
+def paytr_request(settings: Settings, payment: dict, user_name: str, company: dict) -> dict:
+    """What the browser or our server sends PayTR for this payment (pure: no I/O)."""
+    oid = payment["merchant_oid"]
+    common = dict(merchant_id=settings.paytr_merchant_id, key=str(settings.paytr_merchant_key),
+                  salt=str(settings.paytr_merchant_salt), user_ip=payment["user_ip"] or "127.0.0.1",
+                  merchant_oid=oid, email=payment["email"], amount=payment["amount"], currency=payment["currency"],
+                  test_mode=bool(payment["test_mode"]), user_name=user_name, user_address=company["name"],
+                  user_phone="05000000000",
+                  basket=protocol.encode_basket([(payment["description"], payment["amount"], 1)]),
+                  ok_url=settings.url(f"/billing/payment/success?oid={oid}"),
+                  fail_url=settings.url(f"/billing/payment/fail?oid={oid}"))
+    if payment["method"] == "direct":
+        return protocol.direct_form_fields(**common, store_card=True, utoken=company.get("paytr_utoken") or "")
+    return protocol.get_token_request(**common, timeout_limit=TOKEN_MINUTES)
+
+
+def direct_form(db: Database, settings: Settings, payment: dict) -> dict:
+    """The hidden fields of the Direct API card form for a pending `direct` payment."""
+    company = accounts.company(db, payment["company_id"])
+    user = accounts.user_by_id(db, payment["user_id"]) if payment["user_id"] else None
+    return paytr_request(settings, payment, user["name"] if user else company["name"], company)
 
 
 def line_description(plan: plans.Plan, start: datetime, end: datetime, settings: Settings) -> str:
@@ -109,6 +131,18 @@ def abandon(db: Database, now: datetime, merchant_oid: str, reason: str) -> None
                    "WHERE id = ?", [ABANDONED, reason[:500], clock.iso(now), payment["id"]])
         events.record(db, now, "payment.abandoned", f"Checkout could not start: {reason}",
                       company_id=payment["company_id"], merchant_oid=merchant_oid)
+
+
+def expire(db: Database, now: datetime, merchant_oid: str, reason: str) -> None:
+    """A checkout that PayTR never saw paid, long after its page expired: close it."""
+    with write(db):
+        payment = by_oid(db, merchant_oid)
+        if payment is None or payment["status"] not in (PENDING, SUPERSEDED):
+            return
+        db.conn.execute("UPDATE payments SET status = ?, abandon_reason = ?, updated_at = ?, reconcile_at = NULL "
+                        "WHERE id = ?", [ABANDONED, reason[:500], clock.iso(now), payment["id"]])
+        events.record(db, now, "payment.expired", f"Checkout closed: {reason}", company_id=payment["company_id"],
+                      merchant_oid=merchant_oid)
 
 
 def by_oid(db: Database, merchant_oid: str) -> dict | None:
@@ -170,14 +204,7 @@ def apply_callback_in(db: Database, now: datetime, settings: Settings, cb: proto
 
 def _decide(db, now, settings, payment, cb) -> str:
     if cb.status == "failed":
-        code, message = cb.get("failed_reason_code"), cb.get("failed_reason_msg") or "The payment was declined."
-        _set(db, now, payment, status=FAILED, failed_reason_code=code[:20], failed_reason_msg=message[:500],
-             decided_at=now, reconcile_at=None)
-        events.record(db, now, "payment.failed", f"Payment failed: {message}", company_id=payment["company_id"],
-                      actor="paytr", merchant_oid=payment["merchant_oid"], reason_code=code)
-        if payment["status"] == PENDING:  # a replaced checkout failing is the customer moving on
-            _email_failure(db, now, settings, payment, message)
-        return "failed"
+        return _failed(db, now, settings, payment, cb)
 
     problems = _mismatches(settings, payment, cb)
     if problems:
@@ -191,27 +218,41 @@ def _decide(db, now, settings, payment, cb) -> str:
                      FROM subscriptions s JOIN companies c ON c.id = s.company_id WHERE s.company_id = ?""",
               [payment["company_id"]])
     company = {"id": payment["company_id"], "name": sub.pop("company_name"), "timezone": sub.pop("company_timezone")}
-    if sub["current_period_end"] != payment["base_period_end"]:
+    if sub["current_period_end"] != payment["base_period_end"] or (
+            payment["kind"] == "upgrade" and sub["status"] != subscriptions.ACTIVE):
         _set(db, now, payment, status=NEEDS_REVIEW, paid_amount=cb.total_amount, decided_at=now,
              reconcile_at=None, flag="possible double payment: this period was already paid")
         return _anomaly(db, now, settings, "second_success", cb, payment,
-                        "A second payment arrived for a period that was already paid (two tabs or a replaced "
-                        "checkout). The money is recorded; nothing was extended. Consider a refund.")
+                        "A payment arrived for a period that was already paid or has changed since the checkout "
+                        "began (two tabs, a replaced checkout, a renewal and a pay link). The money is recorded; "
+                        "nothing was extended. Consider a refund.")
 
+    if cb.get("utoken") and payment["method"] == "direct":
+        _save_card(db, now, payment, cb.get("utoken"))
     tz = _tz(company, settings)
+    if payment["kind"] == "upgrade":
+        _apply_upgrade(db, now, settings, payment, cb, sub, company, tz)
+    else:
+        _apply_period(db, now, settings, payment, cb, sub, company, tz)
+    if payment["status"] in (SUPERSEDED, ABANDONED):
+        _anomaly(db, now, settings, "replaced_checkout_paid", cb, payment,
+                 "A checkout that a newer one had replaced was paid. It was applied because nothing else had "
+                 "paid this period; watch for the newer one being paid too.")
+    return "applied"
+
+
+def _apply_period(db, now, settings, payment, cb, sub, company, tz) -> None:
+    """A subscription or renewal payment: one more calendar month, an invoice, a receipt."""
     plan = plans.get(payment["plan"])
+    previous_plan = sub["plan"]
     reason = (f"renewed: {plan.name} paid" if payment["kind"] == "renewal"
               else f"subscribed to {plan.name}: payment received")
     sub, start, end = subscriptions.activate(db, now, sub, plan.code, tz, reason)
-    was_replaced = payment["status"] in (SUPERSEDED, ABANDONED)
-    payment = _set(db, now, payment, status=SUCCEEDED, paid_amount=cb.total_amount, period_start=start,
-                   period_end=end, decided_at=now, reconcile_at=None,
-                   flag="paid after a newer checkout replaced it: possible double payment" if was_replaced else None)
+    payment = _succeeded(db, now, payment, cb, start, end)
+    description = payment["description"] or line_description(plan, start, end, settings)
     invoice = invoices.issue(db, now, settings, company=company, payment=payment, buyer_email=payment["email"],
-                             lines=[(line_description(plan, start, end, settings), payment["amount"], 1)],
-                             period_start=start, period_end=end)
-    events.record(db, now, "payment.succeeded",
-                  f"Payment of {plan.name} received; invoice {invoice['number']}",
+                             lines=[(description, payment["amount"], 1)], period_start=start, period_end=end)
+    events.record(db, now, "payment.succeeded", f"Payment of {plan.name} received; invoice {invoice['number']}",
                   company_id=company["id"], actor="paytr", merchant_oid=payment["merchant_oid"],
                   amount=payment["amount"], paid=cb.total_amount, invoice=invoice["number"])
     mail.enqueue(db, now, settings, template="payment_succeeded", to=payment["email"],
@@ -219,12 +260,78 @@ def _decide(db, now, settings, payment, cb) -> str:
                  context={"company": company["name"], "plan_name": plan.name, "amount": payment["amount"],
                           "currency": payment["currency"], "period_start": payment["period_start"],
                           "period_end": payment["period_end"], "invoice_number": invoice["number"], "tz": tz.key,
+                          "renewal": payment["kind"] == "renewal", "automatic": payment["method"] == "recurring",
+                          "previous_plan_name": plans.get(previous_plan).name if previous_plan != plan.code else None,
                           "invoice_url": settings.url(f"/billing/invoices/{invoice['number']}")})
-    if was_replaced:
-        _anomaly(db, now, settings, "replaced_checkout_paid", cb, payment,
-                 "A checkout that a newer one had replaced was paid. It was applied because nothing else had "
-                 "paid this period; watch for the newer one being paid too.")
-    return "applied"
+
+
+def _apply_upgrade(db, now, settings, payment, cb, sub, company, tz) -> None:
+    """The prorated difference is paid: the new plan starts now, the period stays."""
+    payment = _succeeded(db, now, payment, cb, now, clock.parse(sub["current_period_end"]))
+    invoice = invoices.issue(db, now, settings, company=company, payment=payment, buyer_email=payment["email"],
+                             lines=[(payment["description"], payment["amount"], 1)], period_start=now,
+                             period_end=clock.parse(sub["current_period_end"]))
+    events.record(db, now, "payment.succeeded", f"Upgrade paid; invoice {invoice['number']}",
+                  company_id=company["id"], actor="paytr", merchant_oid=payment["merchant_oid"],
+                  amount=payment["amount"], invoice=invoice["number"])
+    changes.switch_plan_now(db, now, settings, sub, payment["plan"],
+                            f"upgraded to {plans.get(payment['plan']).name}: prorated difference paid",
+                            actor="paytr", charged=payment["amount"], invoice_number=invoice["number"])
+
+
+def _succeeded(db, now, payment, cb, start, end) -> dict:
+    replaced = payment["status"] in (SUPERSEDED, ABANDONED)
+    return _set(db, now, payment, status=SUCCEEDED, paid_amount=cb.total_amount, period_start=start, period_end=end,
+                decided_at=now, reconcile_at=None,
+                flag="paid after a newer checkout replaced it: possible double payment" if replaced else None)
+
+
+def _save_card(db, now, payment, utoken: str) -> None:
+    """PayTR stored the card with this payment: it renews the subscription from now on."""
+    db.conn.execute("UPDATE companies SET paytr_utoken = ?, card_ip = ? WHERE id = ?",
+                    [utoken[:200], payment["user_ip"], payment["company_id"]])
+    events.record(db, now, "card.saved", "Card saved at PayTR for automatic renewal",
+                  company_id=payment["company_id"], actor="paytr", merchant_oid=payment["merchant_oid"])
+
+
+def _failed(db, now, settings, payment, cb) -> str:
+    code, message = cb.get("failed_reason_code"), cb.get("failed_reason_msg") or "The payment was declined."
+    _set(db, now, payment, status=FAILED, failed_reason_code=code[:20], failed_reason_msg=message[:500],
+         decided_at=now, reconcile_at=None)
+    events.record(db, now, "payment.failed", f"Payment failed: {message}", company_id=payment["company_id"],
+                  actor="paytr", merchant_oid=payment["merchant_oid"], reason_code=code)
+    if payment["method"] == "recurring":
+        _renewal_charge_failed(db, now, settings, payment, message)
+    elif payment["status"] == PENDING:  # a replaced checkout failing is the customer moving on
+        _email_failure(db, now, settings, payment, message)
+    return "failed"
+
+
+def _renewal_charge_failed(db, now, settings, payment, message) -> None:
+    """Dunning: the first failure makes the subscription past due; each failure emails a pay link."""
+    sub = subscriptions.for_company(db, payment["company_id"])
+    if sub["current_period_end"] != payment["base_period_end"]:
+        return  # the period was paid some other way meanwhile
+    if sub["status"] == subscriptions.ACTIVE:
+        sub = subscriptions.transition(db, now, sub, subscriptions.PAST_DUE, f"renewal failed: {message}",
+                                       actor="paytr", past_due_since=sub["current_period_end"], next_action_at=now)
+    elif sub["status"] != subscriptions.PAST_DUE:
+        return
+    company = accounts.company(db, payment["company_id"])
+    owner = one(db, "SELECT * FROM users WHERE company_id = ? AND role = 'owner' ORDER BY id LIMIT 1",
+                [company["id"]])
+    if owner is None:
+        return
+    plan = plans.get(payment["plan"])
+    step = payment["attempt"] or 0
+    mail.enqueue(db, now, settings, template="renewal_failed", to=owner["email"],
+                 dedupe_key=f"renewal-failed:{company['id']}:{sub['current_period_end']}:{step}",
+                 company_id=company["id"],
+                 context={"name": owner["name"], "company": company["name"], "plan_name": plan.name,
+                          "next_plan_name": plan.name, "price": payment["amount"], "currency": payment["currency"],
+                          "period_end": sub["current_period_end"], "grace_days": settings.grace_days,
+                          "tz": _tz(company, settings).key, "step": step, "card": True, "reason": message,
+                          "pay_url": settings.url("/billing/renew"), "dashboard_url": settings.url("/billing/")})
 
 
 def _mismatches(settings: Settings, payment: dict, cb: protocol.Callback) -> list[str]:

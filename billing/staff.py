@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from billing.db import rows, scalar
+from billing.db import one, rows, scalar
 
 
 def companies(db: Database, now: datetime, query: str = "", limit: int = 200) -> list[dict]:
@@ -47,3 +47,12 @@ def open_anomalies(db: Database, limit: int = 50) -> list[dict]:
 def overview(db: Database, now: datetime, query: str = "") -> dict:
     return {"companies": companies(db, now, query), "outbox": outbox_summary(db), "query": query,
             "company_count": scalar(db, "SELECT count(*) FROM companies"), "anomalies": open_anomalies(db)}
+
+
+def company(db: Database, company_id: int) -> dict | None:
+    row = one(db, "SELECT * FROM companies WHERE id = ?", [company_id])
+    if row is None:
+        return None
+    return {"company": row, "subscription": one(db, "SELECT * FROM subscriptions WHERE company_id = ?", [company_id]),
+            "members": rows(db, "SELECT id, name, email, role FROM users WHERE company_id = ? ORDER BY id",
+                            [company_id])}

@@ -34,10 +34,10 @@ STATUS_LABELS = {
 
 # Which states each state may move to. Active -> active is a renewal or plan change.
 ALLOWED = {
-    TRIALING: {ACTIVE, EXPIRED, CANCELED},
+    TRIALING: {ACTIVE, EXPIRED, CANCELED, TRIALING},  # trialing -> trialing: extended by staff
     ACTIVE: {ACTIVE, PAST_DUE, CANCELED},
     PAST_DUE: {ACTIVE, CANCELED},
-    EXPIRED: {ACTIVE},
+    EXPIRED: {ACTIVE, TRIALING},  # staff may extend an ended trial
     CANCELED: {ACTIVE},
 }
 
@@ -51,7 +51,8 @@ def start_trial(db: Database, now: datetime, company_id: int, plan: str, trial_d
     cursor = db.conn.execute(
         """INSERT INTO subscriptions (company_id, plan, status, trial_ends_at, next_action_at, created_at, updated_at)
            VALUES (?, ?, 'trialing', ?, ?, ?, ?)""",
-        [company_id, plan, clock.iso(ends), None, clock.iso(now), clock.iso(now)],
+        # due now: the next tick works out the first reminder and schedules it
+        [company_id, plan, clock.iso(ends), clock.iso(now), clock.iso(now), clock.iso(now)],
     )
     return cursor.lastrowid
 
@@ -115,7 +116,9 @@ def activate(db: Database, now: datetime, sub: dict, plan: str, tz: ZoneInfo, re
     start, end, anchor = next_period(sub, now, tz)
     extending = sub["status"] in (ACTIVE, PAST_DUE) and sub.get("current_period_end")
     changes = {"plan": plan, "current_period_end": end, "period_anchor_day": anchor, "past_due_since": None,
-               "cancel_at_period_end": 0, "canceled_at": None, "ended_at": None}
+               "cancel_at_period_end": 0, "canceled_at": None, "ended_at": None, "next_action_at": now}
+    if sub.get("scheduled_plan") == plan:  # a scheduled downgrade took effect with this renewal
+        changes["scheduled_plan"] = None
     if not extending:
         changes["current_period_start"] = start
     updated = transition(db, now, sub, ACTIVE, reason, actor=actor, **changes)
@@ -125,7 +128,7 @@ def activate(db: Database, now: datetime, sub: dict, plan: str, tz: ZoneInfo, re
 def checkout_kind(sub: dict, plan: str) -> str:
     """What paying for `plan` means now: a new subscription or the next period of this one."""
     if sub["status"] in (ACTIVE, PAST_DUE):
-        if plan != sub["plan"]:
+        if plan != (sub.get("scheduled_plan") or sub["plan"]):
             raise TransitionError("Your subscription is on another plan; change plans from your dashboard.")
         return "renewal"
     return "subscribe"
@@ -171,3 +174,46 @@ def first_period_later(sub: dict, now: datetime) -> bool:
     """Paid during the trial: the first paid period begins when the trial ends."""
     start = _at(sub, "current_period_start")
     return is_paid(sub) and start is not None and start > now
+
+
+def grace_ends(sub: dict, grace_days: int) -> datetime | None:
+    end = _at(sub, "current_period_end")
+    return end + timedelta(days=grace_days) if sub["status"] == PAST_DUE and end else None
+
+
+def in_grace_period(sub: dict, now: datetime, grace_days: int) -> bool:
+    ends = grace_ends(sub, grace_days)
+    return ends is not None and now < ends
+
+
+def has_access(sub: dict, now: datetime, grace_days: int) -> bool:
+    """May the customer use the product now? Trial, paid period, or the grace after a failed renewal."""
+    if sub["status"] == TRIALING:
+        return on_trial(sub, now)
+    if sub["status"] == ACTIVE:
+        return True  # an active subscription past its end is being renewed right now
+    return in_grace_period(sub, now, grace_days)
+
+
+def renews_on(sub: dict) -> datetime | None:
+    """When the next period starts, unless the subscription is set to end."""
+    if sub["status"] != ACTIVE or sub.get("cancel_at_period_end"):
+        return None
+    return _at(sub, "current_period_end")
+
+
+def will_cancel_on(sub: dict) -> datetime | None:
+    if sub["status"] == ACTIVE and sub.get("cancel_at_period_end"):
+        return _at(sub, "current_period_end")
+    return None
+
+
+def extend_trial(db: Database, now: datetime, sub: dict, days: int, actor: str) -> dict:
+    """Staff give more trial days, counted from the trial's end or from now, whichever is later.
+    The new end date means new reminders (their dedupe keys name the date)."""
+    if sub["status"] not in (TRIALING, EXPIRED):
+        raise TransitionError("Only a trial can be extended.")
+    start = max(now, _at(sub, "trial_ends_at"))
+    ends = start + timedelta(days=days)
+    return transition(db, now, sub, TRIALING, f"trial extended by {days} days, to {clock.iso(ends)[:10]}",
+                      actor=actor, trial_ends_at=ends, ended_at=None, next_action_at=now)

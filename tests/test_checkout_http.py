@@ -43,7 +43,7 @@ def test_checkout_page_embeds_paytrs_iframe_with_the_plan_amount_and_period(owne
     page = owner.get(f"/billing/checkout/{oid}")
     text = re.sub(r"\s+", " ", page.text)
     assert 'id="paytriframe"' in text and "/paytr-emulator/odeme/guvenli/" in text
-    assert "Pay for Starter" in text and "$29.00" in text and "11 Dec 2026 – 11 Jan 2027" in text
+    assert "Pay for Starter" in text and "$29.00" in text and "Starter plan, 11.12.2026 – 11.01.2027" in text
     [payment] = rows(db, "SELECT * FROM payments")
     assert (payment["status"], payment["merchant_oid"], payment["amount"]) == ("pending", oid, 2900)
     assert payment["paytr_token"] and payment["paytr_token"] in text

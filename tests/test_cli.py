@@ -51,3 +51,19 @@ def test_help_lists_the_operations(tmp_path):
     result = run(tmp_path, "--help")
     for command in ("migrate", "create-staff", "send-mail", "--host", "--port"):
         assert command in result.stdout
+
+
+def test_test_clock_and_a_tick_from_the_command_line(tmp_path):
+    advanced = run(tmp_path, "clock", "advance", "8d")
+    assert advanced.returncode == 0 and "8 days" in advanced.stdout
+    tick = run(tmp_path, "jobs", "run")
+    assert tick.returncode == 0 and tick.stdout.startswith("tick as of ")
+    import datetime
+    shown = tick.stdout.split("tick as of ")[1][:10]
+    assert shown == (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=8)).strftime("%Y-%m-%d")
+    at = run(tmp_path, "jobs", "run", "--at", "2026-12-24T09:00:00Z")
+    assert "tick as of 2026-12-24T09:00:00Z: 0 subscriptions advanced" in at.stdout
+    assert run(tmp_path, "jobs", "run", "--at", "24 December").returncode == 2
+    assert run(tmp_path, "clock", "advance", "soon").returncode == 2
+    reset = run(tmp_path, "clock", "reset")
+    assert reset.returncode == 0 and "0:00:00 ahead" in reset.stdout

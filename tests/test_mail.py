@@ -33,7 +33,9 @@ class Recorder:
         return False
 
     def send(self, msg, row):
-        self.sent.append(msg)
+        from email import message_from_bytes, policy
+
+        self.sent.append(message_from_bytes(msg.as_bytes(), policy=policy.default))  # as a mail client reads it
 
 
 def queue(db, settings, key="k1", to="a@example.com"):
@@ -156,6 +158,10 @@ def test_every_email_template_renders_from_a_json_context(settings):
     import json
     from pathlib import Path
 
+    life = {"name": "Ayşe", "company": "Acme", "plan_name": "Team", "next_plan_name": "Starter", "price": 2900,
+            "currency": "USD", "trial_ends_at": "2026-12-11T09:00:00Z", "period_end": "2027-01-11T09:00:00Z",
+            "grace_days": 7, "tz": "Europe/Istanbul", "pay_url": "http://x/billing/renew",
+            "dashboard_url": "http://x/billing/", "pricing_url": "http://x/billing/#plans"}
     samples = {
         "welcome": {"name": "Ayşe", "company": "Acme", "plan": {"name": "Starter"}, "trial_days": 14,
                     "trial_ends_at": "2026-12-11T09:00:00Z", "dashboard_url": "http://x/billing/"},
@@ -168,6 +174,16 @@ def test_every_email_template_renders_from_a_json_context(settings):
                               "invoice_url": "http://x/billing/invoices/INV-2026-000001"},
         "payment_failed": {"company": "Acme", "plan_name": "Starter", "amount": 2900, "currency": "USD",
                            "reason": "Kartın bakiyesi yetersiz", "retry_url": "http://x/billing/payment/fail?oid=1"},
+        "trial_reminder": {**life, "days_left": 3},
+        "trial_ended": life,
+        "renewal_notice": {**life, "days_left": 7, "card": False},
+        "renewal_failed": {**life, "step": 1, "card": True, "reason": "Kartın bakiyesi yetersiz"},
+        "subscription_canceled": {**life, "reason": "unpaid"},
+        "cancel_scheduled": life,
+        "plan_change_scheduled": life,
+        "plan_changed": {**life, "previous_plan_name": "Starter", "charged": 4667,
+                         "invoice_number": "INV-2026-000002"},
+        "card_removed": {**life, "card_label": "Visa ending 4358", "removed_by": "Ayşe"},
     }
     names = {p.stem for p in Path(mail.TEMPLATES, "emails").glob("*.txt")}
     missing = names - set(samples)

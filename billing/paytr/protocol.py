@@ -187,11 +187,10 @@ def refund_request(*, merchant_id: str, merchant_oid: str, amount: int, key: str
     return fields
 
 
-def recurring_request(*, merchant_id: str, key: str, salt: str, user_ip: str, merchant_oid: str, email: str,
-                      amount: int, currency: str, test_mode: bool, utoken: str, ctoken: str, user_name: str,
-                      user_address: str, user_phone: str, basket: str, ok_url: str, fail_url: str) -> dict:
-    """A server-side charge of a stored card (Direct API, Non3D, recurring_payment=1)."""
-    fields = {
+def _direct_fields(*, merchant_id, user_ip, merchant_oid, email, amount, currency, test_mode, non_3d, user_name,
+                   user_address, user_phone, basket, ok_url, fail_url) -> dict:
+    """The Direct API fields shared by the browser's card form and server-side charges."""
+    return {
         "merchant_id": merchant_id,
         "user_ip": user_ip,
         "merchant_oid": merchant_oid,
@@ -201,10 +200,7 @@ def recurring_request(*, merchant_id: str, key: str, salt: str, user_ip: str, me
         "installment_count": "0",
         "currency": paytr_currency(currency),
         "test_mode": "1" if test_mode else "0",
-        "non_3d": "1",
-        "utoken": utoken,
-        "ctoken": ctoken,
-        "recurring_payment": "1",
+        "non_3d": non_3d,
         "user_name": user_name[:60],
         "user_address": user_address[:400],
         "user_phone": user_phone[:20],
@@ -213,8 +209,26 @@ def recurring_request(*, merchant_id: str, key: str, salt: str, user_ip: str, me
         "merchant_fail_url": fail_url,
         "debug_on": "0",
         "client_lang": "tr",
-        "sync_mode": "0",
     }
+
+
+def recurring_request(*, key: str, salt: str, utoken: str, ctoken: str, **order) -> dict:
+    """A server-side charge of a stored card (Direct API, Non3D, recurring_payment=1)."""
+    fields = _direct_fields(non_3d="1", **order)
+    fields.update(utoken=utoken, ctoken=ctoken, recurring_payment="1", sync_mode="0")
+    fields["paytr_token"] = token_for(fields, DIRECT_FIELDS, key, salt)
+    return fields
+
+
+def direct_form_fields(*, key: str, salt: str, store_card: bool, utoken: str = "", **order) -> dict:
+    """Hidden fields of a card form that the customer's browser posts straight to PayTR
+    (Direct API, 3-D Secure). The card fields (cc_owner, card_number, expiry_month,
+    expiry_year, cvv) are typed by the customer and never reach our server."""
+    fields = _direct_fields(non_3d="0", **order)
+    if store_card:
+        fields["store_card"] = "1"
+    if utoken:  # add the card to the customer's existing PayTR user
+        fields["utoken"] = utoken
     fields["paytr_token"] = token_for(fields, DIRECT_FIELDS, key, salt)
     return fields
 

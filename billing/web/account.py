@@ -6,7 +6,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import accounts, dashboard
+from billing import accounts, cards, dashboard, subscriptions
+from billing.paytr.client import PaytrError
 from billing.accounts import FormError
 from billing.web.common import current_user, flash, form, login_required, now, owner_required, redirect, run, settings
 from billing.web.templating import render
@@ -16,6 +17,14 @@ from billing.web.templating import render
 async def billing_home(request: Request):
     user = await current_user(request)
     data = await run(request, dashboard.overview, now(request), user["company_id"])
+    data["grace_ends"] = subscriptions.grace_ends(data["subscription"], settings(request).grace_days)
+    data["recurring_enabled"] = settings(request).paytr_recurring
+    data["card"], data["card_error"] = None, None
+    if data["has_card"]:
+        try:
+            data["card"] = await cards.saved_card(request.app.state.paytr, data["company"]["paytr_utoken"])
+        except PaytrError:  # the page still works; only the card's details are missing
+            data["card_error"] = "PayTR did not answer, so the card's details can't be shown right now."
     return render(request, "billing/dashboard.html", data)
 
 

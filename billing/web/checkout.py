@@ -7,30 +7,42 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import clock, invoices, payments, plans, subscriptions
+from billing import clock, invoices, payments, plans
 from billing.payments import CheckoutError
 from billing.paytr import protocol
 from billing.paytr.client import PaytrRefused, PaytrUnavailable
-from billing.web.common import current_user, flash, ip, login_required, now, owner_required, redirect, run, settings
+from billing.web.common import (current_user, flash, form, ip, login_required, now, owner_required, redirect, run,
+                                settings)
 from billing.web.templating import render
 
-def iframe_url(request: Request, token: str) -> str:
+def paytr_url(request: Request, path: str) -> str:
+    """An address on PayTR's site, as the customer's browser reaches it."""
     s = settings(request)
     base = "/paytr-emulator" if s.uses_emulator else s.paytr_api_base
-    return f"{base}{protocol.API_PATHS['iframe']}{token}"
+    return f"{base}{path}"
 
 
 @owner_required
 async def subscribe(request: Request):
     plan = plans.get(request.path_params["plan"])
     user = await current_user(request)
+    data = await form(request)
+    # Saving the card takes PayTR's Direct API form instead of the iframe (the operator must enable it).
+    method = "direct" if data.get("save_card") == "1" and settings(request).paytr_recurring else "iframe"
     try:
         checkout = await run(request, payments.start_checkout, now(request), settings(request), user=user,
-                             plan_code=plan.code, ip=ip(request))
+                             plan_code=plan.code, ip=ip(request), method=method)
     except CheckoutError as exc:
         flash(request, str(exc), "error")
         return redirect(request, "/billing/")
+    return await open_checkout(request, checkout, plan)
+
+
+async def open_checkout(request: Request, checkout: payments.Checkout, plan: plans.Plan):
+    """Ask PayTR for the iframe token (the Direct API form needs none) and show the checkout."""
     oid = checkout.payment["merchant_oid"]
+    if checkout.payment["method"] == "direct":
+        return redirect(request, f"/billing/checkout/{oid}")
     try:
         token = await request.app.state.paytr.get_token(checkout.request)
     except PaytrRefused as exc:
@@ -61,15 +73,18 @@ async def checkout_page(request: Request):
     payment = await _own_payment(request, request.path_params["oid"])
     if payment["status"] == payments.SUCCEEDED:
         return redirect(request, f"/billing/payment/success?oid={payment['merchant_oid']}")
-    expired = (now(request) - clock.parse(payment["created_at"])).total_seconds() > payments.TOKEN_MINUTES * 60
-    open_ = payment["status"] == payments.PENDING and payment["paytr_token"] and not expired
     s = settings(request)
-    sub = payment["subscription"]
-    start, end, _ = subscriptions.next_period(sub, now(request), s.tz)
-    return render(request, "billing/checkout.html", {
-        "payment": payment, "plan": payment["plan_obj"], "open": open_, "expired": expired,
-        "iframe_src": iframe_url(request, payment["paytr_token"]) if open_ else None,
-        "period_start": start, "period_end": end})
+    expired = (now(request) - clock.parse(payment["created_at"])).total_seconds() > payments.TOKEN_MINUTES * 60
+    is_open = payment["status"] == payments.PENDING and not expired and (
+        payment["method"] == "direct" or payment["paytr_token"])
+    context = {"payment": payment, "plan": payment["plan_obj"], "open": is_open, "expired": expired,
+               "recurring_enabled": s.paytr_recurring}
+    if is_open and payment["method"] == "direct":
+        context["direct_action"] = paytr_url(request, protocol.API_PATHS["direct"])
+        context["direct_fields"] = await run(request, payments.direct_form, s, payment)
+    elif is_open:
+        context["iframe_src"] = paytr_url(request, protocol.API_PATHS["iframe"] + payment["paytr_token"])
+    return render(request, "billing/checkout.html", context)
 
 
 @login_required

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import quote, urlsplit
 
 import anyio.to_thread
@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from billing import accounts
+from billing import accounts, clock
 from billing.web.security import client_ip
 from billing.web.templating import is_htmx
 
@@ -67,8 +67,21 @@ class CurrentUserMiddleware:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and not scope["path"].startswith(self.SKIP):
-            await current_user(Request(scope))
+            request = Request(scope)
+            user = await current_user(request)
+            if user and user.get("subscription_status") == "past_due":
+                request.state.billing_alert = past_due_alert(request, user)
         await self.app(scope, receive, send)
+
+
+def past_due_alert(request: Request, user: dict) -> dict:
+    """The banner every page shows while a renewal is unpaid."""
+    due = clock.parse(user["subscription_period_end"])
+    grace_end = due + timedelta(days=settings(request).grace_days)
+    tz = settings(request).tz
+    return {"message": f"Your payment was due on {due.astimezone(tz).day} {due.astimezone(tz):%b %Y}. "
+                       f"Pay by {grace_end.astimezone(tz).day} {grace_end.astimezone(tz):%b %Y} "
+                       f"to keep your subscription."}
 
 
 def safe_next(target: str | None, default: str = "/billing/") -> str:

@@ -1,0 +1,193 @@
+"""Changes the owner makes to a subscription: cancel at period end, resume, change plan.
+
+Upgrades take effect at once and charge the prorated difference for the rest of
+the paid period; downgrades wait for the period's end (and can be undone until
+then). Proration is integer arithmetic on seconds, rounded half up to the cent:
+
+    amount = (new price - old price) * seconds left // seconds in the period   (± half a cent)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlite_utils import Database
+
+from billing import accounts, clock, events, mail, plans, subscriptions
+from billing.db import one, write
+from billing.settings import Settings
+from billing.subscriptions import ACTIVE, PAST_DUE
+
+MINIMUM_CHARGE = 100  # PayTR takes nothing under 1.00; a smaller difference is not charged
+
+
+class ChangeError(Exception):
+    """The change is not possible now; the message says why, for the customer."""
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What upgrading now costs."""
+
+    old: plans.Plan
+    new: plans.Plan
+    amount: int  # minor units to charge now (0: below PayTR's minimum, switched for free)
+    exact: int  # before the minimum rule
+    days_left: int
+    period_days: int
+    period_end: datetime
+
+
+def _owner_context(db, settings: Settings, sub: dict, company: dict) -> tuple[dict, ZoneInfo]:
+    owner = one(db, "SELECT * FROM users WHERE company_id = ? AND role = 'owner' ORDER BY id LIMIT 1", [company["id"]])
+    return owner, ZoneInfo(company["timezone"] or settings.timezone)
+
+
+def _email(db, now, settings, template, key, sub, company, **extra) -> None:
+    owner, tz = _owner_context(db, settings, sub, company)
+    if owner is None:
+        return
+    plan = plans.get(sub["plan"])
+    next_plan = plans.get(sub.get("scheduled_plan") or sub["plan"])
+    mail.enqueue(db, now, settings, template=template, to=owner["email"], dedupe_key=key, company_id=company["id"],
+                 context={"name": owner["name"], "company": company["name"], "plan_name": plan.name,
+                          "next_plan_name": next_plan.name, "price": next_plan.price, "currency": next_plan.currency,
+                          "period_end": sub.get("current_period_end"), "tz": tz.key,
+                          "dashboard_url": settings.url("/billing/"), **extra})
+
+
+def _active_sub(db, company_id: int) -> dict:
+    sub = subscriptions.for_company(db, company_id)
+    if sub["status"] != ACTIVE:
+        raise ChangeError("Only an active, paid subscription can be changed." if sub["status"] != PAST_DUE
+                          else "Please pay the overdue month first.")
+    return sub
+
+
+# --- cancel and resume -------------------------------------------------------------------
+
+
+def cancel_at_period_end(db: Database, now: datetime, settings: Settings, user: dict) -> dict:
+    with write(db):
+        sub = _active_sub(db, user["company_id"])
+        if sub["cancel_at_period_end"]:
+            return sub
+        company = accounts.company(db, user["company_id"])
+        sub = _update(db, now, sub, cancel_at_period_end=1, scheduled_plan=None)
+        events.record(db, now, "subscription.cancel_scheduled",
+                      f"canceled by {user['name']} at period end ({sub['current_period_end'][:10]})",
+                      company_id=company["id"], actor=events.user_actor(user))
+        _email(db, now, settings, "cancel_scheduled", f"cancel-scheduled:{company['id']}:{now:%Y%m%d%H%M%S}",
+               sub, company)
+    return sub
+
+
+def resume(db: Database, now: datetime, settings: Settings, user: dict) -> dict:
+    with write(db):
+        sub = _active_sub(db, user["company_id"])
+        if not sub["cancel_at_period_end"]:
+            return sub
+        if now >= clock.parse(sub["current_period_end"]):
+            raise ChangeError("The subscription has already ended; subscribe again instead.")
+        sub = _update(db, now, sub, cancel_at_period_end=0)
+        events.record(db, now, "subscription.resumed", f"resumed by {user['name']}; it renews as usual",
+                      company_id=sub["company_id"], actor=events.user_actor(user))
+    return sub
+
+
+def _update(db, now: datetime, sub: dict, **values) -> dict:
+    # Something about the subscription changed: the next tick looks at it again.
+    values.update(updated_at=clock.iso(now), next_action_at=clock.iso(now))
+    db.conn.execute(f"UPDATE subscriptions SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
+                    [*values.values(), sub["id"]])
+    return {**sub, **values}
+
+
+# --- plan changes -------------------------------------------------------------------------
+
+
+def quote(sub: dict, new_code: str, now: datetime) -> Quote:
+    """The prorated price of upgrading `sub` to `new_code` now."""
+    old, new = plans.get(sub["plan"]), plans.get(new_code)
+    start, end = clock.parse(sub["current_period_start"]), clock.parse(sub["current_period_end"])
+    period = int((end - start).total_seconds())
+    left = int((end - max(now, start)).total_seconds())
+    if left <= 0 or period <= 0:
+        raise ChangeError("The current period has ended; renew first.")
+    difference = new.price - old.price
+    exact = (difference * left + period // 2) // period  # round half up to a whole cent
+    return Quote(old=old, new=new, amount=exact if exact >= MINIMUM_CHARGE else 0, exact=exact,
+                 days_left=math.ceil(left / 86400), period_days=round(period / 86400), period_end=end)
+
+
+def direction(sub: dict, new_code: str) -> str:
+    """'upgrade', 'downgrade' or 'same' for moving `sub` to plan `new_code`."""
+    old, new = plans.get(sub["plan"]), plans.get(new_code)
+    if new.code == old.code:
+        return "same"
+    return "upgrade" if new.price > old.price else "downgrade"
+
+
+def upgrade_quote(db: Database, now: datetime, company_id: int, new_code: str) -> Quote:
+    sub = _active_sub(db, company_id)
+    if direction(sub, new_code) != "upgrade":
+        raise ChangeError("That plan is not an upgrade.")
+    return quote(sub, new_code, now)
+
+
+def upgrade_for_free(db: Database, now: datetime, settings: Settings, user: dict, new_code: str) -> dict:
+    """The prorated difference is below PayTR's minimum: switch now, charge nothing."""
+    with write(db):
+        sub = _active_sub(db, user["company_id"])
+        q = quote(sub, new_code, now)
+        if q.amount:
+            raise ChangeError("This upgrade has a charge; pay it at checkout.")
+        return switch_plan_now(db, now, settings, sub, q.new.code, f"upgraded by {user['name']} (no charge: "
+                               f"{q.exact} cents is below PayTR's minimum)", actor=events.user_actor(user))
+
+
+def switch_plan_now(db: Database, now: datetime, settings: Settings, sub: dict, plan_code: str, reason: str,
+                    *, actor: str, charged: int = 0, invoice_number: str | None = None) -> dict:
+    """Move an active subscription to another plan at once; the period stays as it is."""
+    previous = plans.get(sub["plan"])
+    sub = subscriptions.transition(db, now, sub, ACTIVE, reason, actor=actor, plan=plan_code, scheduled_plan=None,
+                                   next_action_at=now)
+    company = accounts.company(db, sub["company_id"])
+    _email(db, now, settings, "plan_changed", f"plan-changed:{company['id']}:{plan_code}:{clock.iso(now)}", sub,
+           company, previous_plan_name=previous.name, charged=charged, invoice_number=invoice_number)
+    return sub
+
+
+def schedule_downgrade(db: Database, now: datetime, settings: Settings, user: dict, new_code: str) -> dict:
+    with write(db):
+        sub = _active_sub(db, user["company_id"])
+        if direction(sub, new_code) != "downgrade":
+            raise ChangeError("That plan is not a downgrade.")
+        if sub["cancel_at_period_end"]:
+            raise ChangeError("The subscription is set to end; resume it before changing plans.")
+        company = accounts.company(db, user["company_id"])
+        sub = _update(db, now, sub, scheduled_plan=new_code)
+        new = plans.get(new_code)
+        events.record(db, now, "subscription.downgrade_scheduled",
+                      f"{user['name']} scheduled a move to {new.name} at period end", company_id=company["id"],
+                      actor=events.user_actor(user), plan=new_code)
+        _email(db, now, settings, "plan_change_scheduled",
+               f"plan-change-scheduled:{company['id']}:{new_code}:{clock.iso(now)}", sub, company)
+    return sub
+
+
+def undo_scheduled_change(db: Database, now: datetime, settings: Settings, user: dict) -> dict:
+    with write(db):
+        sub = _active_sub(db, user["company_id"])
+        if not sub["scheduled_plan"]:
+            return sub
+        undone = plans.get(sub["scheduled_plan"])
+        sub = _update(db, now, sub, scheduled_plan=None)
+        events.record(db, now, "subscription.downgrade_undone",
+                      f"{user['name']} kept {plans.get(sub['plan']).name} (the move to {undone.name} is off)",
+                      company_id=sub["company_id"], actor=events.user_actor(user))
+    return sub
+

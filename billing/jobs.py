@@ -1,0 +1,219 @@
+"""Scheduled work: one `tick` does whatever is due, claimed row by row.
+
+APScheduler is only the clock tick (every TICK_SECONDS); what is due lives in
+the database, in indexed columns: `subscriptions.next_action_at`,
+`payments.charge_requested_at` and `payments.reconcile_at`. Each kind of work
+is claimed with one UPDATE … RETURNING that pushes the row's time forward (a
+lease), so two processes ticking at once, or a restart in the middle of a tick,
+never do the same work twice, and work missed while the app was down is done
+once by the next tick. An idle tick is a handful of index lookups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import anyio.to_thread
+
+from billing import clock, lifecycle, mail, payments
+from billing.db import Store, one, rows, write
+from billing.paytr import protocol
+from billing.paytr.client import PaytrClient, PaytrRefused, PaytrUnavailable
+from billing.settings import Settings
+
+log = logging.getLogger("billing.jobs")
+
+LEASE = timedelta(minutes=5)  # a claimed row comes back if its worker died
+RECONCILE_RETRY = timedelta(minutes=10)
+BATCH = 200
+NETWORK_CONCURRENCY = 8
+
+
+@dataclass
+class Context:
+    store: Store
+    settings: Settings
+    clock: object
+    paytr: PaytrClient | None
+
+
+# --- subscriptions -------------------------------------------------------------------
+
+
+def claim_subscriptions(db, now: datetime, limit: int = BATCH) -> list[dict]:
+    with write(db):
+        return rows(db, """UPDATE subscriptions SET next_action_at = ?
+                           WHERE id IN (SELECT id FROM subscriptions WHERE next_action_at <= ?
+                                        ORDER BY next_action_at LIMIT ?)
+                           RETURNING *""", [clock.iso(now + LEASE), clock.iso(now), limit])
+
+
+def advance_all(db, now: datetime, settings: Settings, subs: list[dict]) -> int:
+    """Advance claimed subscriptions in one transaction, each in its own savepoint:
+    one that fails keeps its lease and is tried again after it, the others commit."""
+    done = 0
+    with write(db):
+        for sub in subs:
+            try:
+                with write(db):
+                    lifecycle.advance(db, now, settings, sub)
+                done += 1
+            except Exception:  # a bug for one company must not stop everyone's renewals
+                log.exception("advancing subscription %s failed; retrying after the lease", sub["id"])
+    return done
+
+
+def run_due_subscriptions(db, now: datetime, settings: Settings) -> int:
+    total = 0
+    while True:
+        claimed = claim_subscriptions(db, now)
+        if not claimed:
+            return total
+        total += advance_all(db, now, settings, claimed)
+
+
+# --- renewal charges of saved cards ----------------------------------------------------
+
+
+def claim_charges(db, now: datetime, limit: int = BATCH) -> list[dict]:
+    with write(db):
+        return rows(db, """UPDATE payments SET charge_requested_at = ?
+                           WHERE id IN (SELECT id FROM payments WHERE method = 'recurring' AND status = 'pending'
+                                        AND charge_requested_at IS NULL ORDER BY id LIMIT ?)
+                           RETURNING *""", [clock.iso(now), limit])
+
+
+async def charge_cards(ctx: Context, now: datetime) -> int:
+    if ctx.paytr is None:
+        return 0
+    return await _each_claimed(ctx, now, claim_charges, _charge)
+
+
+async def _each_claimed(ctx: Context, now: datetime, claim, work) -> int:
+    """Claim a batch, do `work` on each row (a few at a time: these are PayTR calls), repeat."""
+    limit = asyncio.Semaphore(NETWORK_CONCURRENCY)
+
+    async def one_row(row: dict) -> None:
+        async with limit:
+            await work(ctx, now, row)
+
+    total = 0
+    while claimed := await _in_thread(ctx, claim, now):
+        await asyncio.gather(*(one_row(row) for row in claimed))
+        total += len(claimed)
+    return total
+
+
+async def _charge(ctx: Context, now: datetime, payment: dict) -> None:
+    s = ctx.settings
+    company = await _in_thread(ctx, lambda db: one(db, "SELECT * FROM companies WHERE id = ?", [payment["company_id"]]))
+    try:
+        if not company.get("paytr_utoken"):
+            raise PaytrRefused("no saved card")
+        cards = await ctx.paytr.list_cards(company["paytr_utoken"])
+        if not cards:
+            raise PaytrRefused("the saved card is no longer at PayTR")
+        request = protocol.recurring_request(
+            merchant_id=s.paytr_merchant_id, key=str(s.paytr_merchant_key), salt=str(s.paytr_merchant_salt),
+            user_ip=payment["user_ip"] or "127.0.0.1", merchant_oid=payment["merchant_oid"], email=payment["email"],
+            amount=payment["amount"], currency=payment["currency"], test_mode=bool(payment["test_mode"]),
+            utoken=company["paytr_utoken"], ctoken=cards[0]["ctoken"], user_name=company["name"],
+            user_address=company["name"], user_phone="05000000000",
+            basket=protocol.encode_basket([(f"{payment['plan'].title()} plan renewal", payment["amount"], 1)]),
+            ok_url=s.url("/billing/"), fail_url=s.url("/billing/"))
+        await ctx.paytr.charge_stored_card(request)
+    except PaytrRefused as exc:
+        # PayTR said no at once: that is this attempt's outcome, like a failed callback.
+        outcome = protocol.Callback(payment["merchant_oid"], "failed", 0, {
+            "merchant_oid": payment["merchant_oid"], "status": "failed", "failed_reason_code": "charge",
+            "failed_reason_msg": exc.reason, "source": "recurring-charge-answer"})
+        await _in_thread(ctx, payments.apply_callback, now, s, outcome, "paytr-api")
+    except PaytrUnavailable:
+        # It may or may not have reached PayTR: the status query finds out (reconcile_at).
+        log.warning("renewal charge %s: PayTR did not answer; reconciling later", payment["merchant_oid"])
+
+
+# --- reconciliation of payments whose callback never came -----------------------------------
+
+
+def claim_reconcile(db, now: datetime, limit: int = BATCH) -> list[dict]:
+    with write(db):
+        return rows(db, """UPDATE payments SET reconcile_at = ?
+                           WHERE id IN (SELECT id FROM payments WHERE status IN ('pending', 'superseded')
+                                        AND reconcile_at <= ? ORDER BY reconcile_at LIMIT ?)
+                           RETURNING *""", [clock.iso(now + RECONCILE_RETRY), clock.iso(now), limit])
+
+
+async def reconcile(ctx: Context, now: datetime) -> int:
+    if ctx.paytr is None:
+        return 0
+    return await _each_claimed(ctx, now, claim_reconcile, _reconcile)
+
+
+async def _reconcile(ctx: Context, now: datetime, payment: dict) -> None:
+    oid = payment["merchant_oid"]
+    try:
+        answer = await ctx.paytr.status(oid)
+    except PaytrUnavailable:
+        return  # the lease brings it back in RECONCILE_RETRY
+    status = answer.get("status")
+    fields = {"merchant_oid": oid, "source": "status-query",
+              "test_mode": str(answer.get("test_mode", payment["test_mode"]))}
+    if status == "success":
+        try:
+            total = protocol.parse_loose_amount(answer.get("payment_total") or answer.get("payment_amount"))
+        except (ValueError, TypeError):
+            log.warning("status query for %s answered an amount we cannot read: %r", oid, answer)
+            return
+        currency = answer.get("currency")
+        if currency:
+            fields["currency"] = currency
+        callback = protocol.Callback(oid, "success", total, {**fields, "status": "success",
+                                                            "total_amount": str(total)})
+    elif status == "failed":
+        callback = protocol.Callback(oid, "failed", 0, {**fields, "status": "failed",
+                                                       "failed_reason_msg": answer.get("err_msg") or "declined"})
+    else:
+        await _in_thread(ctx, _no_payment_at_paytr, now, ctx.settings, payment,
+                         str(answer.get("err_msg") or "no payment"))
+        return
+    outcome = await _in_thread(ctx, payments.apply_callback, now, ctx.settings, callback, "status-query")
+    log.info("reconciled %s from PayTR's status query: %s", oid, outcome)
+
+
+def _no_payment_at_paytr(db, now: datetime, settings: Settings, payment: dict, reason: str) -> None:
+    """PayTR has no payment for this order. A checkout nobody paid expires; a renewal
+    charge that never reached PayTR counts as a failed attempt, so dunning goes on."""
+    created = clock.parse(payment["created_at"])
+    if payment["method"] == "recurring" and payment["charge_requested_at"]:
+        failed = protocol.Callback(payment["merchant_oid"], "failed", 0, {
+            "merchant_oid": payment["merchant_oid"], "status": "failed", "source": "status-query",
+            "failed_reason_msg": f"The charge did not reach PayTR ({reason})."})
+        payments.apply_callback(db, now, settings, failed, "status-query")
+    elif now - created >= timedelta(minutes=payments.TOKEN_MINUTES):
+        payments.expire(db, now, payment["merchant_oid"], f"no payment reached PayTR ({reason})")
+
+
+# --- the tick --------------------------------------------------------------------------------
+
+
+async def _in_thread(ctx: Context, fn, *args):
+    store = ctx.store
+    return await anyio.to_thread.run_sync(lambda: fn(store.db(), *args))
+
+
+async def tick(ctx: Context, now: datetime | None = None) -> dict:
+    """Everything due at `now` (default: the app's clock, test clock included)."""
+    now = now or ctx.clock.now()
+    report = {"at": clock.iso(now)}
+    report["subscriptions"] = await _in_thread(ctx, run_due_subscriptions, now, ctx.settings)
+    report["charges"] = await charge_cards(ctx, now)
+    report["reconciled"] = await reconcile(ctx, now)
+    sent = await _in_thread(ctx, mail.deliver_due, now, ctx.settings)
+    report["emails_sent"] = sent["sent"]
+    if any(report[k] for k in ("subscriptions", "charges", "reconciled", "emails_sent")):
+        log.info("tick %s", report)
+    return report
