@@ -177,8 +177,8 @@ def _start_scheduler(context: jobs.Context) -> AsyncIOScheduler:
             log.exception("scheduled tick failed")
 
     scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(tick, "interval", seconds=context.settings.tick_seconds, id="tick", max_instances=1,
-                      coalesce=True, next_run_time=datetime.now(UTC))
+    scheduler.add_job(tick, "interval", seconds=context.settings.tick_seconds, id="tick", name="tick",
+                      max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
     scheduler.start()
     return scheduler
 

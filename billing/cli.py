@@ -33,8 +33,10 @@ def _logging_config() -> dict:
     config = {**LOGGING_CONFIG}
     config["filters"] = {"redact": {"()": RedactTokens}}
     config["handlers"] = {name: {**handler, "filters": ["redact"]} for name, handler in LOGGING_CONFIG["handlers"].items()}
-    config["loggers"] = {**LOGGING_CONFIG["loggers"], "billing": {"handlers": ["default"], "level": "INFO",
-                                                                  "propagate": False}}
+    config["loggers"] = {**LOGGING_CONFIG["loggers"],
+                         "billing": {"handlers": ["default"], "level": "INFO", "propagate": False},
+                         # APScheduler would log every minute's tick; our tick logs when it did something.
+                         "apscheduler": {"handlers": ["default"], "level": "WARNING", "propagate": False}}
     return config
 
 
@@ -230,6 +232,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
         settings = settings_module.load()
     except ConfigError as exc:

@@ -6,7 +6,7 @@ import pytest
 
 from billing.db import rows, scalar
 from billing.paytr import protocol
-from conftest import PASSWORD, csrf, login, outbox, post, register, second_browser
+from conftest import PASSWORD, outbox, post, register, second_browser
 
 
 def subscribe(client, plan="starter"):

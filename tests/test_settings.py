@@ -132,3 +132,9 @@ def test_main_refuses_to_start_in_production_with_a_one_line_reason(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == ["error: refusing to start: BILLING_SECRET_KEY is not set (use at least 32 random characters)"]
+
+
+def test_the_example_env_file_refuses_to_start_until_filled_in(tmp_path):
+    """Copying .env.example as it is must not start production with empty secrets."""
+    with pytest.raises(ConfigError, match="BILLING_SECRET_KEY is not set"):
+        settings_module.load({}, env_file=ROOT / ".env.example")
