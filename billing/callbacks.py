@@ -135,6 +135,7 @@ class CallbackWriter:
                 db.after_commit.clear()
                 raise
         except Exception:
+            log.warning("a batch of %d callbacks failed; applying them one by one", len(batch), exc_info=True)
             results = []
             for job in batch:
                 try:

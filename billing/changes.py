@@ -62,8 +62,8 @@ def _email(db, now, settings, template, key, sub, company, **extra) -> None:
 def _active_sub(db, company_id: int) -> dict:
     sub = subscriptions.for_company(db, company_id)
     if sub["status"] != ACTIVE:
-        raise ChangeError("Only an active, paid subscription can be changed." if sub["status"] != PAST_DUE
-                          else "Please pay the overdue month first.")
+        raise ChangeError("Plans can be changed while the subscription is active and paid."
+                          if sub["status"] != PAST_DUE else "Please pay the overdue month first.")
     return sub
 
 
@@ -131,11 +131,22 @@ def direction(sub: dict, new_code: str) -> str:
     return "upgrade" if new.price > old.price else "downgrade"
 
 
-def upgrade_quote(db: Database, now: datetime, company_id: int, new_code: str) -> Quote:
+def preview(db: Database, now: datetime, company_id: int, new_code: str) -> tuple[str, Quote | None]:
+    """('upgrade', its quote) or ('downgrade', None) for moving to `new_code` now; ChangeError if not possible."""
     sub = _active_sub(db, company_id)
-    if direction(sub, new_code) != "upgrade":
+    kind = direction(sub, new_code)
+    if kind == "same":
+        raise ChangeError(f"You're already on {plans.get(new_code).name}.")
+    if sub["cancel_at_period_end"]:
+        raise ChangeError("The subscription is set to end; resume it before changing plans.")
+    return kind, quote(sub, new_code, now) if kind == "upgrade" else None
+
+
+def upgrade_quote(db: Database, now: datetime, company_id: int, new_code: str) -> Quote:
+    kind, upgrade = preview(db, now, company_id, new_code)
+    if kind != "upgrade":
         raise ChangeError("That plan is not an upgrade.")
-    return quote(sub, new_code, now)
+    return upgrade
 
 
 def upgrade_for_free(db: Database, now: datetime, settings: Settings, user: dict, new_code: str) -> dict:
@@ -163,11 +174,9 @@ def switch_plan_now(db: Database, now: datetime, settings: Settings, sub: dict, 
 
 def schedule_downgrade(db: Database, now: datetime, settings: Settings, user: dict, new_code: str) -> dict:
     with write(db):
-        sub = _active_sub(db, user["company_id"])
-        if direction(sub, new_code) != "downgrade":
+        if preview(db, now, user["company_id"], new_code)[0] != "downgrade":
             raise ChangeError("That plan is not a downgrade.")
-        if sub["cancel_at_period_end"]:
-            raise ChangeError("The subscription is set to end; resume it before changing plans.")
+        sub = subscriptions.for_company(db, user["company_id"])
         company = accounts.company(db, user["company_id"])
         sub = _update(db, now, sub, scheduled_plan=new_code)
         new = plans.get(new_code)

@@ -12,9 +12,6 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
-FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 

@@ -42,7 +42,7 @@ class CheckoutError(Exception):
 @dataclass(frozen=True)
 class Checkout:
     payment: dict
-    request: dict  # the get-token form fields, paytr_token included
+    request: dict  # for PayTR: get-token fields, or the Direct API form's hidden fields (paytr_token included)
 
 
 # --- starting a checkout -------------------------------------------------------------
@@ -123,25 +123,22 @@ def token_received(db: Database, now: datetime, merchant_oid: str, token: str) -
 
 def abandon(db: Database, now: datetime, merchant_oid: str, reason: str) -> None:
     """PayTR refused the checkout or did not answer: nothing else changes."""
-    with write(db):
-        payment = by_oid(db, merchant_oid)
-        if payment is None or payment["status"] != PENDING:
-            return
-        db.conn.execute("UPDATE payments SET status = ?, abandon_reason = ?, updated_at = ?, reconcile_at = NULL "
-                   "WHERE id = ?", [ABANDONED, reason[:500], clock.iso(now), payment["id"]])
-        events.record(db, now, "payment.abandoned", f"Checkout could not start: {reason}",
-                      company_id=payment["company_id"], merchant_oid=merchant_oid)
+    _close(db, now, merchant_oid, reason, (PENDING,), "payment.abandoned", "Checkout could not start")
 
 
 def expire(db: Database, now: datetime, merchant_oid: str, reason: str) -> None:
     """A checkout that PayTR never saw paid, long after its page expired: close it."""
+    _close(db, now, merchant_oid, reason, (PENDING, SUPERSEDED), "payment.expired", "Checkout closed")
+
+
+def _close(db, now, merchant_oid, reason, closable, event, message) -> None:
     with write(db):
         payment = by_oid(db, merchant_oid)
-        if payment is None or payment["status"] not in (PENDING, SUPERSEDED):
+        if payment is None or payment["status"] not in closable:
             return
         db.conn.execute("UPDATE payments SET status = ?, abandon_reason = ?, updated_at = ?, reconcile_at = NULL "
                         "WHERE id = ?", [ABANDONED, reason[:500], clock.iso(now), payment["id"]])
-        events.record(db, now, "payment.expired", f"Checkout closed: {reason}", company_id=payment["company_id"],
+        events.record(db, now, event, f"{message}: {reason}", company_id=payment["company_id"],
                       merchant_oid=merchant_oid)
 
 

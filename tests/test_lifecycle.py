@@ -289,6 +289,14 @@ def test_plan_change_refusals(client, app, clock, db):
     pay_iframe(client, app)
     assert client.get("/billing/plan/starter").status_code == 409  # already on it
     assert client.get("/billing/plan/gold").status_code == 404
+    assert post(client, "/billing/plan/upgrade", {"plan": "gold"}, token_from="/billing/").status_code == 404
+    post(client, "/billing/cancel", token_from="/billing/cancel")
+    page = client.get("/billing/plan/team")
+    assert page.status_code == 409 and "resume it before changing plans" in page.text
+    before = scalar(db, "SELECT count(*) FROM payments")
+    refused = post(client, "/billing/plan/upgrade", {"plan": "team"}, token_from="/billing/", follow_redirects=True)
+    assert "resume it before changing plans" in refused.text
+    assert scalar(db, "SELECT count(*) FROM payments") == before and sub(db)["plan"] == "starter"
 
 
 # --- reconciliation ------------------------------------------------------------------------------

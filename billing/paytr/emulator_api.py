@@ -80,19 +80,27 @@ async def get_token(request: Request) -> Response:
     return JSONResponse({"status": "success", "token": transaction.token})
 
 
-def _get_token_problem(form: dict, emulator) -> str | None:
-    absent = missing(form, GET_TOKEN_REQUIRED)
+def _new_order_problem(form: dict, emulator, required: tuple[str, ...], token_fields: tuple[str, ...]) -> str | None:
+    """What get-token and the Direct API check alike: fields, store, token, order, a fresh oid."""
+    absent = missing(form, required)
     if absent:
         return _missing_reason(absent)
     if form["merchant_id"] != emulator.config.merchant_id:
         return "merchant_id geçersiz: mağaza bulunamadı"
-    if not token_ok(form, protocol.GET_TOKEN_FIELDS, emulator.config):
-        return _bad_token_reason(protocol.GET_TOKEN_FIELDS)
+    if not token_ok(form, token_fields, emulator.config):
+        return _bad_token_reason(token_fields)
     problem = order_problem(form)
     if problem:
         return problem
     if emulator.transaction(form["merchant_oid"]):
         return f"merchant_oid daha önce kullanılmış: {form['merchant_oid']}"
+    return None
+
+
+def _get_token_problem(form: dict, emulator) -> str | None:
+    problem = _new_order_problem(form, emulator, GET_TOKEN_REQUIRED, protocol.GET_TOKEN_FIELDS)
+    if problem:
+        return problem
     amount = form["payment_amount"]
     if not amount.isdigit():
         return "payment_amount 100 ile çarpılmış tam sayı olmalı (29.00 => 2900)"
@@ -296,18 +304,9 @@ def _charge_stored_card(request: Request, form: dict) -> Response:
 
 
 def _direct_problem(form: dict, emulator, required: tuple[str, ...]) -> str | None:
-    absent = missing(form, required)
-    if absent:
-        return _missing_reason(absent)
-    if form["merchant_id"] != emulator.config.merchant_id:
-        return "merchant_id geçersiz: mağaza bulunamadı"
-    if not token_ok(form, protocol.DIRECT_FIELDS, emulator.config):
-        return _bad_token_reason(protocol.DIRECT_FIELDS)
-    problem = order_problem(form)
+    problem = _new_order_problem(form, emulator, required, protocol.DIRECT_FIELDS)
     if problem:
         return problem
-    if emulator.transaction(form["merchant_oid"]):
-        return f"merchant_oid daha önce kullanılmış: {form['merchant_oid']}"
     amount = parse_decimal_amount(form["payment_amount"])
     if amount is None:
         return "payment_amount nokta ile ayrılmış tutar olmalı (örnek: 29.00)"

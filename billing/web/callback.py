@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 from starlette.types import Receive, Scope, Send
 
 from billing.paytr import protocol
+from billing.web.security import BodyTooLarge, Disconnected, read_body
 
 log = logging.getLogger("billing.callback")
 
@@ -31,20 +32,14 @@ async def _answer(send: Send, status: int, text: str) -> None:
 
 async def handle(scope: Scope, receive: Receive, send: Send) -> None:
     state = scope["app"].state
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            await _answer(send, 413, "request too large")
-            return
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    fields = dict(parse_qsl(b"".join(chunks).decode("utf-8", "replace"), keep_blank_values=True))
+    try:
+        body = await read_body(receive, MAX_BODY)
+    except Disconnected:
+        return
+    except BodyTooLarge:
+        await _answer(send, 413, "request too large")
+        return
+    fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     settings = state.settings
     client = scope.get("client")
     remote = client[0] if client else ""

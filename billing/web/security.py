@@ -33,6 +33,30 @@ CSRF_EXEMPT_PREFIXES = ("/paytr-emulator/",)
 FRAMEABLE_PREFIXES = ("/paytr-emulator/",)
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+class Disconnected(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body from raw ASGI messages, refusing more than `limit` bytes."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 def csrf_exempt(path: str) -> bool:
     return path in CSRF_EXEMPT_PATHS or path.startswith(CSRF_EXEMPT_PREFIXES)
 
@@ -65,20 +89,13 @@ class CSRFMiddleware:
 
         body: bytes | None = None  # read only when the token must come from the form
         if supplied is None:
-            chunks, size = [], 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > MAX_BODY:
-                    await PlainTextResponse("Request too large.", status_code=413)(scope, receive, send)
-                    return
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
+            try:
+                body = await read_body(receive, MAX_BODY)
+            except Disconnected:
+                return
+            except BodyTooLarge:
+                await PlainTextResponse("Request too large.", status_code=413)(scope, receive, send)
+                return
             if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
                 values = parse_qs(body.decode("utf-8", "replace")).get("csrf_token")
                 supplied = values[0] if values else None

@@ -64,17 +64,10 @@ async def resume(request: Request):
 async def change_plan(request: Request):
     new = plans.get(request.path_params["plan"])
     sub = await _subscription(request)
-    context = {"subscription": sub, "old": plans.get(sub["plan"]), "new": new, "kind": None, "quote": None,
-               "error": None}
+    context = {"subscription": sub, "old": plans.get(sub["plan"]), "new": new, "error": None}
     try:
-        if sub["status"] != subscriptions.ACTIVE:
-            raise ChangeError("Plans can be changed while the subscription is active and paid."
-                              if sub["status"] != subscriptions.PAST_DUE else "Please pay the overdue month first.")
-        context["kind"] = changes.direction(sub, new.code)
-        if context["kind"] == "same":
-            raise ChangeError(f"You're already on {new.name}.")
-        if context["kind"] == "upgrade":
-            context["quote"] = changes.quote(sub, new.code, now(request))
+        context["kind"], context["quote"] = await run(request, changes.preview, now(request), sub["company_id"],
+                                                      new.code)
     except ChangeError as exc:
         context["error"] = str(exc)
         return render(request, "billing/change_plan.html", context, status=409)

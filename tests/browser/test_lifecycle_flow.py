@@ -68,7 +68,7 @@ def test_trial_reminder_saved_card_renewal_dunning_and_recovery(browser, live_se
 
     # Eight days later the 7-day reminder has gone out.
     advance_clock(staff, "8d")
-    expect(page.locator(".banner.testclock")).to_have_count(0)  # not yet reloaded
+    expect(page.locator(".banner.testclock")).to_have_count(0)  # at real time there is no banner
     page.reload()
     expect(page.locator(".banner.testclock")).to_contain_text("Test clock")
     expect(page.get_by_text("6 days left")).to_be_visible()
