@@ -113,6 +113,9 @@ def test_login_with_wrong_password_or_unknown_email_says_the_same(client):
     for response in (wrong, unknown):
         assert response.status_code == 422
         assert "Email or password is incorrect." in response.text
+        # The email stays filled in and the cursor goes to the password, the field to retype.
+        assert re.search(r'<input id="f-password"[^>]*autofocus', response.text)
+        assert not re.search(r'<input id="f-email"[^>]*autofocus', response.text)
     assert client.get("/billing/", follow_redirects=False).status_code == 303
 
 
@@ -120,6 +123,9 @@ def test_login_with_empty_fields(client):
     response = login(client, email="", password="")
     assert response.status_code == 422
     assert "Enter your email address." in response.text and "Enter your password." in response.text
+    # Only the first field to fix takes the focus.
+    assert re.search(r'<input id="f-email"[^>]*autofocus', response.text)
+    assert response.text.count("autofocus") == 1
 
 
 def test_login_is_case_insensitive_and_renews_the_session(client):
