@@ -60,8 +60,11 @@ def seed(path: Path, count: int) -> list[str]:
             "VALUES (?, 'starter', 'trialing', ?, ?, ?)", ((i + 1, trial_end, now, now) for i in range(count)))
         db.conn.executemany(
             "INSERT INTO payments (company_id, merchant_oid, kind, plan, amount, currency, test_mode, email, "
-            "reconcile_at, created_at, updated_at) VALUES (?, ?, 'subscribe', 'starter', 2900, 'USD', 1, ?, ?, ?, ?)",
-            ((i + 1, oid, f"owner{i}@example.com", now, now, now) for i, oid in enumerate(oids)))
+            "description, reconcile_at, created_at, updated_at) "
+            "VALUES (?, ?, 'subscribe', 'starter', 2900, 'USD', 1, ?, ?, ?, ?, ?)",
+            # the line a real checkout writes (payments.start_checkout)
+            ((i + 1, oid, f"owner{i}@example.com", "Starter plan, 11.12.2026 – 11.01.2027", now, now, now)
+             for i, oid in enumerate(oids)))
     store.close()
     return oids
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+@lru_cache(maxsize=4096)
 def iso(dt: datetime) -> str:
+    # Cached: one write formats the same few instants (its `now` above all) many times over.
     if dt.tzinfo is None:
         raise ValueError("naive datetime: every instant must carry UTC")
     if dt.tzinfo is not UTC:

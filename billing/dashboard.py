@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from billing import accounts, events, invoices, mail, money, payments, plans, subscriptions
+from billing import accounts, billing_details, events, invoices, mail, money, payments, plans, subscriptions
 from billing.db import rows
 
 
@@ -32,6 +32,8 @@ def overview(db: Database, now: datetime, company_id: int) -> dict:
         "will_cancel_on": subscriptions.will_cancel_on(sub),
         "scheduled_plan": plans.PLANS.get(sub["scheduled_plan"]) if sub["scheduled_plan"] else None,
         "has_card": bool(company.get("paytr_utoken")),
+        "details": billing_details.of(company),
+        "details_complete": billing_details.is_complete(company),
     }
 
 

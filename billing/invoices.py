@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from sqlite_utils import Database
 
-from billing import clock, money
+from billing import billing_details, clock, money
 from billing.db import one, rows
 from billing.settings import Settings
 
@@ -40,7 +40,8 @@ def issue(db: Database, now: datetime, settings: Settings, *, company: dict, pay
         "number": number, "year": year, "sequence": sequence, "company_id": company["id"],
         "payment_id": payment["id"], "issued_at": clock.iso(now), "seller_name": settings.seller_name,
         "seller_address": settings.seller_address, "seller_tax_id": settings.seller_tax_id,
-        "seller_tax_office": settings.seller_tax_office, "buyer_name": company["name"], "buyer_email": buyer_email,
+        "seller_tax_office": settings.seller_tax_office, **billing_details.invoice_buyer(company),
+        "buyer_email": buyer_email,
         "currency": payment["currency"], "net": net, "vat": vat, "vat_rate": _rate_text(rate), "total": total,
         "period_start": clock.iso(period_start) if period_start else None,
         "period_end": clock.iso(period_end) if period_end else None,

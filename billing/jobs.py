@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import anyio.to_thread
 
-from billing import clock, lifecycle, mail, payments
+from billing import billing_details, clock, lifecycle, mail, payments
 from billing.db import Store, one, rows, write
 from billing.paytr import protocol
 from billing.paytr.client import PaytrClient, PaytrRefused, PaytrUnavailable
@@ -121,7 +121,7 @@ async def _charge(ctx: Context, now: datetime, payment: dict) -> None:
             user_ip=payment["user_ip"] or "127.0.0.1", merchant_oid=payment["merchant_oid"], email=payment["email"],
             amount=payment["amount"], currency=payment["currency"], test_mode=bool(payment["test_mode"]),
             utoken=company["paytr_utoken"], ctoken=cards[0]["ctoken"], user_name=company["name"],
-            user_address=company["name"], user_phone="05000000000",
+            **billing_details.paytr_contact(company),
             basket=protocol.encode_basket([(f"{payment['plan'].title()} plan renewal", payment["amount"], 1)]),
             ok_url=s.url("/billing/"), fail_url=s.url("/billing/"))
         await ctx.paytr.charge_stored_card(request)

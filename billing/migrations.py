@@ -324,6 +324,23 @@ def m006_autopilot(db: Database) -> None:
     )
 
 
+@migrations()
+def m007_billing_details(db: Database) -> None:
+    """Who invoices are made out to: the company's optional billing details, and the
+    copy of them each invoice keeps (issued invoices never change)."""
+    _run(
+        db,
+        "ALTER TABLE companies ADD COLUMN billing_legal_name TEXT",
+        "ALTER TABLE companies ADD COLUMN billing_tax_office TEXT",
+        "ALTER TABLE companies ADD COLUMN billing_tax_id TEXT",
+        "ALTER TABLE companies ADD COLUMN billing_address TEXT",
+        "ALTER TABLE companies ADD COLUMN billing_phone TEXT",
+        "ALTER TABLE invoices ADD COLUMN buyer_address TEXT",
+        "ALTER TABLE invoices ADD COLUMN buyer_tax_office TEXT",
+        "ALTER TABLE invoices ADD COLUMN buyer_tax_id TEXT",
+    )
+
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from billing import accounts, changes, clock, events, invoices, mail, plans, subscriptions
+from billing import accounts, billing_details, changes, clock, events, invoices, mail, plans, subscriptions
 from billing.db import one, rows, write
 from billing.paytr import protocol
 from billing.settings import Settings
@@ -93,8 +93,8 @@ def paytr_request(settings: Settings, payment: dict, user_name: str, company: di
     common = dict(merchant_id=settings.paytr_merchant_id, key=str(settings.paytr_merchant_key),
                   salt=str(settings.paytr_merchant_salt), user_ip=payment["user_ip"] or "127.0.0.1",
                   merchant_oid=oid, email=payment["email"], amount=payment["amount"], currency=payment["currency"],
-                  test_mode=bool(payment["test_mode"]), user_name=user_name, user_address=company["name"],
-                  user_phone="05000000000",
+                  test_mode=bool(payment["test_mode"]), user_name=user_name,
+                  **billing_details.paytr_contact(company),
                   basket=protocol.encode_basket([(payment["description"], payment["amount"], 1)]),
                   ok_url=settings.url(f"/billing/payment/success?oid={oid}"),
                   fail_url=settings.url(f"/billing/payment/fail?oid={oid}"))
@@ -154,6 +154,7 @@ def for_company_by_oid(db: Database, company_id: int, merchant_oid: str) -> dict
     payment["subscription"] = subscriptions.for_company(db, company_id)
     payment["invoice"] = one(db, "SELECT number FROM invoices WHERE payment_id = ?", [payment["id"]])
     payment["plan_obj"] = plans.PLANS.get(payment["plan"])
+    payment["buyer"] = billing_details.invoice_buyer(accounts.company(db, company_id))
     return payment
 
 
@@ -211,10 +212,8 @@ def _decide(db, now, settings, payment, cb) -> str:
                         "The payment does not match our order: " + "; ".join(problems)
                         + ". The money is recorded; the subscription was not changed.")
 
-    sub = one(db, """SELECT s.*, c.name AS company_name, c.timezone AS company_timezone
-                     FROM subscriptions s JOIN companies c ON c.id = s.company_id WHERE s.company_id = ?""",
-              [payment["company_id"]])
-    company = {"id": payment["company_id"], "name": sub.pop("company_name"), "timezone": sub.pop("company_timezone")}
+    sub = subscriptions.for_company(db, payment["company_id"])
+    company = accounts.company(db, payment["company_id"])
     if sub["current_period_end"] != payment["base_period_end"] or (
             payment["kind"] == "upgrade" and sub["status"] != subscriptions.ACTIVE):
         _set(db, now, payment, status=NEEDS_REVIEW, paid_amount=cb.total_amount, decided_at=now,

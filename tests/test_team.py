@@ -11,6 +11,15 @@ def invite_link(db, to):
     return re.search(r"http://testserver(/auth/invite/\S+)", mail["body_text"]).group(1)
 
 
+def invite_and_join(client, app, db, email="uye@example.com", name="Üye Kişi"):
+    """The owner (logged in on `client`) invites `email`, who joins in a second browser."""
+    post(client, "/billing/team/invite", {"email": email}, token_from="/billing/team")
+    colleague = second_browser(app)
+    link = invite_link(db, email)
+    post(colleague, link, {"name": name, "password": PASSWORD}, token_from=link)
+    return colleague
+
+
 def test_owner_invites_a_colleague_who_joins_the_company(app, client, db):
     register(client, company="Deniz Lojistik")
     response = post(client, "/billing/team/invite", {"email": "Can@Example.com", "role": "member"},
@@ -55,10 +64,7 @@ def test_invite_errors_and_withdrawal(client, db):
 
 def test_owner_removes_a_member_and_their_sessions_end(app, client, db):
     register(client)
-    post(client, "/billing/team/invite", {"email": "gone@example.com"}, token_from="/billing/team")
-    colleague = second_browser(app)
-    link = invite_link(db, "gone@example.com")
-    post(colleague, link, {"name": "Gone Soon", "password": PASSWORD}, token_from=link)
+    colleague = invite_and_join(client, app, db, "gone@example.com", "Gone Soon")
     assert colleague.get("/billing/", follow_redirects=False).status_code == 200
     member_id = rows(db, "SELECT id FROM users WHERE email = 'gone@example.com'")[0]["id"]
     assert post(client, f"/billing/team/members/{member_id}/remove", token_from="/billing/team").status_code == 303

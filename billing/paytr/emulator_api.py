@@ -121,7 +121,8 @@ def _new_transaction(form: dict, api: str, *, amount: int, timeout_limit: int = 
                        currency=form.get("currency") or DEFAULT_CURRENCY, test_mode=form.get("test_mode") or "0",
                        email=form["email"], basket=read_basket(form["user_basket"]),
                        ok_url=form["merchant_ok_url"], fail_url=form["merchant_fail_url"],
-                       created=utcnow(), timeout_limit=timeout_limit)
+                       created=utcnow(), timeout_limit=timeout_limit,
+                       customer={name: form.get(name, "") for name in ("user_name", "user_address", "user_phone")})
 
 
 # --- the payment page inside the merchant's iframe ------------------------------------

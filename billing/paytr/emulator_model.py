@@ -298,6 +298,7 @@ class Transaction:
     refunds: list[Refund] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     deliveries: int = 0  # callback deliveries started
+    customer: dict = field(default_factory=dict)  # user_name, user_address, user_phone as the merchant sent them
 
     @property
     def decided(self) -> bool:

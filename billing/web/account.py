@@ -6,7 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import accounts, cards, dashboard, subscriptions
+from billing import accounts, billing_details, cards, dashboard, subscriptions
 from billing.paytr.client import PaytrError
 from billing.accounts import FormError
 from billing.web.common import current_user, flash, form, login_required, now, owner_required, redirect, run, settings
@@ -26,6 +26,34 @@ async def billing_home(request: Request):
         except PaytrError:  # the page still works; only the card's details are missing
             data["card_error"] = "PayTR did not answer, so the card's details can't be shown right now."
     return render(request, "billing/dashboard.html", data)
+
+
+async def _details_page(request: Request, values: dict | None = None, errors: dict | None = None,
+                        status: int = 200):
+    user = await current_user(request)
+    company = await run(request, accounts.company, user["company_id"])
+    return render(request, "billing/details.html",
+                  {"company": company, "values": values if values is not None else billing_details.of(company),
+                   "errors": errors or {}, "complete": billing_details.is_complete(company),
+                   "can_edit": user["role"] == "owner"},
+                  status=status, fragment="billing/_details_form.html")
+
+
+@login_required
+async def details(request: Request):
+    return await _details_page(request)
+
+
+@owner_required
+async def save_details(request: Request):
+    user = await current_user(request)
+    data = await form(request)
+    try:
+        await run(request, billing_details.update, now(request), user, data)
+    except FormError as exc:
+        return await _details_page(request, values=data, errors=exc.errors, status=422)
+    flash(request, "Billing details saved. New invoices will be made out to them.")
+    return redirect(request, "/billing/details")
 
 
 async def _team_page(request: Request, errors: dict | None = None, values: dict | None = None, status: int = 200):
@@ -77,6 +105,8 @@ async def remove_member(request: Request):
 
 routes = [
     Route("/billing/", billing_home),
+    Route("/billing/details", details),
+    Route("/billing/details", save_details, methods=["POST"]),
     Route("/billing/team", team),
     Route("/billing/team/invite", invite, methods=["POST"]),
     Route("/billing/team/invites/{invite_id:int}/withdraw", withdraw_invite, methods=["POST"]),

@@ -29,8 +29,26 @@ def pay_in_iframe(page, card: str):
     frame.get_by_role("button", name="Pay 29.00 USD").click()
 
 
+def add_billing_details(page):
+    page.get_by_role("link", name="Add billing details").click()
+    page.get_by_label("Legal name").fill("Ege Bulut Hizmetleri Limited Şirketi")
+    page.get_by_label("Tax office").fill("Karşıyaka")
+    page.get_by_label("Tax number").fill("12345")
+    page.get_by_role("button", name="Save billing details").click()
+    expect(page.get_by_text("A tax number is 10 digits")).to_be_visible()
+    expect(page.get_by_label("Tax number")).to_be_focused()  # htmx has put the cursor where the fix goes
+    page.get_by_label("Tax number").fill("1234567890")
+    page.get_by_label("Billing address").fill("Bostanlı Mah. Cemal Gürsel Cad. No: 4\nKarşıyaka / İzmir")
+    page.get_by_label("Phone").fill("0232 123 45 67")
+    page.get_by_role("button", name="Save billing details").click()
+    expect(page.get_by_text("Billing details saved")).to_be_visible()
+    page.get_by_role("link", name="← Billing").click()
+    expect(page.get_by_text("Ege Bulut Hizmetleri Limited Şirketi")).to_be_visible()
+
+
 def test_subscribe_pay_with_a_test_card_and_see_it_active(page):
     register(page)
+    add_billing_details(page)
     page.get_by_role("button", name="Subscribe to Starter").click()
     expect(page.get_by_role("heading", name="Pay for Starter")).to_be_visible()
     expect(page.get_by_text("$29.00")).to_be_visible()
@@ -59,7 +77,10 @@ def test_subscribe_pay_with_a_test_card_and_see_it_active(page):
     expect(totals).to_contain_text("$24.17")
     expect(totals).to_contain_text("$4.83")
     expect(totals).to_contain_text("$29.00")
-    expect(page.get_by_text("Ege Bulut Hizmetleri Ltd.")).to_be_visible()
+    billed_to = page.get_by_role("region", name="Billed to")
+    expect(billed_to).to_contain_text("Ege Bulut Hizmetleri Limited Şirketi")
+    expect(billed_to).to_contain_text("Karşıyaka / İzmir")
+    expect(billed_to).to_contain_text("Tax number 1234567890, Karşıyaka tax office")
 
 
 def test_declined_card_shows_the_reason_then_trying_again_succeeds(page):
