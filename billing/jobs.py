@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import anyio.to_thread
 
-from billing import billing_details, clock, lifecycle, mail, payments
+from billing import billing_details, clock, lifecycle, mail, payments, refunds
 from billing.db import Store, one, rows, write
 from billing.paytr import protocol
 from billing.paytr.client import PaytrClient, PaytrRefused, PaytrUnavailable
@@ -197,6 +197,30 @@ def _no_payment_at_paytr(db, now: datetime, settings: Settings, payment: dict, r
         payments.expire(db, now, payment["merchant_oid"], f"no payment reached PayTR ({reason})")
 
 
+# --- refunds PayTR did not answer ------------------------------------------------------------
+
+
+async def check_refunds(ctx: Context, now: datetime) -> int:
+    if ctx.paytr is None:
+        return 0
+    return await _each_claimed(ctx, now, refunds.claim_checks, _check_refund)
+
+
+async def _check_refund(ctx: Context, now: datetime, refund: dict) -> None:
+    try:
+        answer = await ctx.paytr.status(refund["merchant_oid"])
+    except PaytrUnavailable:
+        return  # the lease brings it back
+    outcome = await _in_thread(ctx, lambda db: refunds.outcome_from_status(db, refund, answer))
+    if outcome is None:
+        log.warning("status query for %s cannot tell whether refund %s was made: %r", refund["merchant_oid"],
+                    refund["reference_no"], answer)
+        return
+    made, message = outcome
+    await _in_thread(ctx, lambda db: refunds.settle(db, now, ctx.settings, refund["id"], ok=made, message=message))
+    log.info("refund %s settled from PayTR's status query: %s", refund["reference_no"], "made" if made else "not made")
+
+
 # --- the tick --------------------------------------------------------------------------------
 
 
@@ -212,8 +236,9 @@ async def tick(ctx: Context, now: datetime | None = None) -> dict:
     report["subscriptions"] = await _in_thread(ctx, run_due_subscriptions, now, ctx.settings)
     report["charges"] = await charge_cards(ctx, now)
     report["reconciled"] = await reconcile(ctx, now)
+    report["refunds_checked"] = await check_refunds(ctx, now)
     sent = await _in_thread(ctx, mail.deliver_due, now, ctx.settings)
     report["emails_sent"] = sent["sent"]
-    if any(report[k] for k in ("subscriptions", "charges", "reconciled", "emails_sent")):
+    if any(report[k] for k in ("subscriptions", "charges", "reconciled", "refunds_checked", "emails_sent")):
         log.info("tick %s", report)
     return report

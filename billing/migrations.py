@@ -341,6 +341,33 @@ def m007_billing_details(db: Database) -> None:
     )
 
 
+@migrations()
+def m008_refunds(db: Database) -> None:
+    """Refunds that staff make through PayTR, and how an anomaly was settled."""
+    _run(
+        db,
+        """CREATE TABLE refunds (
+            id INTEGER PRIMARY KEY,
+            payment_id INTEGER NOT NULL REFERENCES payments(id),
+            company_id INTEGER REFERENCES companies(id),
+            amount INTEGER NOT NULL CHECK (amount > 0),
+            currency TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            reference_no TEXT NOT NULL UNIQUE,  -- sent to PayTR, which does not deduplicate refunds
+            request_key TEXT NOT NULL UNIQUE,  -- the staff form's one-time key: a double submit is one refund
+            status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed', 'unknown')),
+            requested_by TEXT NOT NULL,
+            message TEXT,
+            check_at TEXT,  -- an unknown outcome: when to ask PayTR's status query
+            created_at TEXT NOT NULL,
+            decided_at TEXT
+        )""",
+        "CREATE INDEX refunds_payment ON refunds(payment_id)",
+        "CREATE INDEX refunds_to_check ON refunds(check_at) WHERE check_at IS NOT NULL",
+        "ALTER TABLE anomalies ADD COLUMN resolution TEXT",
+    )
+
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

@@ -159,8 +159,10 @@ def for_company_by_oid(db: Database, company_id: int, merchant_oid: str) -> dict
 
 
 def for_company(db: Database, company_id: int, limit: int = 50) -> list[dict]:
-    return rows(db, """SELECT p.*, i.number AS invoice_number FROM payments p
-                       LEFT JOIN invoices i ON i.payment_id = p.id
+    return rows(db, """SELECT p.*, i.number AS invoice_number,
+                              (SELECT coalesce(sum(amount), 0) FROM refunds r
+                               WHERE r.payment_id = p.id AND r.status = 'succeeded') AS refunded
+                       FROM payments p LEFT JOIN invoices i ON i.payment_id = p.id
                        WHERE p.company_id = ? AND p.status != ?
                        ORDER BY p.id DESC LIMIT ?""", [company_id, ABANDONED, limit])
 

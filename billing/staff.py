@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
+from billing import payments, refunds
 from billing.db import one, rows, scalar
 
 
@@ -36,12 +37,14 @@ def outbox_summary(db: Database) -> dict:
     }
 
 
-def open_anomalies(db: Database, limit: int = 50) -> list[dict]:
+def open_anomalies(db: Database, limit: int = 50, company_id: int | None = None) -> list[dict]:
     """Payments that need a person: money that arrived but was not applied, or was flagged."""
-    return rows(db, """SELECT a.*, c.name AS company_name, p.amount, p.paid_amount, p.currency, p.status AS payment_status
-                       FROM anomalies a LEFT JOIN companies c ON c.id = a.company_id
-                       LEFT JOIN payments p ON p.id = a.payment_id
-                       WHERE a.resolved_at IS NULL ORDER BY a.id DESC LIMIT ?""", [limit])
+    where, params = ("AND a.company_id = ?", [company_id]) if company_id is not None else ("", [])
+    return rows(db, f"""SELECT a.*, c.name AS company_name, p.amount, p.paid_amount, p.currency,
+                               p.status AS payment_status
+                        FROM anomalies a LEFT JOIN companies c ON c.id = a.company_id
+                        LEFT JOIN payments p ON p.id = a.payment_id
+                        WHERE a.resolved_at IS NULL {where} ORDER BY a.id DESC LIMIT ?""", [*params, limit])
 
 
 def overview(db: Database, now: datetime, query: str = "") -> dict:
@@ -55,4 +58,27 @@ def company(db: Database, company_id: int) -> dict | None:
         return None
     return {"company": row, "subscription": one(db, "SELECT * FROM subscriptions WHERE company_id = ?", [company_id]),
             "members": rows(db, "SELECT id, name, email, role FROM users WHERE company_id = ? ORDER BY id",
-                            [company_id])}
+                            [company_id]),
+            "payments": company_payments(db, company_id),
+            "refunds": rows(db, """SELECT r.*, p.merchant_oid FROM refunds r JOIN payments p ON p.id = r.payment_id
+                                   WHERE r.company_id = ? ORDER BY r.id DESC""", [company_id]),
+            "open_anomalies": open_anomalies(db, company_id=company_id)}
+
+
+def company_payments(db: Database, company_id: int, limit: int = 100) -> list[dict]:
+    """Every decided or open payment, with what was refunded and what still can be."""
+    found = payments.for_company(db, company_id, limit)
+    for payment in found:
+        payment["refundable"] = refunds.refundable(db, payment)
+    return found
+
+
+def refund_form(db: Database, payment_id: int) -> dict | None:
+    """What the refund page shows about a payment."""
+    payment = one(db, """SELECT p.*, c.name AS company_name, i.number AS invoice_number FROM payments p
+                         JOIN companies c ON c.id = p.company_id LEFT JOIN invoices i ON i.payment_id = p.id
+                         WHERE p.id = ?""", [payment_id])
+    if payment is None:
+        return None
+    return {"payment": payment, "refunds": refunds.for_payment(db, payment_id),
+            "refundable": refunds.refundable(db, payment), "payment_labels": payments.STATUS_LABELS}

@@ -3,6 +3,7 @@ a clock tests can move, a real SMTP sink, and small builders."""
 
 from __future__ import annotations
 
+import html
 import re
 import socket
 import threading
@@ -112,6 +113,11 @@ def register(client, email="ayse@example.com", password=PASSWORD, company="Yılm
 
 def login(client, email="ayse@example.com", password=PASSWORD, **extra):
     return post(client, "/auth/login", {"email": email, "password": password, **extra})
+
+
+def visible(response) -> str:
+    """A page's words as a reader sees them: no tags, entities decoded, whitespace collapsed."""
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", response.text)))
 
 
 def outbox(db, **where) -> list[dict]:

@@ -7,7 +7,7 @@ import pytest
 from billing import billing_details
 from billing.accounts import FormError
 from billing.db import one, rows, scalar
-from conftest import csrf, outbox, post, register
+from conftest import csrf, outbox, post, register, visible
 from test_checkout_http import checkout_oid, pay, subscribe
 from test_team import invite_and_join
 
@@ -22,10 +22,6 @@ def save(client, **changes):
 def text(response) -> str:
     return re.sub(r"\s+", " ", response.text)
 
-
-def visible(response) -> str:
-    """The page's words, as a reader sees them."""
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.text))
 
 
 @pytest.mark.parametrize("typed, stored", [

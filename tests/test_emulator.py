@@ -469,6 +469,16 @@ def test_refunds_are_recorded_not_deduplicated_and_listed_by_the_status_query(pa
     assert "refunded 20.00 USD" in detail and detail.count("<code>R1</code>") == 2
 
 
+def test_refund_faults_refuse_or_answer_too_late_after_refunding(paytr):
+    paytr.pay("PB1T1")
+    paytr.emulator.faults = paytr.emulator.faults.changed({"refund": "refuse", "refuse_reason": "İade yetkisi yok"})
+    assert paytr.refund("PB1T1", "5.00", "R1") == {"status": "error", "err_no": "009", "err_msg": "İade yetkisi yok"}
+    assert paytr.emulator.transaction("PB1T1").refunds == []
+    paytr.emulator.faults = paytr.emulator.faults.changed({"refund": "timeout", "timeout_seconds": 0.05})
+    assert paytr.refund("PB1T1", "5.00", "R2")["status"] == "success"  # late, but the money went back
+    assert [r["reference_no"] for r in paytr.status("PB1T1")["returns"]] == ["R2"]
+
+
 @pytest.mark.parametrize(("amount", "err_no"), [("10,50", "006"), ("0", "006"), ("1.234", "006"), ("-1", "006")])
 def test_refund_refuses_malformed_amounts(paytr, amount, err_no):
     paytr.pay("PB1T1")
@@ -645,11 +655,13 @@ def test_index_lists_transactions_newest_first_with_their_callbacks(paytr, merch
 def test_faults_api_reads_sets_and_validates(paytr):
     defaults = paytr.get("/_faults").json()
     assert defaults == {"duplicate_callbacks": 1, "callback_delay": 0.0, "drop_first": 0, "get_token": "ok",
-                        "refuse_reason": "Mağaza API yetkisi kapalı (emulated refusal)", "timeout_seconds": 30.0}
+                        "refuse_reason": "Mağaza API yetkisi kapalı (emulated refusal)", "timeout_seconds": 30.0,
+                        "refund": "ok"}
     changed = paytr.client.post("/_faults", json={"duplicate_callbacks": 2, "get_token": "refuse"}).json()
     assert changed["duplicate_callbacks"] == 2 and changed["get_token"] == "refuse"
     assert paytr.post("/_faults", {"drop_first": "3"}).json()["drop_first"] == 3
-    for bad in ({"get_token": "sometimes"}, {"duplicate_callbacks": 0}, {"nonsense": 1}, {"drop_first": "x"}):
+    for bad in ({"get_token": "sometimes"}, {"duplicate_callbacks": 0}, {"nonsense": 1}, {"drop_first": "x"},
+                {"refund": "maybe"}):
         answer = paytr.client.post("/_faults", json=bad)
         assert answer.status_code == 400 and answer.json()["error"]
     not_an_object = paytr.client.post("/_faults", content=b"[1]", headers={"content-type": "application/json"})

@@ -184,6 +184,9 @@ def test_every_email_template_renders_from_a_json_context(settings):
         "plan_changed": {**life, "previous_plan_name": "Starter", "charged": 4667,
                          "invoice_number": "INV-2026-000002"},
         "card_removed": {**life, "card_label": "Visa ending 4358", "removed_by": "Ayşe"},
+        "refund_issued": {"company": "Acme", "amount": 1500, "currency": "USD", "paid": 2900,
+                          "paid_at": "2026-11-27T09:00:00Z", "description": "Starter plan", "reason": "Paid twice",
+                          "tz": "Europe/Istanbul"},
     }
     names = {p.stem for p in Path(mail.TEMPLATES, "emails").glob("*.txt")}
     missing = names - set(samples)

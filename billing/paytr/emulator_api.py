@@ -227,6 +227,8 @@ async def refund(request: Request) -> Response:
                                    protocol.REFUND_FIELDS, emulator.config)
     if problem:
         return problem
+    if emulator.faults.refund == "refuse":
+        return _error("009", emulator.faults.refuse_reason)
     amount = parse_decimal_amount(form["return_amount"])
     if not amount:
         return _error("006", "return_amount geçersiz: ayraç olarak nokta kullanın (örnek: 10.25)")
@@ -242,6 +244,8 @@ async def refund(request: Request) -> Response:
         return _error("007", "İade tutarı iade edilebilir tutarı aşıyor "
                              f"(kalan: {money.decimal_string(transaction.refundable)})")
     emulator.refund(transaction, amount, reference_no)
+    if emulator.faults.refund == "timeout":
+        await asyncio.sleep(emulator.faults.timeout_seconds)  # the money went back; the caller never hears it
     return JSONResponse({"status": "success", "is_test": int(transaction.test_mode == "1"),
                          "merchant_oid": transaction.merchant_oid, "return_amount": form["return_amount"],
                          "reference_no": reference_no})

@@ -67,6 +67,7 @@ class EmulatorConfig:
 
 
 GET_TOKEN_FAULTS = ("ok", "refuse", "timeout")
+REFUND_FAULTS = ("ok", "refuse", "timeout")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ class Faults:
     drop_first: int = 0  # the first N attempts of each delivery are lost (recorded, never sent)
     get_token: str = "ok"  # "ok", "refuse" or "timeout"
     refuse_reason: str = "Mağaza API yetkisi kapalı (emulated refusal)"
-    timeout_seconds: float = 30.0  # how long get-token sleeps under get_token="timeout"
+    timeout_seconds: float = 30.0  # how long get-token (or refund) sleeps under "timeout"
+    refund: str = "ok"  # "ok", "refuse", or "timeout": the refund is made, then the answer comes too late
 
     def __post_init__(self):
         _check_range("duplicate_callbacks", self.duplicate_callbacks, 1, 10)
@@ -87,6 +89,8 @@ class Faults:
         _check_range("timeout_seconds", self.timeout_seconds, 0, 3600)
         if self.get_token not in GET_TOKEN_FAULTS:
             raise ValueError(f"get_token must be one of {', '.join(GET_TOKEN_FAULTS)}")
+        if self.refund not in REFUND_FAULTS:
+            raise ValueError(f"refund must be one of {', '.join(REFUND_FAULTS)}")
         if not self.refuse_reason.strip() or len(self.refuse_reason) > 200:
             raise ValueError("refuse_reason must be 1 to 200 characters")
 
@@ -136,6 +140,7 @@ _COERCE = {
     "get_token": _as_str,
     "refuse_reason": _as_str,
     "timeout_seconds": _as_float,
+    "refund": _as_str,
 }
 
 

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from billing.paytr.emulator_model import GET_TOKEN_FAULTS, OUTCOMES, display_amount
+from billing.paytr.emulator_model import GET_TOKEN_FAULTS, OUTCOMES, REFUND_FAULTS, display_amount
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "paytr_emulator"
 
@@ -63,7 +63,8 @@ def _index(request: Request, *, faults_error: str = "", cards_error: str = "", s
              for utoken, stored_cards in emulator.stored_cards().items()}
     return render(request, "index.html", {
         "transactions": list(reversed(emulator.transactions())), "cards": cards, "outcomes": list(OUTCOMES),
-        "faults": emulator.faults, "get_token_faults": GET_TOKEN_FAULTS, "faults_error": faults_error,
+        "faults": emulator.faults, "get_token_faults": GET_TOKEN_FAULTS, "refund_faults": REFUND_FAULTS,
+        "faults_error": faults_error,
         "cards_error": cards_error,
     }, status=status)
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import accounts, clock, dashboard, events, jobs, staff, subscriptions
+from billing import accounts, clock, dashboard, events, jobs, money, payments, refunds, staff, subscriptions
+from billing.accounts import FormError
+from billing.paytr.client import PaytrRefused, PaytrUnavailable
 from billing.db import write
-from billing.web.common import current_user, flash, form, now, redirect, run, settings, staff_required
+from billing.web.common import current_user, flash, form, now, redirect, run, safe_next, settings, staff_required
 from billing.web.templating import render
+
+log = logging.getLogger("billing.admin")
 
 
 @staff_required
@@ -26,7 +32,7 @@ async def _company_page(request: Request, error: str | None = None, status: int 
         raise HTTPException(404, "No customer with that number.")
     data["entries"] = await run(request, dashboard.timeline, company_id, settings(request))
     data["status_label"] = subscriptions.STATUS_LABELS[data["subscription"]["status"]]
-    data["error"] = error
+    data.update(error=error, payment_labels=payments.STATUS_LABELS, refund_labels=refunds.STATUS_LABELS)
     return render(request, "admin/company.html", data, status=status)
 
 
@@ -61,6 +67,105 @@ async def extend_trial(request: Request):
         return await _company_page(request, str(exc), status=409)
     flash(request, f"Trial extended by {days} days, to {sub['trial_ends_at'][:10]}. New reminders will go out.")
     return redirect(request, f"/admin/companies/{request.path_params['company_id']}")
+
+
+async def _refund_page(request: Request, values: dict | None = None, errors: dict | None = None,
+                       status: int = 200):
+    data = await run(request, staff.refund_form, request.path_params["payment_id"])
+    if data is None:
+        raise HTTPException(404, "No payment with that number.")
+    if values is None:
+        values = {"amount": money.decimal_string(data["refundable"]) if data["refundable"] else ""}
+    # A fresh key per form: submitting this form twice makes one refund, never two.
+    data.update(values={"request_key": refunds.new_request_key(), **values}, errors=errors or {},
+                refund_labels=refunds.STATUS_LABELS)
+    return render(request, "admin/refund.html", data, status=status, fragment="admin/_refund_form.html")
+
+
+@staff_required
+async def refund_page(request: Request):
+    return await _refund_page(request)
+
+
+@staff_required
+async def make_refund(request: Request):
+    """Record the refund, ask PayTR (outside any transaction), record what PayTR said."""
+    user, data = await current_user(request), await form(request)
+    try:
+        refund = await run(request, refunds.start, now(request), payment_id=request.path_params["payment_id"],
+                           amount=data.get("amount", ""), reason=data.get("reason", ""),
+                           request_key=data.get("request_key", ""), actor=events.user_actor(user))
+    except LookupError:
+        raise HTTPException(404, "No payment with that number.") from None
+    except FormError as exc:
+        return await _refund_page(request, values=data, errors=exc.errors, status=422)
+    back = f"/admin/companies/{refund['company_id']}"
+    amount = money.format(refund["amount"], refund["currency"])
+    if refund["status"] != refunds.PENDING:  # the same form sent again: that refund is already under way
+        flash(request, f"This refund of {amount} was already sent ({refunds.STATUS_LABELS[refund['status']]}).")
+        return redirect(request, back)
+    oid = (await run(request, staff.refund_form, refund["payment_id"]))["payment"]["merchant_oid"]
+    try:
+        await request.app.state.paytr.refund(oid, refund["amount"], refund["reference_no"])
+    except PaytrRefused as exc:
+        await run(request, refunds.settle, now(request), settings(request), refund["id"], ok=False,
+                  message=exc.reason)
+        flash(request, f"PayTR refused the refund of {amount}: {exc.reason}. Nothing was refunded.", "error")
+    except Exception as exc:  # PayTR did not answer (or we broke after asking): only its status query can tell
+        if not isinstance(exc, PaytrUnavailable):
+            log.exception("refund %s: unexpected error while asking PayTR", refund["reference_no"])
+        await run(request, refunds.unknown, now(request), refund["id"], str(exc))
+        flash(request, f"PayTR did not answer, so we don't know yet whether {amount} went back. Don't refund "
+                       f"again: within {int(refunds.CHECK_AFTER.total_seconds() // 60)} minutes we ask PayTR's "
+                       "status query and record the outcome here.", "error")
+    else:
+        await run(request, refunds.settle, now(request), settings(request), refund["id"], ok=True,
+                  message="PayTR accepted the refund.")
+        flash(request, f"Refunded {amount}. The customer gets an email.")
+    return redirect(request, back)
+
+
+@staff_required
+async def settle_refund(request: Request):
+    """Staff checked PayTR's merchant panel for a refund whose outcome is unknown."""
+    user, data = await current_user(request), await form(request)
+    made = data.get("outcome") == "made"
+    if data.get("outcome") not in ("made", "not_made"):
+        raise HTTPException(400, "Say whether PayTR's panel shows the refund.")
+
+    def go(db, at):
+        refund = refunds.one_refund(db, request.path_params["refund_id"])
+        if refund is None:
+            raise LookupError
+        if refund["status"] != refunds.UNKNOWN:
+            return refund
+        who = f"{user['name']} ({events.user_actor(user)})"
+        return refunds.settle(db, at, settings(request), refund["id"], ok=made,
+                              message=f"{who} found it {'in' if made else 'missing from'} PayTR's panel.")
+
+    try:
+        refund = await run(request, go, now(request))
+    except LookupError:
+        raise HTTPException(404, "No refund with that number.") from None
+    flash(request, "Recorded." if refund["status"] in (refunds.SUCCEEDED, refunds.FAILED) else "Nothing to record.")
+    return redirect(request, f"/admin/companies/{refund['company_id']}")
+
+
+@staff_required
+async def resolve_anomaly(request: Request):
+    user, data = await current_user(request), await form(request)
+    try:
+        anomaly = await run(request, refunds.resolve_anomaly, now(request), request.path_params["anomaly_id"],
+                            data.get("note", ""), events.user_actor(user))
+    except LookupError:
+        raise HTTPException(404, "No such anomaly.") from None
+    except FormError as exc:
+        flash(request, exc.errors["note"], "error")
+        anomaly = None
+    back = safe_next(data.get("back"), "/admin/")
+    if anomaly is not None:
+        flash(request, "Marked as resolved.")
+    return redirect(request, back)
 
 
 @staff_required
@@ -102,5 +207,9 @@ routes = [
     Route("/admin/", home),
     Route("/admin/companies/{company_id:int}", company),
     Route("/admin/companies/{company_id:int}/extend-trial", extend_trial, methods=["POST"]),
+    Route("/admin/payments/{payment_id:int}/refund", refund_page),
+    Route("/admin/payments/{payment_id:int}/refund", make_refund, methods=["POST"]),
+    Route("/admin/refunds/{refund_id:int}/settle", settle_refund, methods=["POST"]),
+    Route("/admin/anomalies/{anomaly_id:int}/resolve", resolve_anomaly, methods=["POST"]),
     Route("/admin/clock", test_clock, methods=["GET", "POST"]),
 ]

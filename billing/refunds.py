@@ -1,0 +1,206 @@
+"""Refunds that staff make through PayTR, and settling payment anomalies.
+
+A refund is a row first (`pending`, with its own `reference_no`), then a call to
+PayTR outside any transaction, then its outcome. PayTR does not deduplicate
+refunds, so nothing here ever sends the same refund twice:
+
+- the staff form carries a one-time key: a double submit finds the first refund;
+- what is pending or unknown counts as spent, so two staff members cannot refund
+  more than was paid between them;
+- when PayTR does not answer in time the refund is `unknown`, not failed: the
+  tick asks PayTR's status query (which lists a payment's refunds with their
+  `reference_no`) before anyone may try again.
+
+A refund returns money; it does not change the subscription (cancel it
+separately) and it does not alter the issued invoice.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from sqlite_utils import Database
+
+from billing import clock, events, mail, money, payments
+from billing.accounts import FormError
+from billing.db import one, rows, scalar, write
+from billing.settings import Settings
+
+PENDING, SUCCEEDED, FAILED, UNKNOWN = "pending", "succeeded", "failed", "unknown"
+SPENT = (PENDING, SUCCEEDED, UNKNOWN)  # money that is, or may be, on its way back
+STATUS_LABELS = {PENDING: "Sending to PayTR", SUCCEEDED: "Refunded", FAILED: "Refused by PayTR",
+                 UNKNOWN: "Checking with PayTR"}
+CHECK_AFTER = timedelta(minutes=5)  # long enough for a refund PayTR was still processing to show up
+CHECK_RETRY = timedelta(minutes=10)
+REASON_MAX = 500
+
+
+def new_request_key() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def refundable(db: Database, payment: dict) -> int:
+    """What can still be refunded: what PayTR collected, less refunds made or under way."""
+    if payment["status"] not in (payments.SUCCEEDED, payments.NEEDS_REVIEW) or not payment["paid_amount"]:
+        return 0
+    spent = scalar(db, f"SELECT coalesce(sum(amount), 0) FROM refunds WHERE payment_id = ? "
+                       f"AND status IN ({', '.join('?' * len(SPENT))})", [payment["id"], *SPENT])
+    return max(0, payment["paid_amount"] - spent)
+
+
+def one_refund(db: Database, refund_id: int) -> dict | None:
+    return one(db, "SELECT * FROM refunds WHERE id = ?", [refund_id])
+
+
+def for_payment(db: Database, payment_id: int) -> list[dict]:
+    return rows(db, "SELECT * FROM refunds WHERE payment_id = ? ORDER BY id", [payment_id])
+
+
+def start(db: Database, now: datetime, *, payment_id: int, amount: str, reason: str, request_key: str,
+          actor: str) -> dict:
+    """Record a refund about to be sent to PayTR. FormError (nothing written) for bad input;
+    a resubmitted form (same `request_key`) returns the refund it already started."""
+    reason = " ".join((reason or "").split())
+    errors = {}
+    try:
+        minor = money.parse(amount or "")
+    except money.MoneyError:
+        minor = None
+        errors["amount"] = "Enter the amount to refund, like 29.00."
+    if not reason:
+        errors["reason"] = "Say why: the customer sees it in the refund email, and it stays on the record."
+    elif len(reason) > REASON_MAX:
+        errors["reason"] = f"Keep it under {REASON_MAX} characters."
+    if not request_key or len(request_key) > 64:
+        raise FormError({"form": "This form has expired; open it again."})
+    with write(db):
+        again = one(db, "SELECT * FROM refunds WHERE request_key = ?", [request_key])
+        if again is not None:
+            return again
+        payment = one(db, "SELECT * FROM payments WHERE id = ?", [payment_id])
+        if payment is None:
+            raise LookupError(payment_id)
+        available = refundable(db, payment)
+        if minor is not None and not 0 < minor <= available:
+            errors["amount"] = (f"At most {money.format(available, payment['currency'])} can be refunded."
+                                if available else "Nothing is left to refund on this payment.")
+        if errors:  # in the form's order, so the cursor lands on the first field to fix
+            raise FormError({name: errors[name] for name in ("amount", "reason") if name in errors})
+        reference_no = f"RF{payment['id']}X{secrets.token_hex(6).upper()}"  # PayTR: alphanumeric, ≤ 64
+        refund_id = db.conn.execute(
+            """INSERT INTO refunds (payment_id, company_id, amount, currency, reason, reference_no, request_key,
+                   status, requested_by, check_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            # check_at: should this process die before PayTR's answer is recorded, the tick asks PayTR
+            [payment["id"], payment["company_id"], minor, payment["currency"], reason, reference_no, request_key,
+             PENDING, actor, clock.iso(now + CHECK_AFTER), clock.iso(now)]).lastrowid
+        events.record(db, now, "refund.requested",
+                      f"Refund of {money.format(minor, payment['currency'])} requested: {reason}",
+                      company_id=payment["company_id"], actor=actor, merchant_oid=payment["merchant_oid"],
+                      amount=minor, reference_no=reference_no)
+        return one(db, "SELECT * FROM refunds WHERE id = ?", [refund_id])
+
+
+def settle(db: Database, now: datetime, settings: Settings, refund_id: int, *, ok: bool, message: str) -> dict:
+    """PayTR's answer (or its status query) decides a refund once; later answers change nothing."""
+    with write(db):
+        refund = one(db, "SELECT * FROM refunds WHERE id = ?", [refund_id])
+        if refund["status"] in (SUCCEEDED, FAILED):
+            return refund
+        payment = one(db, "SELECT * FROM payments WHERE id = ?", [refund["payment_id"]])
+        status = SUCCEEDED if ok else FAILED
+        db.conn.execute("UPDATE refunds SET status = ?, message = ?, decided_at = ?, check_at = NULL WHERE id = ?",
+                        [status, message[:500], clock.iso(now), refund_id])
+        amount = money.format(refund["amount"], refund["currency"])
+        if ok:
+            events.record(db, now, "refund.succeeded", f"Refunded {amount} through PayTR",
+                          company_id=refund["company_id"], actor="paytr", merchant_oid=payment["merchant_oid"],
+                          amount=refund["amount"], reference_no=refund["reference_no"])
+            company = one(db, "SELECT name FROM companies WHERE id = ?", [refund["company_id"]])
+            mail.enqueue(db, now, settings, template="refund_issued", to=payment["email"],
+                         dedupe_key=f"refund:{refund_id}", company_id=refund["company_id"],
+                         context={"company": company["name"] if company else "", "amount": refund["amount"],
+                                  "currency": refund["currency"], "paid": payment["paid_amount"],
+                                  "paid_at": payment["decided_at"], "description": payment["description"] or "",
+                                  "reason": refund["reason"], "tz": settings.tz.key})
+            if refundable(db, payment) == 0:
+                _resolve_for_payment(db, now, payment["id"], refund["requested_by"],
+                                     f"Refunded in full ({amount}, {refund['reference_no']}).")
+        else:
+            events.record(db, now, "refund.failed", f"Refund of {amount} did not go through: {message}",
+                          company_id=refund["company_id"], actor="paytr", merchant_oid=payment["merchant_oid"],
+                          reference_no=refund["reference_no"])
+        return one(db, "SELECT * FROM refunds WHERE id = ?", [refund_id])
+
+
+def unknown(db: Database, now: datetime, refund_id: int, message: str) -> dict:
+    """PayTR did not answer: the refund may or may not have happened. Ask before anything else."""
+    with write(db):
+        db.conn.execute("UPDATE refunds SET status = ?, message = ?, check_at = ? WHERE id = ? AND status = ?",
+                        [UNKNOWN, message[:500], clock.iso(now + CHECK_AFTER), refund_id, PENDING])
+        refund = one(db, "SELECT * FROM refunds WHERE id = ?", [refund_id])
+        events.record(db, now, "refund.unknown", f"PayTR did not answer the refund of "
+                      f"{money.format(refund['amount'], refund['currency'])}; its status query will tell",
+                      company_id=refund["company_id"], reference_no=refund["reference_no"])
+        return refund
+
+
+def claim_checks(db: Database, now: datetime, limit: int = 50) -> list[dict]:
+    """Refunds whose outcome PayTR's status query should tell now (leased, like every job)."""
+    with write(db):
+        return rows(db, """UPDATE refunds SET check_at = ?
+                           WHERE id IN (SELECT id FROM refunds WHERE check_at <= ? ORDER BY check_at LIMIT ?)
+                           RETURNING *, (SELECT merchant_oid FROM payments WHERE id = payment_id) AS merchant_oid""",
+                    [clock.iso(now + CHECK_RETRY), clock.iso(now), limit])
+
+
+def outcome_from_status(db: Database, refund: dict, answer: dict) -> tuple[bool, str] | None:
+    """Read PayTR's status answer for the refund's payment: (made?, why), or None if it cannot tell."""
+    returns = answer.get("returns")
+    if answer.get("status") != "success" or not isinstance(returns, list):
+        return None  # only a readable list of the payment's refunds can tell
+    if any(isinstance(r, dict) and r.get("reference_no") == refund["reference_no"] for r in returns):
+        return True, "PayTR's status query lists this refund."
+    if any(isinstance(r, dict) and r.get("reference_no") for r in returns) or not returns:
+        return False, "PayTR has no record of this refund, so no money was returned. You can refund again."
+    # Refunds listed without reference numbers: compare what PayTR returned with what we know of.
+    try:
+        returned = sum(money.parse(str(r.get("return_amount", "0"))) for r in returns if isinstance(r, dict))
+    except money.MoneyError:
+        return None
+    known = scalar(db, "SELECT coalesce(sum(amount), 0) FROM refunds WHERE payment_id = ? AND status = ?",
+                   [refund["payment_id"], SUCCEEDED])
+    if returned >= known + refund["amount"]:
+        return True, "PayTR's status query shows the refunded amount."
+    return False, "PayTR's status query does not show this refund, so no money was returned."
+
+
+# --- anomalies -----------------------------------------------------------------------------
+
+
+def resolve_anomaly(db: Database, now: datetime, anomaly_id: int, note: str, actor: str) -> dict:
+    """Staff settle an anomaly with a note saying what they did. FormError for an empty note."""
+    note = " ".join((note or "").split())
+    if not note:
+        raise FormError({"note": "Say what was done, for whoever looks at this payment next."})
+    if len(note) > REASON_MAX:
+        raise FormError({"note": f"Keep it under {REASON_MAX} characters."})
+    with write(db):
+        anomaly = one(db, "SELECT * FROM anomalies WHERE id = ?", [anomaly_id])
+        if anomaly is None:
+            raise LookupError(anomaly_id)
+        if anomaly["resolved_at"] is None:
+            _resolve(db, now, anomaly, actor, note)
+        return one(db, "SELECT * FROM anomalies WHERE id = ?", [anomaly_id])
+
+
+def _resolve_for_payment(db, now, payment_id: int, actor: str, note: str) -> None:
+    for anomaly in rows(db, "SELECT * FROM anomalies WHERE payment_id = ? AND resolved_at IS NULL", [payment_id]):
+        _resolve(db, now, anomaly, actor, note)
+
+
+def _resolve(db, now, anomaly: dict, actor: str, note: str) -> None:
+    db.conn.execute("UPDATE anomalies SET resolved_at = ?, resolved_by = ?, resolution = ? WHERE id = ?",
+                    [clock.iso(now), actor, note, anomaly["id"]])
+    events.record(db, now, "anomaly.resolved", f"Resolved ({anomaly['kind'].replace('_', ' ')}): {note}",
+                  company_id=anomaly["company_id"], actor=actor, merchant_oid=anomaly["merchant_oid"])
