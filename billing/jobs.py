@@ -92,6 +92,22 @@ async def charge_cards(ctx: Context, now: datetime) -> int:
     return await _each_claimed(ctx, now, claim_charges, _charge)
 
 
+def claim_charge(db, now: datetime, payment_id: int) -> dict | None:
+    """Claim one charge (an upgrade the customer just confirmed) unless a tick already has."""
+    with write(db):
+        claimed = rows(db, """UPDATE payments SET charge_requested_at = ? WHERE id = ? AND method = 'recurring'
+                              AND status = 'pending' AND charge_requested_at IS NULL RETURNING *""",
+                       [clock.iso(now), payment_id])
+    return claimed[0] if claimed else None
+
+
+async def charge_now(ctx: Context, now: datetime, payment_id: int) -> None:
+    """Send a saved-card charge to PayTR at once instead of on the next tick."""
+    payment = await _in_thread(ctx, claim_charge, now, payment_id)
+    if payment is not None:
+        await _charge(ctx, now, payment)
+
+
 async def _each_claimed(ctx: Context, now: datetime, claim, work) -> int:
     """Claim a batch, do `work` on each row (a few at a time: these are PayTR calls), repeat."""
     limit = asyncio.Semaphore(NETWORK_CONCURRENCY)
@@ -122,7 +138,8 @@ async def _charge(ctx: Context, now: datetime, payment: dict) -> None:
             amount=payment["amount"], currency=payment["currency"], test_mode=bool(payment["test_mode"]),
             utoken=company["paytr_utoken"], ctoken=cards[0]["ctoken"], user_name=company["name"],
             **billing_details.paytr_contact(company),
-            basket=protocol.encode_basket([(f"{payment['plan'].title()} plan renewal", payment["amount"], 1)]),
+            basket=protocol.encode_basket([(payment["description"] or f"{payment['plan'].title()} plan renewal",
+                                            payment["amount"], 1)]),
             ok_url=s.url("/billing/"), fail_url=s.url("/billing/"))
         await ctx.paytr.charge_stored_card(request)
     except PaytrRefused as exc:

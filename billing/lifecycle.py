@@ -156,7 +156,8 @@ def advance(db: Database, now: datetime, settings: Settings, sub: dict) -> Due:
     """Do what is due for `sub` now, inside the caller's transaction, and reschedule it."""
     company = one(db, "SELECT * FROM companies WHERE id = ?", [sub["company_id"]])
     attempts = {row[0] for row in db.conn.execute(
-        "SELECT attempt FROM payments WHERE company_id = ? AND method = 'recurring' AND base_period_end IS ?",
+        "SELECT attempt FROM payments WHERE company_id = ? AND method = 'recurring' AND kind = 'renewal' "
+        "AND base_period_end IS ?",
         [sub["company_id"], sub["current_period_end"]])}
     has_card = bool(settings.paytr_recurring and company.get("paytr_utoken"))
     due = plan(sub, now, settings, has_card=has_card, attempts=attempts)

@@ -52,7 +52,8 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
                    method: str = "iframe", upgrade: "changes.Quote | None" = None) -> Checkout:
     """Create the pending payment (superseding the company's open checkouts) and the request
     for PayTR: get-token fields for the iframe, or the hidden fields of a Direct API card form
-    (`method="direct"`, which can save the card for automatic renewal)."""
+    (`method="direct"`, which can save the card for automatic renewal). `method="recurring"`
+    (an upgrade charged to the saved card) needs no request from the browser."""
     plan = plans.get(plan_code)
     with write(db):
         company = accounts.company(db, user["company_id"])
@@ -84,7 +85,9 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
                       company_id=company["id"], actor=f"user:{user['id']}", merchant_oid=oid, payment_kind=kind,
                       amount=amount, superseded=superseded)
         payment = one(db, "SELECT * FROM payments WHERE id = ?", [payment_id])
-    return Checkout(payment=payment, request=paytr_request(settings, payment, user["name"], company))
+    # A saved-card charge is sent by our server (jobs.charge_now), not by the customer's browser.
+    request = {} if method == "recurring" else paytr_request(settings, payment, user["name"], company)
+    return Checkout(payment=payment, request=request)
 
 
 def paytr_request(settings: Settings, payment: dict, user_name: str, company: dict) -> dict:
@@ -298,7 +301,7 @@ def _failed(db, now, settings, payment, cb) -> str:
          decided_at=now, reconcile_at=None)
     events.record(db, now, "payment.failed", f"Payment failed: {message}", company_id=payment["company_id"],
                   actor="paytr", merchant_oid=payment["merchant_oid"], reason_code=code)
-    if payment["method"] == "recurring":
+    if payment["method"] == "recurring" and payment["kind"] == "renewal":
         _renewal_charge_failed(db, now, settings, payment, message)
     elif payment["status"] == PENDING:  # a replaced checkout failing is the customer moving on
         _email_failure(db, now, settings, payment, message)

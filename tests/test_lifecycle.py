@@ -260,6 +260,49 @@ def test_upgrade_charges_the_prorated_difference_and_switches_now(client, app, c
     assert "$45.16" in changed["body_text"]
 
 
+def test_upgrade_with_a_saved_card_charges_it_at_once(client, app, clock, db):
+    register(client)
+    tick(client, app, clock, TRIAL_END + timedelta(days=1))
+    login(client)
+    pay_saving_card(client, app)  # Starter, 12 Dec -> 12 Jan, card saved
+    clock.at = parse(sub(db)["current_period_start"]) + timedelta(days=11)
+    page = client.get("/billing/plan/team").text
+    assert "Upgrade and charge $45.16 to Visa ending 4358" in page and "Pay with another card" in page
+    response = post(client, "/billing/plan/upgrade", {"plan": "team", "pay_with": "saved_card"},
+                    token_from="/billing/plan/team")
+    assert response.headers["location"].startswith("/billing/payment/success?oid=")
+    client.portal.call(app.state.emulator.wait_idle, 15)
+    assert "Your Team plan is active" in client.get(response.headers["location"]).text
+    s = sub(db)
+    assert (s["plan"], s["status"], s["current_period_end"]) == ("team", "active", "2027-01-12T09:00:00Z")
+    upgrade = one(db, "SELECT * FROM payments WHERE kind = 'upgrade'")
+    assert (upgrade["method"], upgrade["amount"], upgrade["status"]) == ("recurring", 4516, "succeeded")
+    transaction = app.state.emulator.transaction(upgrade["merchant_oid"])
+    assert transaction.api == "stored card" and transaction.amount == 4516
+    assert "$45.16" in emails(db, "plan_changed")[0]["body_text"]
+    # The tick does not charge it a second time.
+    tick(client, app, clock, clock.at + timedelta(minutes=5))
+    assert len([t for t in app.state.emulator.transactions() if t.api == "stored card"]) == 1
+
+
+def test_a_declined_saved_card_upgrade_changes_nothing_and_is_not_dunning(client, app, clock, db):
+    register(client)
+    tick(client, app, clock, TRIAL_END + timedelta(days=1))
+    login(client)
+    pay_saving_card(client, app)
+    clock.at = parse(sub(db)["current_period_start"]) + timedelta(days=11)
+    app.state.emulator.set_card_outcome("4358", "insufficient_funds")
+    response = post(client, "/billing/plan/upgrade", {"plan": "team", "pay_with": "saved_card"},
+                    token_from="/billing/plan/team")
+    client.portal.call(app.state.emulator.wait_idle, 15)
+    oid = response.headers["location"].rsplit("=", 1)[1]
+    fail = client.get(f"/billing/payment/fail?oid={oid}").text
+    assert "did not go through" in fail and 'href="/billing/plan/team">Try again' in fail
+    s = sub(db)
+    assert (s["plan"], s["status"]) == ("starter", "active")  # still paid for; no dunning
+    assert emails(db, "renewal_failed") == [] and len(emails(db, "payment_failed")) == 1
+
+
 def test_downgrade_waits_for_the_period_end_and_can_be_undone(client, app, clock, db):
     register(client, plan="team")
     clock.at = TRIAL_END + DAY

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import accounts, cards, changes, dashboard, lifecycle, payments, plans, subscriptions
+from billing import accounts, cards, changes, dashboard, jobs, lifecycle, payments, plans, subscriptions
 from billing.changes import ChangeError
 from billing.payments import CheckoutError
 from billing.paytr.client import PaytrError
@@ -64,14 +64,28 @@ async def resume(request: Request):
 async def change_plan(request: Request):
     new = plans.get(request.path_params["plan"])
     sub = await _subscription(request)
-    context = {"subscription": sub, "old": plans.get(sub["plan"]), "new": new, "error": None}
+    context = {"subscription": sub, "old": plans.get(sub["plan"]), "new": new, "error": None, "card": None}
     try:
         context["kind"], context["quote"] = await run(request, changes.preview, now(request), sub["company_id"],
                                                       new.code)
     except ChangeError as exc:
         context["error"] = str(exc)
         return render(request, "billing/change_plan.html", context, status=409)
+    utoken = await _saved_card_token(request, sub["company_id"])
+    if utoken and context["quote"] and context["quote"].amount:
+        try:
+            context["card"] = await cards.saved_card(request.app.state.paytr, utoken)
+        except PaytrError:  # offer the card anyway; PayTR decides when charged
+            context["card"] = {"brand": "Saved card", "last4": ""}
     return render(request, "billing/change_plan.html", context)
+
+
+async def _saved_card_token(request: Request, company_id: int) -> str | None:
+    """The saved card's token when the operator charges saved cards at all."""
+    if not settings(request).paytr_recurring:
+        return None
+    company = await run(request, accounts.company, company_id)
+    return company.get("paytr_utoken") or None
 
 
 @owner_required
@@ -86,11 +100,17 @@ async def upgrade(request: Request):
             flash(request, f"You're now on {new.name}. The difference for the time left was below PayTR's minimum, "
                            "so there was nothing to pay.")
             return redirect(request, "/billing/")
+        on_card = data.get("pay_with") == "saved_card" and await _saved_card_token(request, user["company_id"])
         checkout = await run(request, payments.start_checkout, now(request), settings(request), user=user,
-                             plan_code=new.code, ip=ip(request), upgrade=quote)
+                             plan_code=new.code, ip=ip(request), upgrade=quote,
+                             method="recurring" if on_card else "iframe")
     except (ChangeError, CheckoutError) as exc:
         flash(request, str(exc), "error")
         return redirect(request, "/billing/")
+    if on_card:
+        # PayTR answers the charge by callback; the status page waits for it like any payment.
+        await jobs.charge_now(request.app.state.jobs, now(request), checkout.payment["id"])
+        return redirect(request, f"/billing/payment/success?oid={checkout.payment['merchant_oid']}")
     return await open_checkout(request, checkout, new)
 
 
