@@ -214,7 +214,9 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         renewal_notice_days=number("RENEWAL_NOTICE_DAYS", 7, minimum=1),
         grace_days=number("GRACE_DAYS", 7, minimum=1),
         dunning_retry_days=dunning_retry_days,
-        paytr_recurring=flag("PAYTR_RECURRING", False),
+        # The built-in emulator can store and charge cards, so development shows saved-card
+        # renewal out of the box; against PayTR it needs the store's Non3D recurring permission.
+        paytr_recurring=flag("PAYTR_RECURRING", not production and not get("PAYTR_API_BASE")),
     )
     if production:
         check_production(settings)

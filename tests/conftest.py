@@ -29,7 +29,9 @@ def free_port() -> int:
 
 
 def make_settings(tmp_path, **env):
-    base = {"BILLING_DATA_DIR": str(tmp_path / "data"), "BASE_URL": "http://testserver", "BILLING_SCHEDULER": "0"}
+    # Saved cards off unless a test turns them on: most tests are about the iframe checkout.
+    base = {"BILLING_DATA_DIR": str(tmp_path / "data"), "BASE_URL": "http://testserver", "BILLING_SCHEDULER": "0",
+            "PAYTR_RECURRING": "0"}
     base.update({k: str(v) for k, v in env.items()})
     return settings_module.load(base, env_file=None)
 

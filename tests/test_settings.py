@@ -138,3 +138,11 @@ def test_the_example_env_file_refuses_to_start_until_filled_in(tmp_path):
     """Copying .env.example as it is must not start production with empty secrets."""
     with pytest.raises(ConfigError, match="BILLING_SECRET_KEY is not set"):
         settings_module.load({}, env_file=ROOT / ".env.example")
+
+
+def test_saved_cards_are_on_with_the_built_in_emulator_only(tmp_path):
+    from billing import settings as settings_module
+    base = {"BILLING_DATA_DIR": str(tmp_path / "data")}
+    assert settings_module.load(base, env_file=None).paytr_recurring
+    assert not settings_module.load({**base, "PAYTR_API_BASE": "http://127.0.0.1:8001"}, env_file=None).paytr_recurring
+    assert not settings_module.load({**base, "PAYTR_RECURRING": "0"}, env_file=None).paytr_recurring
