@@ -126,6 +126,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
                 callbacks_http = await stack.enter_async_context(_callback_http(settings, app))
                 emulator_app.state.emulator.attach_callback_client(callbacks_http)
                 stack.push_async_callback(emulator_app.state.emulator.aclose)
+                emulator_app.state.emulator.resume_deliveries()
             app.state.jobs = jobs.Context(store=store, settings=settings, clock=app.state.clock,
                                           paytr=app.state.paytr)
             scheduler = _start_scheduler(app.state.jobs) if settings.scheduler else None
@@ -197,7 +198,8 @@ def _emulator(settings: Settings):
     return create_emulator(EmulatorConfig(
         merchant_id=settings.paytr_merchant_id, merchant_key=str(settings.paytr_merchant_key),
         merchant_salt=str(settings.paytr_merchant_salt),
-        notification_url=settings.paytr_notification_url or settings.url("/billing/callback")))
+        notification_url=settings.paytr_notification_url or settings.url("/billing/callback")),
+        state_path=settings.data_dir / "paytr-emulator.pickle")
 
 
 def _paytr_http(settings: Settings, emulator_app) -> httpx.AsyncClient:

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import asyncio
 import re
 import time
 from datetime import timedelta
@@ -143,10 +144,10 @@ class PayTR:
         return self.post("/odeme/iade", form).json()
 
 
-def serve(merchant: Merchant, prefix: str = ""):
+def serve(merchant: Merchant, prefix: str = "", state_path=None):
     """Yield a PayTR helper (mounted under `prefix` if given); deliveries stopped and clients closed after."""
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=merchant.app), base_url="http://merchant")
-    emulator_app = create_emulator(CONFIG, callback_client=http)
+    emulator_app = create_emulator(CONFIG, callback_client=http, state_path=state_path)
     root = Starlette(routes=[Mount(prefix, app=emulator_app)]) if prefix else emulator_app
     with TestClient(root, base_url="http://paytr.test") as client:
         emulator = emulator_app.state.emulator
@@ -710,3 +711,43 @@ def test_mounted_under_a_prefix_every_link_and_action_keeps_it(mounted, merchant
     assert resent.headers["location"] == "/paytr-emulator/"
     mounted.wait()
     assert len(merchant.forms) == 2
+
+
+# --- state kept across restarts -------------------------------------------------------------
+
+
+def test_saved_state_outlives_a_restart_and_undelivered_callbacks_are_sent_again(tmp_path):
+    state = tmp_path / "paytr-emulator.pickle"
+    down = Merchant()
+    down.answers = [(503, "down")] * 1000  # the merchant never answers OK before the restart
+    first = serve(down, state_path=state)
+    paytr = next(first)
+    paytr.pay("PB1T1")
+    paytr.emulator.store_card(paytr.emulator.transaction("PB1T1").card, "U1")
+    paytr.emulator.set_card_outcome("4358", "insufficient_funds")
+    paytr.client.portal.call(asyncio.sleep, 0.1)
+    assert not paytr.emulator.transaction("PB1T1").delivered
+    first.close()
+
+    up = Merchant()
+    again = serve(up, state_path=state)
+    paytr = next(again)
+    transaction = paytr.emulator.transaction("PB1T1")
+    assert transaction.status == "success" and transaction.attempts  # the history came back
+    assert [c.card.last4 for c in paytr.emulator.cards_of("U1")] == ["4358"]
+    assert paytr.emulator.card_outcome(transaction.card) == "insufficient_funds"
+    assert paytr.client.portal.call(paytr.emulator.resume_deliveries) == 1
+    paytr.wait()
+    assert transaction.delivered and [f["merchant_oid"] for f in up.forms] == ["PB1T1"]
+    again.close()
+
+
+def test_an_unreadable_state_file_starts_empty(tmp_path, caplog):
+    state = tmp_path / "paytr-emulator.pickle"
+    state.write_bytes(b"not a pickle")
+    paytr_gen = serve(Merchant(), state_path=state)
+    paytr = next(paytr_gen)
+    assert paytr.emulator.transactions() == [] and "could not load" in caplog.text
+    paytr.pay("PB1T1")  # and it saves over the bad file
+    paytr_gen.close()
+    assert create_emulator(CONFIG, state_path=state).state.emulator.transaction("PB1T1") is not None

@@ -7,8 +7,10 @@ import re
 from datetime import timedelta
 
 import pytest
+from starlette.testclient import TestClient
 
 from billing import jobs
+from billing.app import create_app
 from billing.clock import iso, parse
 from billing.db import one, rows, scalar
 from conftest import START, login, outbox, post, register
@@ -175,6 +177,20 @@ def test_saved_card_renews_automatically_with_a_second_invoice(client, app, cloc
     assert len(receipts) == 2 and "renewed automatically" in receipts[-1]["body_text"]
     tick(client, app, clock, end + timedelta(hours=2))
     assert scalar(db, "SELECT count(*) FROM payments WHERE method = 'recurring'") == 1  # charged once
+
+
+def test_the_built_in_emulator_keeps_the_saved_card_across_a_restart(client, app, clock, db, settings):
+    register(client)
+    pay_saving_card(client, app)
+    client.__exit__(None, None, None)  # the server stops
+    restarted = create_app(settings, clock=clock)
+    with TestClient(restarted, base_url="http://testserver") as again:
+        login(again)
+        page = again.get("/billing/").text
+        assert "Visa ending" in page and "4358" in page and "no longer lists" not in page
+        end = parse(sub(db)["current_period_end"])
+        tick(again, restarted, clock, end)  # the renewal charges the card PayTR still has
+        assert sub(db)["current_period_end"] == "2027-02-11T09:00:00Z"
 
 
 def test_a_declined_renewal_goes_past_due_retries_and_recovers(client, app, clock, db):

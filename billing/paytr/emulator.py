@@ -1,4 +1,9 @@
-"""A local PayTR: the gateway's API, payment page and callbacks, all state in memory.
+"""A local PayTR: the gateway's API, payment page and callbacks.
+
+Its state lives in memory; given a `state_path` (the app's built-in emulator keeps
+it in the data directory) it is also saved there after every change and loaded at
+start, so transactions and saved cards outlive a restart, and callbacks that never
+got `OK` are sent again, as PayTR keeps retrying while a merchant is down.
 
 It ships with the product as a test double of PayTR and speaks its protocol exactly
 (paths, form fields, tokens, JSON answers and errors), using `protocol.py` for every
@@ -15,8 +20,12 @@ in `emulator_model.py`.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import pickle
 import secrets
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -29,14 +38,20 @@ from billing.paytr.emulator_model import (
 
 __all__ = ["Emulator", "EmulatorConfig", "Faults", "Transaction", "create_emulator", "run_standalone"]
 
+log = logging.getLogger("billing.paytr.emulator")
+
 _MAX_DOUBLINGS = 30  # keeps retry_base * 2**n a finite float however long a delivery keeps failing
 
 
 class Emulator:
     """PayTR's side of every payment: transactions, stored cards and callback deliveries."""
 
-    def __init__(self, config: EmulatorConfig, *, callback_client: httpx.AsyncClient | None = None):
+    STATE_VERSION = 1
+
+    def __init__(self, config: EmulatorConfig, *, callback_client: httpx.AsyncClient | None = None,
+                 state_path: Path | None = None):
         self.config = config
+        self.state_path = state_path
         self.faults = Faults()
         self._given_client = callback_client  # owned by the host, which closes it
         self._own_client: httpx.AsyncClient | None = None
@@ -46,6 +61,43 @@ class Emulator:
         self._card_outcomes: dict[str, str] = {}  # full number or last 4 digits -> outcome
         # Running deliveries -> their merchant_oid; also the strong references the loop does not keep.
         self._deliveries: dict[asyncio.Task, str] = {}
+        if state_path is not None:
+            self._load()
+
+    # --- saved state -------------------------------------------------------------------
+
+    def _load(self) -> None:
+        try:
+            # pickle: a development tool's own file in the app's data directory, as trusted as the database
+            with open(self.state_path, "rb") as file:
+                state = pickle.load(file)
+            if state.get("version") != self.STATE_VERSION:
+                raise ValueError(f"saved by another version ({state.get('version')})")
+            self._transactions, self._oid_by_token = state["transactions"], state["oid_by_token"]
+            self._cards, self._card_outcomes = state["cards"], state["card_outcomes"]
+        except FileNotFoundError:
+            return
+        except Exception as exc:  # an unreadable file must not stop the app: start empty, say so
+            log.warning("PayTR emulator: could not load %s (%s); starting with no transactions",
+                        self.state_path, exc)
+
+    def save(self) -> None:
+        """Write the state (atomically) when the emulator has a state file."""
+        if self.state_path is None:
+            return
+        state = {"version": self.STATE_VERSION, "transactions": self._transactions,
+                 "oid_by_token": self._oid_by_token, "cards": self._cards, "card_outcomes": self._card_outcomes}
+        temporary = self.state_path.with_name(self.state_path.name + ".tmp")
+        with open(temporary, "wb") as file:
+            pickle.dump(state, file, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temporary, self.state_path)
+
+    def resume_deliveries(self) -> int:
+        """After a restart: send again every callback that never got `OK`, as PayTR would."""
+        pending = [t for t in self._transactions.values() if t.decided and not t.delivered]
+        for transaction in pending:
+            self._start_deliveries(transaction, copies=1)
+        return len(pending)
 
     def attach_callback_client(self, client: httpx.AsyncClient) -> None:
         """Send callbacks with the host's client from now on (the host owns and closes it).
@@ -81,6 +133,7 @@ class Emulator:
             transaction.token = secrets.token_urlsafe(24)
             self._oid_by_token[transaction.token] = transaction.merchant_oid
         self._transactions[transaction.merchant_oid] = transaction
+        self.save()
         return transaction
 
     def decide(self, transaction: Transaction, card: Card, decline: Decline | None, *,
@@ -98,6 +151,7 @@ class Emulator:
         transaction.decided_at = utcnow()
         if store_card and decline is None:
             transaction.utoken = self.store_card(card, utoken).utoken
+        self.save()
         self._start_deliveries(transaction, copies=self.faults.duplicate_callbacks)
 
     def refund(self, transaction: Transaction, amount: int, reference_no: str) -> Refund:
@@ -106,6 +160,7 @@ class Emulator:
             raise ValueError("amount exceeds what is still refundable")
         refund = Refund(amount=amount, at=utcnow(), reference_no=reference_no)
         transaction.refunds.append(refund)
+        self.save()
         return refund
 
     def resend(self, transaction: Transaction) -> None:
@@ -124,6 +179,7 @@ class Emulator:
         utoken = utoken or secrets.token_hex(16)
         stored = StoredCard(utoken=utoken, ctoken=secrets.token_hex(16), card=card, stored_at=utcnow())
         self._cards.setdefault(utoken, {})[stored.ctoken] = stored
+        self.save()
         return stored
 
     def knows_user(self, utoken: str) -> bool:
@@ -139,7 +195,9 @@ class Emulator:
         return {utoken: list(cards.values()) for utoken, cards in self._cards.items() if cards}
 
     def delete_card(self, utoken: str, ctoken: str) -> bool:
-        return self._cards.get(utoken, {}).pop(ctoken, None) is not None
+        deleted = self._cards.get(utoken, {}).pop(ctoken, None) is not None
+        self.save()
+        return deleted
 
     def set_card_outcome(self, card_number_or_last4: str, outcome: str) -> None:
         """Program how charges of a stored card end, until changed (full number beats last 4)."""
@@ -149,6 +207,7 @@ class Emulator:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
         self._card_outcomes[digits] = outcome
+        self.save()
 
     def card_outcome(self, card: Card) -> str:
         return self._card_outcomes.get(card.number) or self._card_outcomes.get(card.last4) or "success"
@@ -201,6 +260,7 @@ class Emulator:
             else:
                 attempt = await self._attempt(form, delivery)
             transaction.attempts.append(attempt)
+            self.save()
             if attempt.delivered:
                 return
             await asyncio.sleep(min(self.config.retry_base * 2 ** min(failures, _MAX_DOUBLINGS),
@@ -224,9 +284,10 @@ class Emulator:
                        body=response.text[:200], delivered=delivered)
 
 
-def create_emulator(config: EmulatorConfig, *, callback_client: httpx.AsyncClient | None = None) -> Starlette:
+def create_emulator(config: EmulatorConfig, *, callback_client: httpx.AsyncClient | None = None,
+                    state_path: Path | None = None) -> Starlette:
     """The emulator as an ASGI app; `app.state.emulator` is its `Emulator`."""
-    emulator = Emulator(config, callback_client=callback_client)
+    emulator = Emulator(config, callback_client=callback_client, state_path=state_path)
 
     @asynccontextmanager
     async def lifespan(app):
