@@ -321,14 +321,6 @@ def session_user(db: Database, now: datetime, token: str | None) -> dict | None:
     return row
 
 
-def carry_session(db: Database, now: datetime, token: str | None) -> None:
-    """Keep a session alive across a jump of the test clock (the staff member who moved it)."""
-    if token:
-        with write(db):
-            db.execute("UPDATE sessions SET last_seen_at = ?, expires_at = ? WHERE id = ?",
-                       [clock.iso(now), clock.iso(now + SESSION_MAX), token_hash(token)])
-
-
 def end_session(db: Database, token: str | None) -> None:
     if token:
         with write(db):

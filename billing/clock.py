@@ -76,6 +76,10 @@ class Clock:
     def now(self) -> datetime:
         return utcnow() + self.offset()
 
+    def real_now(self) -> datetime:
+        """Wall-clock time, for logins: the test clock simulates billing, not a browser's session."""
+        return utcnow()
+
 
 class FixedClock(Clock):
     """A clock that says what it is told; for tests and `jobs run --at`."""
@@ -85,6 +89,9 @@ class FixedClock(Clock):
         self.at = at
 
     def now(self) -> datetime:
+        return self.at
+
+    def real_now(self) -> datetime:
         return self.at
 
     def advance(self, delta: timedelta) -> None:

@@ -152,3 +152,26 @@ def test_dev_mail_viewer_shows_captured_email(client):
 def test_dev_pages_do_not_exist_in_production(client):
     assert client.get("/dev/mail").status_code == 404
     assert "Dev mail" not in client.get("/pricing").text
+
+
+def test_moving_the_test_clock_keeps_everyone_logged_in(settings, password_hash):
+    """Billing runs on the test clock; logins age in real time, so a month's jump logs no one out."""
+    from starlette.testclient import TestClient
+
+    from billing import accounts
+    from billing.app import create_app
+    from conftest import START, login, post, visible
+
+    app = create_app(settings)  # the real clock, shifted by the test clock's offset
+    with TestClient(app, base_url="http://testserver") as customer:
+        register(customer)
+        accounts.create_staff(app.state.store.db(), START, email="ops@example.com", name="Ops",
+                              password_hash=password_hash)
+        staff = TestClient(app, base_url="http://testserver")
+        login(staff, email="ops@example.com")
+        moved = post(staff, "/admin/clock", {"advance": "40d"}, token_from="/admin/clock")
+        assert moved.status_code == 200 and "Jobs ran as of" in moved.text
+        page = customer.get("/billing/", follow_redirects=False)
+        assert page.status_code == 200
+        assert "Your free trial has ended" in visible(page)  # billing did move 40 days on
+        assert staff.get("/admin/", follow_redirects=False).status_code == 200

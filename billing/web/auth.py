@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from billing import accounts, plans
 from billing.accounts import FormError, InvalidToken
-from billing.web.common import (current_user, flash, form, in_thread, ip, now, redirect, run, safe_next,
+from billing.web.common import (current_user, flash, form, in_thread, ip, now, redirect, run, safe_next, session_now,
                                 settings, user_agent)
 from billing.web.security import rotate_csrf_token
 from billing.web.templating import render
@@ -20,7 +20,8 @@ async def _log_in(request: Request, user: dict) -> None:
     old = request.session.pop("sid", None)
     if old:
         await run(request, accounts.end_session, old)
-    token = await run(request, accounts.create_session, now(request), user["id"], ip(request), user_agent(request))
+    token = await run(request, accounts.create_session, session_now(request), user["id"], ip(request),
+                      user_agent(request))
     request.session["sid"] = token
     rotate_csrf_token(request)
 

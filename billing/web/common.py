@@ -38,6 +38,11 @@ def now(request: Request) -> datetime:
     return request.app.state.clock.now()
 
 
+def session_now(request: Request) -> datetime:
+    """Sessions age in real time: moving the test clock a month does not log everyone out."""
+    return request.app.state.clock.real_now()
+
+
 def settings(request: Request):
     return request.app.state.settings
 
@@ -49,7 +54,7 @@ def ip(request: Request) -> str:
 async def current_user(request: Request) -> dict | None:
     if "user" not in request.state._state:
         token = request.session.get("sid")
-        user = await run(request, accounts.session_user, now(request), token) if token else None
+        user = await run(request, accounts.session_user, session_now(request), token) if token else None
         if token and user is None:
             request.session.pop("sid", None)  # ended elsewhere (logout, password reset)
         request.state.user = user
