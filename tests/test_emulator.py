@@ -727,6 +727,7 @@ def test_saved_state_outlives_a_restart_and_undelivered_callbacks_are_sent_again
     paytr.emulator.set_card_outcome("4358", "insufficient_funds")
     paytr.client.portal.call(asyncio.sleep, 0.1)
     assert not paytr.emulator.transaction("PB1T1").delivered
+    paytr.client.portal.call(paytr.emulator.aclose)  # what the host does at shutdown: the state is written
     first.close()
 
     up = Merchant()
@@ -749,5 +750,6 @@ def test_an_unreadable_state_file_starts_empty(tmp_path, caplog):
     paytr = next(paytr_gen)
     assert paytr.emulator.transactions() == [] and "could not load" in caplog.text
     paytr.pay("PB1T1")  # and it saves over the bad file
+    paytr.client.portal.call(paytr.emulator.aclose)
     paytr_gen.close()
     assert create_emulator(CONFIG, state_path=state).state.emulator.transaction("PB1T1") is not None

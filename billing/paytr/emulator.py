@@ -47,6 +47,7 @@ class Emulator:
     """PayTR's side of every payment: transactions, stored cards and callback deliveries."""
 
     STATE_VERSION = 1
+    SAVE_DELAY = 0.5
 
     def __init__(self, config: EmulatorConfig, *, callback_client: httpx.AsyncClient | None = None,
                  state_path: Path | None = None):
@@ -61,6 +62,7 @@ class Emulator:
         self._card_outcomes: dict[str, str] = {}  # full number or last 4 digits -> outcome
         # Running deliveries -> their merchant_oid; also the strong references the loop does not keep.
         self._deliveries: dict[asyncio.Task, str] = {}
+        self._dirty = self._flush_scheduled = False
         if state_path is not None:
             self._load()
 
@@ -82,9 +84,28 @@ class Emulator:
                         self.state_path, exc)
 
     def save(self) -> None:
-        """Write the state (atomically) when the emulator has a state file."""
+        """Note a change. On the event loop the file is written at most every SAVE_DELAY
+        seconds (a busy tick changes hundreds of transactions); elsewhere at once."""
         if self.state_path is None:
             return
+        self._dirty = True
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write()
+            return
+        self._flush_scheduled = True
+        loop.call_later(self.SAVE_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._dirty:
+            self._write()
+
+    def _write(self) -> None:
+        self._dirty = False
         state = {"version": self.STATE_VERSION, "transactions": self._transactions,
                  "oid_by_token": self._oid_by_token, "cards": self._cards, "card_outcomes": self._card_outcomes}
         temporary = self.state_path.with_name(self.state_path.name + ".tmp")
@@ -226,6 +247,8 @@ class Emulator:
         for task in deliveries:
             task.cancel()
         await asyncio.gather(*deliveries, return_exceptions=True)
+        if self._dirty:
+            self._write()
         if self._own_client is not None:
             await self._own_client.aclose()
             self._own_client = None
