@@ -99,14 +99,18 @@ def test_a_leased_row_is_not_sent_by_a_second_sender(db, settings):
     assert len(mail.claim(db, START + mail.LEASE)) == 1  # unless the first one died
 
 
-def test_failed_emails_are_listed_in_the_admin_console(client, db, settings, password_hash):
+def test_failed_emails_are_listed_in_the_admin_console(app, db, settings, password_hash):
+    from starlette.testclient import TestClient
+
     from billing import accounts
     from conftest import login
+    # Before the app (and its own sender) starts, so only the failing transport sees the email.
     queue(db, settings, to="bounce@example.com")
     mail.deliver_due(db, START, settings.replace(mail_max_attempts=1), FailingTransport())
     accounts.create_staff(db, START, email="ops@example.com", name="Ops", password_hash=password_hash)
-    login(client, email="ops@example.com")
-    page = client.get("/admin/").text
+    with TestClient(app, base_url="http://testserver") as client:
+        login(client, email="ops@example.com")
+        page = client.get("/admin/").text
     assert "bounce@example.com" in page and "connection refused" in page
 
 
