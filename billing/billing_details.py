@@ -17,6 +17,7 @@ import re
 from datetime import datetime
 
 from sqlite_utils import Database
+from stdnum.tr import tckimlik, vkn
 
 from billing import accounts, events
 from billing.accounts import FormError
@@ -42,14 +43,6 @@ def is_complete(company: dict) -> bool:
     return bool(details["tax_id"] and details["tax_office"] and details["address"])
 
 
-def tckn_valid(number: str) -> bool:
-    """The TC kimlik number's two check digits, as the population register defines them."""
-    if len(number) != 11 or not number.isdigit() or number[0] == "0":
-        return False
-    d = [int(c) for c in number]
-    return (sum(d[0:9:2]) * 7 - sum(d[1:8:2])) % 10 == d[9] and sum(d[:10]) % 10 == d[10]
-
-
 def check(data: dict) -> dict:
     """Cleaned details from a submitted form, or FormError naming every field to fix."""
     values = {name: " ".join((data.get(name) or "").split()) for name in LABELS}
@@ -65,7 +58,9 @@ def check(data: dict) -> dict:
     if tax_id:
         if not tax_id.isdigit() or len(tax_id) not in (10, 11):
             errors["tax_id"] = "A tax number is 10 digits (VKN), or 11 digits for a sole trader's TC kimlik number."
-        elif len(tax_id) == 11 and not tckn_valid(tax_id):
+        elif len(tax_id) == 10 and not vkn.is_valid(tax_id):
+            errors["tax_id"] = "This tax number (VKN) is not valid; check the digits."
+        elif len(tax_id) == 11 and not tckimlik.is_valid(tax_id):  # check digits only, no online lookup
             errors["tax_id"] = "This TC kimlik number is not valid; check the digits."
         elif not values["tax_office"]:
             errors["tax_office"] = "Enter the tax office that goes with the tax number."

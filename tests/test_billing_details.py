@@ -25,8 +25,8 @@ def text(response) -> str:
 
 
 @pytest.mark.parametrize("typed, stored", [
-    ("1234567890", "1234567890"),  # VKN
-    ("123 456 78 90", "1234567890"),
+    ("4540536920", "4540536920"),  # a VKN with a valid check digit
+    ("454 053 69 20", "4540536920"),
     ("10000000146", "10000000146"),  # a TC kimlik number with valid check digits
 ])
 def test_tax_numbers_accepted(typed, stored):
@@ -37,8 +37,9 @@ def test_tax_numbers_accepted(typed, stored):
     ("12345", "10 digits"),
     ("12345678901234", "10 digits"),
     ("12345ABCDE", "10 digits"),
-    ("10000000147", "not valid"),  # last check digit wrong
-    ("00000000146", "not valid"),  # cannot start with 0
+    ("4540536921", "tax number (VKN) is not valid"),  # check digit wrong
+    ("10000000147", "TC kimlik number is not valid"),  # last check digit wrong
+    ("00000000146", "TC kimlik number is not valid"),  # cannot start with 0
 ])
 def test_tax_numbers_refused(typed, message):
     with pytest.raises(FormError) as caught:
