@@ -58,9 +58,11 @@ def for_payment(db: Database, payment_id: int) -> list[dict]:
 
 
 def start(db: Database, now: datetime, *, payment_id: int, amount: str, reason: str, request_key: str,
-          actor: str) -> dict:
-    """Record a refund about to be sent to PayTR. FormError (nothing written) for bad input;
-    a resubmitted form (same `request_key`) returns the refund it already started."""
+          actor: str) -> tuple[dict, bool]:
+    """Record a refund about to be sent to PayTR: (the refund, whether this call created it).
+    Only its creator sends it; a resubmitted form (same `request_key`), even one arriving while
+    the first is still waiting for PayTR, gets the existing refund and `False`. FormError
+    (nothing written) for bad input."""
     reason = " ".join((reason or "").split())
     errors = {}
     try:
@@ -77,7 +79,7 @@ def start(db: Database, now: datetime, *, payment_id: int, amount: str, reason: 
     with write(db):
         again = one(db, "SELECT * FROM refunds WHERE request_key = ?", [request_key])
         if again is not None:
-            return again
+            return again, False
         payment = one(db, "SELECT * FROM payments WHERE id = ?", [payment_id])
         if payment is None:
             raise LookupError(payment_id)
@@ -98,7 +100,7 @@ def start(db: Database, now: datetime, *, payment_id: int, amount: str, reason: 
                       f"Refund of {money.format(minor, payment['currency'])} requested: {reason}",
                       company_id=payment["company_id"], actor=actor, merchant_oid=payment["merchant_oid"],
                       amount=minor, reference_no=reference_no)
-        return one(db, "SELECT * FROM refunds WHERE id = ?", [refund_id])
+        return one(db, "SELECT * FROM refunds WHERE id = ?", [refund_id]), True
 
 
 def settle(db: Database, now: datetime, settings: Settings, refund_id: int, *, ok: bool, message: str) -> dict:

@@ -105,6 +105,20 @@ def test_a_form_sent_twice_refunds_once(app, db, paid, staff):
     assert len(at_paytr(app, paid)) == 1 and scalar(db, "SELECT count(*) FROM refunds") == 1
 
 
+def test_a_double_click_while_paytr_is_slow_refunds_once(app, db, paid, staff):
+    from concurrent.futures import ThreadPoolExecutor
+    app.state.emulator.faults = app.state.emulator.faults.changed({"refund": "timeout", "timeout_seconds": 0.5})
+    page = f"/admin/payments/{paid['id']}/refund"
+    key = re.search(r'name="request_key" value="([^"]+)"', staff.get(page).text).group(1)
+    data = {"amount": "5.00", "reason": "Çift tıklama, yavaş PayTR", "request_key": key}
+    token = re.search(r'name="csrf_token" value="([^"]+)"', staff.get(page).text).group(1)
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: staff.post(page, data={**data, "csrf_token": token},
+                                                     follow_redirects=False), range(2)))
+    assert [a.status_code for a in answers] == [303, 303]
+    assert len(at_paytr(app, paid)) == 1 and scalar(db, "SELECT count(*) FROM refunds") == 1
+
+
 def test_paytr_refusing_records_the_reason_and_frees_the_amount(app, db, paid, staff):
     app.state.emulator.faults = app.state.emulator.faults.changed(
         {"refund": "refuse", "refuse_reason": "İade yetkiniz bulunmuyor"})
@@ -169,9 +183,13 @@ def test_staff_can_settle_an_unknown_refund_from_paytrs_panel(app, db, paid, sta
 
 def test_a_refund_left_pending_by_a_crash_is_settled_by_the_tick(client, app, db, clock, settings, paid):
     # The process died after recording the refund, before PayTR's answer was written down.
-    started = refunds.start(db, START, payment_id=paid["id"], amount="29.00", reason="Çökme testi",
-                            request_key="crash-test", actor="staff:1")
-    assert started["status"] == "pending"
+    started, created = refunds.start(db, START, payment_id=paid["id"], amount="29.00", reason="Çökme testi",
+                                     request_key="crash-test", actor="staff:1")
+    assert created and started["status"] == "pending"
+    # The same form again while the first waits for PayTR: the existing refund, not to be sent again.
+    again, created = refunds.start(db, START, payment_id=paid["id"], amount="29.00", reason="Çökme testi",
+                                   request_key="crash-test", actor="staff:1")
+    assert again["id"] == started["id"] and not created
     tick(client, app, clock, START + refunds.CHECK_AFTER + timedelta(minutes=1))
     assert one(db, "SELECT status FROM refunds")["status"] == "failed"  # it never reached PayTR
     assert at_paytr(app, paid) == []

@@ -92,16 +92,17 @@ async def make_refund(request: Request):
     """Record the refund, ask PayTR (outside any transaction), record what PayTR said."""
     user, data = await current_user(request), await form(request)
     try:
-        refund = await run(request, refunds.start, now(request), payment_id=request.path_params["payment_id"],
-                           amount=data.get("amount", ""), reason=data.get("reason", ""),
-                           request_key=data.get("request_key", ""), actor=events.user_actor(user))
+        refund, created = await run(request, refunds.start, now(request),
+                                    payment_id=request.path_params["payment_id"], amount=data.get("amount", ""),
+                                    reason=data.get("reason", ""), request_key=data.get("request_key", ""),
+                                    actor=events.user_actor(user))
     except LookupError:
         raise HTTPException(404, "No payment with that number.") from None
     except FormError as exc:
         return await _refund_page(request, values=data, errors=exc.errors, status=422)
     back = f"/admin/companies/{refund['company_id']}"
     amount = money.format(refund["amount"], refund["currency"])
-    if refund["status"] != refunds.PENDING:  # the same form sent again: that refund is already under way
+    if not created:  # the same form sent again (a double click): the first request sends it, once
         flash(request, f"This refund of {amount} was already sent ({refunds.STATUS_LABELS[refund['status']]}).")
         return redirect(request, back)
     oid = (await run(request, staff.refund_form, refund["payment_id"]))["payment"]["merchant_oid"]
