@@ -59,6 +59,10 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
         company = accounts.company(db, user["company_id"])
         sub = subscriptions.for_company(db, company["id"])
         if upgrade is not None:
+            if method == "recurring" and one(db, "SELECT id FROM payments WHERE company_id = ? AND kind = 'upgrade' "
+                                                 "AND method = 'recurring' AND status = ?", [company["id"], PENDING]):
+                raise CheckoutError("Your upgrade is already being charged to your saved card; "
+                                    "see the outcome on your billing page in a moment.")
             kind, amount = "upgrade", upgrade.amount
             description = (f"Upgrade {upgrade.old.name} → {upgrade.new.name}, {upgrade.days_left} of "
                            f"{upgrade.period_days} days until {upgrade.period_end.astimezone(settings.tz):%d.%m.%Y}")
@@ -219,8 +223,7 @@ def _decide(db, now, settings, payment, cb) -> str:
 
     sub = subscriptions.for_company(db, payment["company_id"])
     company = accounts.company(db, payment["company_id"])
-    if sub["current_period_end"] != payment["base_period_end"] or (
-            payment["kind"] == "upgrade" and sub["status"] != subscriptions.ACTIVE):
+    if _already_paid(sub, payment):
         _set(db, now, payment, status=NEEDS_REVIEW, paid_amount=cb.total_amount, decided_at=now,
              reconcile_at=None, flag="possible double payment: this period was already paid")
         return _anomaly(db, now, settings, "second_success", cb, payment,
@@ -240,6 +243,14 @@ def _decide(db, now, settings, payment, cb) -> str:
                  "A checkout that a newer one had replaced was paid. It was applied because nothing else had "
                  "paid this period; watch for the newer one being paid too.")
     return "applied"
+
+
+def _already_paid(sub: dict, payment: dict) -> bool:
+    """Has what this payment buys been paid, or changed, since its checkout began?"""
+    if sub["current_period_end"] != payment["base_period_end"]:
+        return True  # another payment extended the period, or it ended
+    # An upgrade needs an active subscription not yet on the new plan (two tabs, a double click).
+    return payment["kind"] == "upgrade" and (sub["status"] != subscriptions.ACTIVE or sub["plan"] == payment["plan"])
 
 
 def _apply_period(db, now, settings, payment, cb, sub, company, tz) -> None:

@@ -301,6 +301,42 @@ def test_upgrade_with_a_saved_card_charges_it_at_once(client, app, clock, db):
     assert len([t for t in app.state.emulator.transactions() if t.api == "stored card"]) == 1
 
 
+def test_a_second_upgrade_payment_is_kept_for_review_not_applied_twice(client, app, clock, db):
+    register(client)
+    tick(client, app, clock, TRIAL_END + timedelta(days=1))
+    login(client)
+    pay_iframe(client, app)
+    clock.at = parse(sub(db)["current_period_start"]) + timedelta(days=11)
+    # Two tabs: each starts the upgrade; the customer pays the newer one, then the replaced one.
+    pages = []
+    for _ in range(2):
+        response = post(client, "/billing/plan/upgrade", {"plan": "team"}, token_from="/billing/plan/team")
+        pages.append(re.search(r'<iframe id="paytriframe" src="([^"]+)"',
+                               client.get(response.headers["location"]).text).group(1))
+    for src in reversed(pages):
+        client.post(src, data={"cc_owner": "A", "card_number": "4355084355084358", "expiry": "12/30", "cvv": "000"})
+        client.portal.call(app.state.emulator.wait_idle, 15)
+    upgrades = rows(db, "SELECT status FROM payments WHERE kind = 'upgrade' ORDER BY id")
+    assert [u["status"] for u in upgrades] == ["needs_review", "succeeded"]
+    assert one(db, "SELECT kind FROM anomalies")["kind"] == "second_success"
+    assert len(emails(db, "plan_changed")) == 1 and scalar(db, "SELECT count(*) FROM invoices") == 2
+
+
+def test_a_saved_card_upgrade_is_charged_once_however_often_it_is_confirmed(client, app, clock, db):
+    register(client)
+    tick(client, app, clock, TRIAL_END + timedelta(days=1))
+    login(client)
+    pay_saving_card(client, app)
+    clock.at = parse(sub(db)["current_period_start"]) + timedelta(days=11)
+    app.state.emulator.set_faults(callback_delay=3600)  # PayTR's answer is slow to come
+    for _ in range(2):
+        post(client, "/billing/plan/upgrade", {"plan": "team", "pay_with": "saved_card"},
+             token_from="/billing/plan/team")
+    assert "already being charged to your saved card" in client.get("/billing/").text
+    assert len([t for t in app.state.emulator.transactions() if t.api == "stored card"]) == 1
+    assert scalar(db, "SELECT count(*) FROM payments WHERE kind = 'upgrade'") == 1
+
+
 def test_a_declined_saved_card_upgrade_changes_nothing_and_is_not_dunning(client, app, clock, db):
     register(client)
     tick(client, app, clock, TRIAL_END + timedelta(days=1))
