@@ -253,12 +253,17 @@ def test_cancel_at_period_end_then_resume(client, app, clock, db):
     assert "As you asked" in ended["body_text"]
 
 
-def test_upgrade_charges_the_prorated_difference_and_switches_now(client, app, clock, db):
+def starter_with_20_days_left(client, app, clock, db, pay):
+    """A customer whose trial ended, who paid Starter (12 Dec -> 12 Jan), eleven days in."""
     register(client)
     tick(client, app, clock, TRIAL_END + timedelta(days=1))  # after the trial: the paid month starts now
     login(client)
-    pay_iframe(client, app)  # Starter, 12 Dec -> 12 Jan
+    pay(client, app)
     clock.at = parse(sub(db)["current_period_start"]) + timedelta(days=11)  # 20 of 31 days left
+
+
+def test_upgrade_charges_the_prorated_difference_and_switches_now(client, app, clock, db):
+    starter_with_20_days_left(client, app, clock, db, pay_iframe)
     page = client.get("/billing/plan/team")
     assert "$45.16" in page.text and "20 days left" in page.text  # 7000 * 20/31 = 4516.13
     response = post(client, "/billing/plan/upgrade", {"plan": "team"}, token_from="/billing/plan/team")
@@ -277,11 +282,7 @@ def test_upgrade_charges_the_prorated_difference_and_switches_now(client, app, c
 
 
 def test_upgrade_with_a_saved_card_charges_it_at_once(client, app, clock, db):
-    register(client)
-    tick(client, app, clock, TRIAL_END + timedelta(days=1))
-    login(client)
-    pay_saving_card(client, app)  # Starter, 12 Dec -> 12 Jan, card saved
-    clock.at = parse(sub(db)["current_period_start"]) + timedelta(days=11)
+    starter_with_20_days_left(client, app, clock, db, pay_saving_card)  # card saved
     page = client.get("/billing/plan/team").text
     assert "Upgrade and charge $45.16 to Visa ending 4358" in page and "Pay with another card" in page
     response = post(client, "/billing/plan/upgrade", {"plan": "team", "pay_with": "saved_card"},
@@ -302,11 +303,7 @@ def test_upgrade_with_a_saved_card_charges_it_at_once(client, app, clock, db):
 
 
 def test_a_second_upgrade_payment_is_kept_for_review_not_applied_twice(client, app, clock, db):
-    register(client)
-    tick(client, app, clock, TRIAL_END + timedelta(days=1))
-    login(client)
-    pay_iframe(client, app)
-    clock.at = parse(sub(db)["current_period_start"]) + timedelta(days=11)
+    starter_with_20_days_left(client, app, clock, db, pay_iframe)
     # Two tabs: each starts the upgrade; the customer pays the newer one, then the replaced one.
     pages = []
     for _ in range(2):
@@ -323,11 +320,7 @@ def test_a_second_upgrade_payment_is_kept_for_review_not_applied_twice(client, a
 
 
 def test_a_saved_card_upgrade_is_charged_once_however_often_it_is_confirmed(client, app, clock, db):
-    register(client)
-    tick(client, app, clock, TRIAL_END + timedelta(days=1))
-    login(client)
-    pay_saving_card(client, app)
-    clock.at = parse(sub(db)["current_period_start"]) + timedelta(days=11)
+    starter_with_20_days_left(client, app, clock, db, pay_saving_card)
     app.state.emulator.set_faults(callback_delay=3600)  # PayTR's answer is slow to come
     for _ in range(2):
         post(client, "/billing/plan/upgrade", {"plan": "team", "pay_with": "saved_card"},
@@ -338,11 +331,7 @@ def test_a_saved_card_upgrade_is_charged_once_however_often_it_is_confirmed(clie
 
 
 def test_a_declined_saved_card_upgrade_changes_nothing_and_is_not_dunning(client, app, clock, db):
-    register(client)
-    tick(client, app, clock, TRIAL_END + timedelta(days=1))
-    login(client)
-    pay_saving_card(client, app)
-    clock.at = parse(sub(db)["current_period_start"]) + timedelta(days=11)
+    starter_with_20_days_left(client, app, clock, db, pay_saving_card)
     app.state.emulator.set_card_outcome("4358", "insufficient_funds")
     response = post(client, "/billing/plan/upgrade", {"plan": "team", "pay_with": "saved_card"},
                     token_from="/billing/plan/team")

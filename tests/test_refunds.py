@@ -5,11 +5,12 @@ from datetime import timedelta
 
 import pytest
 
-from billing import accounts, jobs, refunds
+from billing import accounts, refunds
 from billing.db import one, rows, scalar
 from billing.paytr.client import PaytrUnavailable
 from conftest import START, login, outbox, post, register, second_browser, visible
 from test_checkout_http import checkout_oid, iframe_src, pay, subscribe
+from test_lifecycle import tick
 
 
 @pytest.fixture
@@ -39,13 +40,6 @@ def refund(staff, payment, amount="29.00", reason="Müşteri iki kez ödedi", **
 
 def at_paytr(app, payment) -> list[tuple[int, str]]:
     return [(r.amount, r.reference_no) for r in app.state.emulator.transaction(payment["merchant_oid"]).refunds]
-
-
-def tick(client, app, clock, at):
-    clock.at = at
-    report = client.portal.call(jobs.tick, app.state.jobs, at)
-    client.portal.call(app.state.emulator.wait_idle, 15)
-    return report
 
 
 def test_staff_refund_part_then_the_rest_and_the_customer_sees_it(client, app, db, paid, staff):
@@ -173,6 +167,9 @@ def test_staff_can_settle_an_unknown_refund_from_paytrs_panel(app, db, paid, sta
     company = f"/admin/companies/{paid['company_id']}"
     assert "Checked PayTR's panel yourself?" in visible(staff.get(company))
     refund_id = one(db, "SELECT id FROM refunds")["id"]
+    assert post(staff, f"/admin/refunds/{refund_id}/settle", {"outcome": "maybe"}, token_from=company).status_code == 400
+    assert post(staff, "/admin/refunds/999/settle", {"outcome": "made"}, token_from=company).status_code == 404
+    assert one(db, "SELECT status FROM refunds")["status"] == "unknown"
     post(staff, f"/admin/refunds/{refund_id}/settle", {"outcome": "not_made"}, token_from=company)
     settled = one(db, "SELECT * FROM refunds")
     assert settled["status"] == "failed" and "Operasyon Ekibi" in settled["message"]

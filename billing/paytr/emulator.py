@@ -24,6 +24,7 @@ import logging
 import os
 import pickle
 import secrets
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -108,7 +109,8 @@ class Emulator:
         self._dirty = False
         state = {"version": self.STATE_VERSION, "transactions": self._transactions,
                  "oid_by_token": self._oid_by_token, "cards": self._cards, "card_outcomes": self._card_outcomes}
-        temporary = self.state_path.with_name(self.state_path.name + ".tmp")
+        # Its own temporary file per thread: a script's thread and the event loop may both write.
+        temporary = self.state_path.with_name(f"{self.state_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(temporary, "wb") as file:
             pickle.dump(state, file, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(temporary, self.state_path)
