@@ -2,9 +2,15 @@
 
 Upgrades take effect at once and charge the prorated difference for the rest of
 the paid period; downgrades wait for the period's end (and can be undone until
-then). Proration is integer arithmetic on seconds, rounded half up to the cent:
+then). Proration is exact arithmetic on seconds of the CURRENT period (the one
+the last renewal bought), on net prices, rounded half up to the cent once; the
+VAT is then the rate of that net, so the invoice splits exactly:
 
-    amount = (new price - old price) * seconds left // seconds in the period   (± half a cent)
+    net   = (new net - old net) × seconds left / seconds in the period   (half up)
+    total = net + round_half_up(net × VAT rate)
+
+Paid early, the next period is already bought: the quote is the rest of the
+period running now plus the whole next one.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from billing import accounts, clock, events, mail, plans, subscriptions
+from billing import accounts, clock, events, mail, money, plans, subscriptions
 from billing.db import one, write
 from billing.settings import Settings
 from billing.subscriptions import ACTIVE, PAST_DUE
@@ -34,7 +42,7 @@ class Quote:
 
     old: plans.Plan
     new: plans.Plan
-    amount: int  # minor units to charge now (0: below PayTR's minimum, switched for free)
+    amount: int  # minor units to charge now, VAT included (0: below PayTR's minimum, switched for free)
     exact: int  # before the minimum rule
     days_left: int
     period_days: int
@@ -70,17 +78,28 @@ def _active_sub(db, company_id: int) -> dict:
 # --- cancel and resume -------------------------------------------------------------------
 
 
+def renewal_charge_in_flight(db: Database, sub: dict) -> bool:
+    """Is a saved-card charge for the period after this one out at PayTR, outcome unknown?"""
+    return one(db, "SELECT id FROM payments WHERE company_id = ? AND kind = 'renewal' AND method = 'recurring' "
+                   "AND status = 'pending' AND base_period_end IS ?",
+               [sub["company_id"], sub["current_period_end"]]) is not None
+
+
 def cancel_at_period_end(db: Database, now: datetime, settings: Settings, user: dict) -> dict:
     with write(db):
         sub = _active_sub(db, user["company_id"])
         if sub["cancel_at_period_end"]:
             return sub
+        if renewal_charge_in_flight(db, sub):
+            # Its success would have to be refunded, or would undo the cancel: let it finish first.
+            raise ChangeError("A renewal charge is being processed; try again in a minute.")
         company = accounts.company(db, user["company_id"])
         sub = _update(db, now, sub, cancel_at_period_end=1, scheduled_plan=None)
         events.record(db, now, "subscription.cancel_scheduled",
                       f"canceled by {user['name']} at period end ({sub['current_period_end'][:10]})",
                       company_id=company["id"], actor=events.user_actor(user))
-        _email(db, now, settings, "cancel_scheduled", f"cancel-scheduled:{company['id']}:{now:%Y%m%d%H%M%S}",
+        # Once per period: cancel, resume, cancel again does not send the owner a second letter.
+        _email(db, now, settings, "cancel_scheduled", f"cancel-scheduled:{company['id']}:{sub['current_period_end']}",
                sub, company)
     return sub
 
@@ -109,18 +128,38 @@ def _update(db, now: datetime, sub: dict, **values) -> dict:
 # --- plan changes -------------------------------------------------------------------------
 
 
-def quote(sub: dict, new_code: str, now: datetime) -> Quote:
-    """The prorated price of upgrading `sub` to `new_code` now."""
+def quote(sub: dict, new_code: str, now: datetime, vat_rate: Decimal, previous_start: datetime | None = None) -> Quote:
+    """The prorated price of upgrading `sub` to `new_code` now, over the current period.
+
+    `previous_start`: when the next period was paid early (it has not started yet), the start
+    of the period running now, whose rest is charged too."""
     old, new = plans.get(sub["plan"]), plans.get(new_code)
     start, end = clock.parse(sub["current_period_start"]), clock.parse(sub["current_period_end"])
     period = int((end - start).total_seconds())
     left = int((end - max(now, start)).total_seconds())
     if left <= 0 or period <= 0:
         raise ChangeError("The current period has ended; renew first.")
-    difference = new.price - old.price
-    exact = (difference * left + period // 2) // period  # round half up to a whole cent
+    share = Fraction(left, period)
+    if previous_start is not None and now < start:
+        share += Fraction(int((start - now).total_seconds()), int((start - previous_start).total_seconds()))
+    net_difference = money.split_gross(new.price, vat_rate)[0] - money.split_gross(old.price, vat_rate)[0]
+    net = math.floor(net_difference * share + Fraction(1, 2))  # half up, once
+    exact = money.gross_from_net(net, vat_rate)
     return Quote(old=old, new=new, amount=exact if exact >= MINIMUM_CHARGE else 0, exact=exact,
-                 days_left=math.ceil(left / 86400), period_days=round(period / 86400), period_end=end)
+                 days_left=math.ceil((end - now).total_seconds() / 86400), period_days=round(period / 86400),
+                 period_end=end)
+
+
+def _previous_start(db, sub: dict) -> datetime | None:
+    """The start of the period running now, when the next one was paid early."""
+    row = one(db, "SELECT period_start FROM payments WHERE company_id = ? AND status = 'succeeded' "
+                  "AND kind IN ('subscribe', 'renewal') AND period_end = ? ORDER BY id DESC LIMIT 1",
+              [sub["company_id"], sub["current_period_start"]])
+    return clock.parse(row["period_start"]) if row and row["period_start"] else None
+
+
+def current_quote(db: Database, now: datetime, settings: Settings, sub: dict, new_code: str) -> Quote:
+    return quote(sub, new_code, now, settings.vat_rate, _previous_start(db, sub))
 
 
 def direction(sub: dict, new_code: str) -> str:
@@ -131,7 +170,8 @@ def direction(sub: dict, new_code: str) -> str:
     return "upgrade" if new.price > old.price else "downgrade"
 
 
-def preview(db: Database, now: datetime, company_id: int, new_code: str) -> tuple[str, Quote | None]:
+def preview(db: Database, now: datetime, settings: Settings, company_id: int,
+            new_code: str) -> tuple[str, Quote | None]:
     """('upgrade', its quote) or ('downgrade', None) for moving to `new_code` now; ChangeError if not possible."""
     sub = _active_sub(db, company_id)
     kind = direction(sub, new_code)
@@ -139,11 +179,11 @@ def preview(db: Database, now: datetime, company_id: int, new_code: str) -> tupl
         raise ChangeError(f"You're already on {plans.get(new_code).name}.")
     if sub["cancel_at_period_end"]:
         raise ChangeError("The subscription is set to end; resume it before changing plans.")
-    return kind, quote(sub, new_code, now) if kind == "upgrade" else None
+    return kind, current_quote(db, now, settings, sub, new_code) if kind == "upgrade" else None
 
 
-def upgrade_quote(db: Database, now: datetime, company_id: int, new_code: str) -> Quote:
-    kind, upgrade = preview(db, now, company_id, new_code)
+def upgrade_quote(db: Database, now: datetime, settings: Settings, company_id: int, new_code: str) -> Quote:
+    kind, upgrade = preview(db, now, settings, company_id, new_code)
     if kind != "upgrade":
         raise ChangeError("That plan is not an upgrade.")
     return upgrade
@@ -153,7 +193,7 @@ def upgrade_for_free(db: Database, now: datetime, settings: Settings, user: dict
     """The prorated difference is below PayTR's minimum: switch now, charge nothing."""
     with write(db):
         sub = _active_sub(db, user["company_id"])
-        q = quote(sub, new_code, now)
+        q = current_quote(db, now, settings, sub, new_code)
         if q.amount:
             raise ChangeError("This upgrade has a charge; pay it at checkout.")
         return switch_plan_now(db, now, settings, sub, q.new.code, f"upgraded by {user['name']} (no charge: "
@@ -174,7 +214,7 @@ def switch_plan_now(db: Database, now: datetime, settings: Settings, sub: dict, 
 
 def schedule_downgrade(db: Database, now: datetime, settings: Settings, user: dict, new_code: str) -> dict:
     with write(db):
-        if preview(db, now, user["company_id"], new_code)[0] != "downgrade":
+        if preview(db, now, settings, user["company_id"], new_code)[0] != "downgrade":
             raise ChangeError("That plan is not a downgrade.")
         sub = subscriptions.for_company(db, user["company_id"])
         company = accounts.company(db, user["company_id"])

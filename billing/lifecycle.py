@@ -170,7 +170,8 @@ def advance(db: Database, now: datetime, settings: Settings, sub: dict) -> Due:
         if status == PAST_DUE:
             changes["past_due_since"] = sub["current_period_end"]
         if status == CANCELED:
-            changes.update(canceled_at=now, cancel_at_period_end=0, scheduled_plan=None)
+            # cancel_at_period_end stays set when the owner asked: a renewal paid after it is not applied.
+            changes.update(canceled_at=now, scheduled_plan=None)
         sub = subscriptions.transition(db, now, sub, status, reason, **changes)
     if due.charge_attempt is not None:
         start_renewal_charge(db, now, settings, sub, company, owner, due.charge_attempt)

@@ -63,7 +63,7 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
                                                  "AND method = 'recurring' AND status = ?", [company["id"], PENDING]):
                 raise CheckoutError("Your upgrade is already being charged to your saved card; "
                                     "see the outcome on your billing page in a moment.")
-            kind, amount = "upgrade", upgrade.amount
+            kind, amount, base_plan = "upgrade", upgrade.amount, upgrade.old.code
             description = (f"Upgrade {upgrade.old.name} → {upgrade.new.name}, {upgrade.days_left} of "
                            f"{upgrade.period_days} days until {upgrade.period_end.astimezone(settings.tz):%d.%m.%Y}")
         else:
@@ -71,18 +71,23 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
                 kind = subscriptions.checkout_kind(sub, plan.code)
             except subscriptions.TransitionError as exc:
                 raise CheckoutError(str(exc)) from None
+            if kind == "renewal" and sub["cancel_at_period_end"]:
+                raise CheckoutError("Your subscription is set to end. Resume it first if you want to keep it.")
+            base_plan = sub["plan"]
+            # What the basket tells PayTR; the invoice line is written from the period actually granted.
             start, end, _ = subscriptions.next_period(sub, now, settings.tz)
-            amount, description = plan.price, line_description(plan, start, end, settings)
+            amount, description = plan.price, line_description(plan, start, end, settings.tz)
         superseded = db.conn.execute(
             "UPDATE payments SET status = ?, updated_at = ? WHERE company_id = ? AND status = ? AND method != ?",
             [SUPERSEDED, clock.iso(now), company["id"], PENDING, "recurring"]).rowcount
         oid = protocol.new_merchant_oid(company["id"], now)
         payment_id = db.conn.execute(
             """INSERT INTO payments (company_id, merchant_oid, kind, method, plan, amount, currency, test_mode,
-                   base_period_end, description, user_id, user_ip, email, reconcile_at, created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   base_period_end, base_plan, description, user_id, user_ip, email, reconcile_at, created_at,
+                   updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [company["id"], oid, kind, method, plan.code, amount, plan.currency, int(settings.paytr_test_mode),
-             sub["current_period_end"], description, user["id"], ip, user["email"],
+             sub["current_period_end"], base_plan, description, user["id"], ip, user["email"],
              clock.iso(now + RECONCILE_AFTER), clock.iso(now), clock.iso(now)],
         ).lastrowid
         events.record(db, now, "payment.started", f"{user['name']} started a checkout: {description}",
@@ -117,8 +122,7 @@ def direct_form(db: Database, settings: Settings, payment: dict) -> dict:
     return paytr_request(settings, payment, user["name"] if user else company["name"], company)
 
 
-def line_description(plan: plans.Plan, start: datetime, end: datetime, settings: Settings) -> str:
-    tz = settings.tz
+def line_description(plan: plans.Plan, start: datetime, end: datetime, tz: ZoneInfo) -> str:
     return (f"{plan.name} plan, {start.astimezone(tz):%d.%m.%Y} – {end.astimezone(tz):%d.%m.%Y}")
 
 
@@ -223,13 +227,13 @@ def _decide(db, now, settings, payment, cb) -> str:
 
     sub = subscriptions.for_company(db, payment["company_id"])
     company = accounts.company(db, payment["company_id"])
-    if _already_paid(sub, payment):
+    stale = _not_applicable(sub, payment)
+    if stale:
+        kind, flag, detail = stale
         _set(db, now, payment, status=NEEDS_REVIEW, paid_amount=cb.total_amount, decided_at=now,
-             reconcile_at=None, flag="possible double payment: this period was already paid")
-        return _anomaly(db, now, settings, "second_success", cb, payment,
-                        "A payment arrived for a period that was already paid or has changed since the checkout "
-                        "began (two tabs, a replaced checkout, a renewal and a pay link). The money is recorded; "
-                        "nothing was extended. Consider a refund.")
+             reconcile_at=None, flag=flag)
+        return _anomaly(db, now, settings, kind, cb, payment,
+                        f"{detail} The money is recorded; the subscription was not changed. Consider a refund.")
 
     if cb.get("utoken") and payment["method"] == "direct":
         _save_card(db, now, payment, cb.get("utoken"))
@@ -245,12 +249,24 @@ def _decide(db, now, settings, payment, cb) -> str:
     return "applied"
 
 
-def _already_paid(sub: dict, payment: dict) -> bool:
-    """Has what this payment buys been paid, or changed, since its checkout began?"""
+def _not_applicable(sub: dict, payment: dict) -> tuple[str, str, str] | None:
+    """Why this payment must not change the subscription, if it must not: (anomaly kind, flag, detail).
+    A payment applies only to the subscription as it was when its checkout began."""
+    if payment["kind"] == "renewal" and sub.get("cancel_at_period_end"):
+        # A payment never undoes a cancellation the owner asked for; only resuming does.
+        return ("paid_after_cancel", "paid after the owner canceled: possible unwanted charge",
+                "A renewal was paid for a subscription its owner had canceled.")
     if sub["current_period_end"] != payment["base_period_end"]:
-        return True  # another payment extended the period, or it ended
-    # An upgrade needs an active subscription not yet on the new plan (two tabs, a double click).
-    return payment["kind"] == "upgrade" and (sub["status"] != subscriptions.ACTIVE or sub["plan"] == payment["plan"])
+        return ("second_success", "possible double payment: this period was already paid",
+                "A payment arrived for a period that was already paid or has changed since the checkout began "
+                "(two tabs, a replaced checkout, a renewal and a pay link).")
+    if payment["kind"] == "upgrade" and (sub["status"] != subscriptions.ACTIVE or sub["plan"] == payment["plan"]
+                                         or (payment.get("base_plan") and sub["plan"] != payment["base_plan"])):
+        # Two upgrade tabs: only the quote made from the plan the customer is on still holds.
+        return ("stale_upgrade", "upgrade quoted from another plan or period: not applied",
+                "An upgrade was paid whose quote was made from a plan or period the subscription is no longer "
+                "on (two upgrade tabs, or a plan change since).")
+    return None
 
 
 def _apply_period(db, now, settings, payment, cb, sub, company, tz) -> None:
@@ -260,8 +276,9 @@ def _apply_period(db, now, settings, payment, cb, sub, company, tz) -> None:
     reason = (f"renewed: {plan.name} paid" if payment["kind"] == "renewal"
               else f"subscribed to {plan.name}: payment received")
     sub, start, end = subscriptions.activate(db, now, sub, plan.code, tz, reason)
-    payment = _succeeded(db, now, payment, cb, start, end)
-    description = payment["description"] or line_description(plan, start, end, settings)
+    # The line names the period granted now, not the one guessed when the checkout opened.
+    description = line_description(plan, start, end, tz)
+    payment = _succeeded(db, now, payment, cb, start, end, description=description)
     invoice = invoices.issue(db, now, settings, company=company, payment=payment, buyer_email=payment["email"],
                              lines=[(description, payment["amount"], 1)], period_start=start, period_end=end)
     events.record(db, now, "payment.succeeded", f"Payment of {plan.name} received; invoice {invoice['number']}",
@@ -291,11 +308,11 @@ def _apply_upgrade(db, now, settings, payment, cb, sub, company, tz) -> None:
                             actor="paytr", charged=payment["amount"], invoice_number=invoice["number"])
 
 
-def _succeeded(db, now, payment, cb, start, end) -> dict:
+def _succeeded(db, now, payment, cb, start, end, **also) -> dict:
     replaced = payment["status"] in (SUPERSEDED, ABANDONED)
     return _set(db, now, payment, status=SUCCEEDED, paid_amount=cb.total_amount, period_start=start, period_end=end,
                 decided_at=now, reconcile_at=None,
-                flag="paid after a newer checkout replaced it: possible double payment" if replaced else None)
+                flag="paid after a newer checkout replaced it: possible double payment" if replaced else None, **also)
 
 
 def _save_card(db, now, payment, utoken: str) -> None:

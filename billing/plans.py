@@ -49,3 +49,12 @@ def get(code: str) -> Plan:
 
 def all_plans() -> list[Plan]:
     return list(PLANS.values())
+
+
+def prices_that_do_not_split(vat_rate) -> list[str]:
+    """Plans whose VAT-inclusive price has no net amount with net + round(net × rate) == price.
+    Their invoices could not show VAT as exactly the rate of the net, so start-up refuses them."""
+    from billing import money
+
+    return [f"{plan.name} ({money.format(plan.price, plan.currency)})" for plan in PLANS.values()
+            if not money.splits_exactly(plan.price, vat_rate)]

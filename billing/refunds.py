@@ -156,6 +156,21 @@ def claim_checks(db: Database, now: datetime, limit: int = 50) -> list[dict]:
                     [clock.iso(now + CHECK_RETRY), clock.iso(now), limit])
 
 
+def settle_from_status(db: Database, now: datetime, settings: Settings, refund_id: int,
+                       answer: dict) -> tuple[bool, str] | None:
+    """Read PayTR's status answer and settle the refund in ONE write: refunds of one payment are
+    settled one at a time against what is already recorded, so two checks holding the same answer
+    never both claim the one return PayTR lists. None (nothing changed) if the answer cannot tell."""
+    with write(db):
+        refund = one(db, "SELECT * FROM refunds WHERE id = ?", [refund_id])
+        if refund is None or refund["status"] in (SUCCEEDED, FAILED):
+            return None
+        outcome = outcome_from_status(db, refund, answer)
+        if outcome is not None:
+            settle(db, now, settings, refund_id, ok=outcome[0], message=outcome[1])
+        return outcome
+
+
 def outcome_from_status(db: Database, refund: dict, answer: dict) -> tuple[bool, str] | None:
     """Read PayTR's status answer for the refund's payment: (made?, why), or None if it cannot tell."""
     returns = answer.get("returns")

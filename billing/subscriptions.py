@@ -82,45 +82,72 @@ def _store(value):
 # --- periods --------------------------------------------------------------------------
 
 
-def add_month(at: datetime, anchor_day: int, tz: ZoneInfo) -> datetime:
-    """One calendar month later on the anchor day, clamped to the month's length:
-    anchored on the 31st, Jan 31 -> Feb 28 (29 in leap years) -> Mar 31."""
+def add_month(at: datetime, anchor_day: int, tz: ZoneInfo, anchor_time: str | None = None) -> datetime:
+    """One calendar month later on the anchor day and wall-clock time, clamped to the month's
+    length: anchored on the 31st, Jan 31 -> Feb 28 (29 in leap years) -> Mar 31.
+
+    The anchor is local wall-clock time (`anchor_time`, "HH:MM:SS"; default: `at`'s own). A time
+    that does not exist that day (the hour a DST change skips) moves forward by the gap, for that
+    occurrence only: the next month is back on the anchor time.
+    """
     local = at.astimezone(tz)
     year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
     day = min(anchor_day, calendar.monthrange(year, month)[1])
-    return local.replace(year=year, month=month, day=day).astimezone(UTC)
+    hour, minute, second = (int(part) for part in anchor_time.split(":")) if anchor_time else \
+        (local.hour, local.minute, local.second)
+    # fold=0 on a skipped wall time takes the offset before the change: 02:30 in a gap is 03:30.
+    return datetime(year, month, day, hour, minute, second, tzinfo=tz).astimezone(UTC)
+
+
+def anchor_time_of(at: datetime, tz: ZoneInfo) -> str:
+    return at.astimezone(tz).strftime("%H:%M:%S")
 
 
 def next_period(sub: dict, now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime, int]:
     """(start, end, anchor day) of the period a payment made now would buy.
 
     Active or past due: from the current period's end, so paying early or late
-    loses no paid day. On a running trial: from the trial's end, so the trial is
-    not cut short. Otherwise (trial over, canceled): from now.
+    loses no paid day; but late work does not stack: when whole periods have gone by
+    unpaid (the app was down), it is the period that contains now, on the same anchor.
+    On a running trial: from the trial's end, so the trial is not cut short.
+    Otherwise (trial over, canceled): from now.
     """
     current_end = _at(sub, "current_period_end")
     trial_end = _at(sub, "trial_ends_at")
+    anchor_time = None
     if sub["status"] in (ACTIVE, PAST_DUE) and current_end is not None:
         start = current_end
         anchor = sub.get("period_anchor_day") or start.astimezone(tz).day
+        anchor_time = sub.get("period_anchor_time")
+        while (following := add_month(start, anchor, tz, anchor_time)) <= now:
+            start = following
     elif sub["status"] == TRIALING and trial_end is not None and trial_end > now:
         start, anchor = trial_end, trial_end.astimezone(tz).day
     else:
         start, anchor = now, now.astimezone(tz).day
-    return start, add_month(start, anchor, tz), anchor
+    return start, add_month(start, anchor, tz, anchor_time), anchor
 
 
 def activate(db: Database, now: datetime, sub: dict, plan: str, tz: ZoneInfo, reason: str,
              actor: str = "paytr") -> tuple[dict, datetime, datetime]:
-    """A payment for the next period succeeded: become (or stay) active through its end."""
+    """A payment for the next period succeeded: become (or stay) active through its end.
+    The new period's start is recorded every time (a quote prorates over the current period)."""
     start, end, anchor = next_period(sub, now, tz)
     extending = sub["status"] in (ACTIVE, PAST_DUE) and sub.get("current_period_end")
-    changes = {"plan": plan, "current_period_end": end, "period_anchor_day": anchor, "past_due_since": None,
-               "cancel_at_period_end": 0, "canceled_at": None, "ended_at": None, "next_action_at": now}
+    changes = {"plan": plan, "current_period_start": start, "current_period_end": end, "period_anchor_day": anchor,
+               "past_due_since": None, "next_action_at": now}
+    if not extending:
+        # A new subscription (after a trial, or after it ended): a new anchor, nothing to cancel.
+        changes.update(period_anchor_time=anchor_time_of(start, tz), cancel_at_period_end=0, canceled_at=None,
+                       ended_at=None)
     if sub.get("scheduled_plan") == plan:  # a scheduled downgrade took effect with this renewal
         changes["scheduled_plan"] = None
-    if not extending:
-        changes["current_period_start"] = start
+    if extending and clock.iso(start) != sub["current_period_end"]:
+        events.record(db, now, "subscription.periods_skipped",
+                      f"Not billed from {sub['current_period_end'][:10]} to {clock.iso(start)[:10]}: the renewal "
+                      f"ran late (the app was not running), so only the period containing now was charged",
+                      company_id=sub["company_id"], actor="system", skipped_from=sub["current_period_end"],
+                      skipped_to=clock.iso(start))
     updated = transition(db, now, sub, ACTIVE, reason, actor=actor, **changes)
     return updated, start, end
 
@@ -173,7 +200,7 @@ def paid_until(sub: dict) -> datetime | None:
 def first_period_later(sub: dict, now: datetime) -> bool:
     """Paid during the trial: the first paid period begins when the trial ends."""
     start = _at(sub, "current_period_start")
-    return is_paid(sub) and start is not None and start > now
+    return is_paid(sub) and start is not None and start > now and sub.get("trial_ends_at") == sub["current_period_start"]
 
 
 def grace_ends(sub: dict, grace_days: int) -> datetime | None:

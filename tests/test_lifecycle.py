@@ -315,7 +315,7 @@ def test_a_second_upgrade_payment_is_kept_for_review_not_applied_twice(client, a
         client.portal.call(app.state.emulator.wait_idle, 15)
     upgrades = rows(db, "SELECT status FROM payments WHERE kind = 'upgrade' ORDER BY id")
     assert [u["status"] for u in upgrades] == ["needs_review", "succeeded"]
-    assert one(db, "SELECT kind FROM anomalies")["kind"] == "second_success"
+    assert one(db, "SELECT kind FROM anomalies")["kind"] == "stale_upgrade"
     assert len(emails(db, "plan_changed")) == 1 and scalar(db, "SELECT count(*) FROM invoices") == 2
 
 

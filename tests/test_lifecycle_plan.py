@@ -1,6 +1,7 @@
 """What is due when: the pure planning of a subscription's life, with a fixed clock."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -137,13 +138,13 @@ def period(start, end, plan_code="starter"):
 ])
 def test_upgrade_proration_is_integer_and_rounded_half_up(now, amount):
     sub = period("2026-12-01T00:00:00Z", "2026-12-31T00:00:00Z")  # Starter ($29) -> Team ($99)
-    q = changes.quote(sub, "team", clock.parse(now))
+    q = changes.quote(sub, "team", clock.parse(now), Decimal(20))
     assert (q.amount, q.exact, q.period_days) == (amount, amount, 30)
 
 
 def test_a_difference_under_one_dollar_is_not_charged():
     sub = period("2026-12-01T00:00:00Z", "2026-12-31T00:00:00Z")
-    q = changes.quote(sub, "team", clock.parse("2026-12-30T14:00:00Z"))  # ten hours left: 97.2 cents
+    q = changes.quote(sub, "team", clock.parse("2026-12-30T14:00:00Z"), Decimal(20))  # ten hours left: 97.2 cents
     assert q.exact == 97 and q.amount == 0 and q.days_left == 1
 
 

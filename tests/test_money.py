@@ -40,11 +40,18 @@ def test_decimal_string_is_paytrs_refund_format():
     assert money.decimal_string(7) == "0.07"
 
 
-def test_vat_split_adds_up_exactly():
-    for gross in (2900, 9900, 29900, 1, 99, 12345):
+def test_vat_split_adds_up_exactly_and_vat_is_the_rate_of_the_net():
+    for gross in (2900, 9900, 29900, 1, 98, 12346, 4968, 2258):
         net, vat = money.split_gross(gross, Decimal("20"))
-        assert net + vat == gross
+        assert net + vat == gross and vat == money.percent_of(net, Decimal("20"))
     assert money.split_gross(2900, Decimal("20")) == (2417, 483)
+
+
+def test_a_total_no_net_can_make_is_refused_not_split_wrongly():
+    # nets 2 and 3 make totals 2 and 4 at 20 %: a total of 3 has no honest split
+    with pytest.raises(money.MoneyError):
+        money.split_gross(3, Decimal("20"))
+    assert money.gross_from_net(3, Decimal("20")) == 4
 
 
 def test_catalog_prices_are_integer_minor_units():

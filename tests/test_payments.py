@@ -205,7 +205,8 @@ def test_renewing_early_extends_from_the_current_period_end(db, settings, owner)
     assert renewal["kind"] == "renewal" and renewal["base_period_end"] == "2027-01-11T09:00:00Z"
     assert apply(db, settings, callback(settings, renewal), at=later) == "applied"
     sub = sub_of(db, owner)
-    assert (sub["current_period_start"], sub["current_period_end"]) == ("2026-12-11T09:00:00Z",
+    # the renewal bought the next period, and that period's start is recorded (quotes prorate over it)
+    assert (sub["current_period_start"], sub["current_period_end"]) == ("2027-01-11T09:00:00Z",
                                                                        "2027-02-11T09:00:00Z")
     # numbering restarts each year: the renewal was paid in January
     assert [r["number"] for r in rows(db, "SELECT number FROM invoices ORDER BY id")] == [
