@@ -228,14 +228,13 @@ async def _check_refund(ctx: Context, now: datetime, refund: dict) -> None:
         answer = await ctx.paytr.status(refund["merchant_oid"])
     except PaytrUnavailable:
         return  # the lease brings it back
-    outcome = await _in_thread(ctx, lambda db: refunds.outcome_from_status(db, refund, answer))
+    outcome = await _in_thread(ctx, refunds.settle_from_status, now, ctx.settings, refund["id"], answer)
     if outcome is None:
         log.warning("status query for %s cannot tell whether refund %s was made: %r", refund["merchant_oid"],
                     refund["reference_no"], answer)
         return
-    made, message = outcome
-    await _in_thread(ctx, lambda db: refunds.settle(db, now, ctx.settings, refund["id"], ok=made, message=message))
-    log.info("refund %s settled from PayTR's status query: %s", refund["reference_no"], "made" if made else "not made")
+    log.info("refund %s settled from PayTR's status query: %s", refund["reference_no"],
+             "made" if outcome[0] else "not made")
 
 
 # --- the tick --------------------------------------------------------------------------------

@@ -368,6 +368,68 @@ def m008_refunds(db: Database) -> None:
     )
 
 
+
+@migrations()
+def m009_periods_and_quotes(db: Database) -> None:
+    """Each renewal now records its period's start (a quote prorates over the current period
+    only), the anchor is a local wall-clock time (DST), and an upgrade remembers the plan its
+    quote was made from. Repairs the starts that renewals used to leave behind."""
+    db.execute("ALTER TABLE subscriptions ADD COLUMN period_anchor_time TEXT")  # local HH:MM:SS periods renew at
+    db.execute("ALTER TABLE payments ADD COLUMN base_plan TEXT")  # an upgrade applies only from this plan
+    repair_periods(db)
+
+
+def repair_periods(db: Database) -> None:
+    """Set each subscription's period start and anchor time from the payments that bought them."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    # The current period is the one the latest period payment bought (its end is the subscription's).
+    db.execute("""UPDATE subscriptions SET current_period_start = (
+                      SELECT p.period_start FROM payments p
+                      WHERE p.company_id = subscriptions.company_id AND p.status = 'succeeded'
+                        AND p.kind IN ('subscribe', 'renewal') AND p.period_end = subscriptions.current_period_end
+                      ORDER BY p.id DESC LIMIT 1)
+                  WHERE current_period_end IS NOT NULL AND EXISTS (
+                      SELECT 1 FROM payments p WHERE p.company_id = subscriptions.company_id
+                        AND p.status = 'succeeded' AND p.kind IN ('subscribe', 'renewal')
+                        AND p.period_end = subscriptions.current_period_end)""")
+    # The anchor time: the local start time of the latest subscription (renewals keep its anchor).
+    for sub_id, start, tz in db.execute(
+            """SELECT s.id, (SELECT p.period_start FROM payments p WHERE p.company_id = s.company_id
+                             AND p.status = 'succeeded' AND p.kind = 'subscribe'
+                             ORDER BY p.id DESC LIMIT 1), c.timezone
+               FROM subscriptions s JOIN companies c ON c.id = s.company_id
+               WHERE s.period_anchor_day IS NOT NULL""").fetchall():
+        if start:
+            local = datetime.fromisoformat(start.replace("Z", "+00:00")).astimezone(ZoneInfo(tz))
+            db.execute("UPDATE subscriptions SET period_anchor_time = ? WHERE id = ?",
+                       [local.strftime("%H:%M:%S"), sub_id])
+
+
+@migrations()
+def m010_chosen_card(db: Database) -> None:
+    """Which saved card renewals charge, and the cards already seen in PayTR's list, so that
+    a card saved with a later payment can be told apart from the ones the company had."""
+    _run(
+        db,
+        # PayTR's ctoken of the card renewals charge (NULL: none chosen, renewals go by pay link),
+        # and how it was called, for when PayTR no longer lists it
+        "ALTER TABLE companies ADD COLUMN paytr_ctoken TEXT",
+        "ALTER TABLE companies ADD COLUMN paytr_card_label TEXT",
+        # set by a payment that saved a card (its merchant_oid) until PayTR's list showed which card it was
+        "ALTER TABLE companies ADD COLUMN card_saved_by TEXT",
+        """CREATE TABLE paytr_cards (
+            company_id INTEGER NOT NULL REFERENCES companies(id) ON DELETE CASCADE,
+            ctoken TEXT NOT NULL,
+            first_seen_at TEXT NOT NULL,
+            PRIMARY KEY (company_id, ctoken)
+        ) WITHOUT ROWID""",
+        # Saved before this: renewals charged the first card PayTR listed; keep charging that one.
+        "UPDATE companies SET card_saved_by = 'first-listed' WHERE paytr_utoken IS NOT NULL",
+    )
+
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

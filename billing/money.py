@@ -6,7 +6,8 @@ formatting divides with integers.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+import re
+from decimal import ROUND_HALF_UP, Decimal
 
 # ISO code -> (symbol, symbol goes before the number)
 CURRENCIES = {
@@ -30,17 +31,21 @@ def check_currency(code: str) -> str:
 
 
 def parse(text: str) -> int:
-    """'34.56' -> 3456. Refuses more than two decimals, signs and garbage."""
-    raw = str(text).strip().replace(",", ".")
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise MoneyError(f"{text!r} is not an amount") from None
-    if not value.is_finite() or value < 0:
-        raise MoneyError(f"{text!r} is not a positive amount")
-    if value.as_tuple().exponent < -2:
-        raise MoneyError(f"{text!r} has more than two decimals")
-    return int(value * 100)
+    """'34.56' -> 3456. ASCII digits with at most two decimals after one '.' or ',', nothing else.
+
+    Decimal() would also take '1_0', Arabic-Indic digits, '1e-2' and '1e999999' (which
+    overflows): a person typing an amount means none of those, so they are refused.
+    """
+    raw = str(text).strip()
+    match = _AMOUNT.fullmatch(raw)
+    if match is None:
+        raise MoneyError(f"{str(text)[:40]!r} is not an amount like 29.00")
+    whole, cents = match.group(1), match.group(2) or ""
+    return int(whole) * 100 + int(cents.ljust(2, "0"))
+
+
+# At most 12 whole digits: far above any price, far below SQLite's 64-bit integers.
+_AMOUNT = re.compile(r"([0-9]{1,12})(?:[.,]([0-9]{1,2}))?")
 
 
 def decimal_string(minor: int) -> str:
@@ -68,10 +73,31 @@ def percent_of(minor: int, rate: Decimal) -> int:
 
 
 def split_gross(gross: int, rate: Decimal) -> tuple[int, int]:
-    """Split a VAT-inclusive total into (net, vat) so that net + vat == gross exactly."""
+    """Split a VAT-inclusive total into (net, vat) with vat == round_half_up(net × rate) and
+    net + vat == gross, as an invoice must show. Not every total has such a split (at 20 %,
+    about one in six: nets 2 and 3 give totals 2 and 4, so 3 has none); MoneyError for those.
+    List prices are checked at start-up and prorated charges are built from a net
+    (`gross_from_net`), so an amount we charge always splits."""
     _check_int(gross)
-    net = int((Decimal(gross) * 100 / (100 + Decimal(rate))).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    return net, gross - net
+    guess = int((Decimal(gross) * 100 / (100 + Decimal(rate))).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    for net in (guess, guess - 1, guess + 1):
+        if net >= 0 and net + percent_of(net, rate) == gross:
+            return net, gross - net
+    raise MoneyError(f"{gross} minor units has no net amount whose {rate} % VAT adds up to it")
+
+
+def gross_from_net(net: int, rate: Decimal) -> int:
+    """The VAT-inclusive total of a net amount: net + round_half_up(net × rate)."""
+    _check_int(net)
+    return net + percent_of(net, rate)
+
+
+def splits_exactly(gross: int, rate: Decimal) -> bool:
+    try:
+        split_gross(gross, rate)
+    except MoneyError:
+        return False
+    return True
 
 
 def _check_int(minor) -> None:
