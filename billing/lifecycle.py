@@ -14,8 +14,10 @@ Timeline of one subscription:
                pay link:   E-notice, E-3d, E-1d: renewal notice with a pay link
                            E: past due + "payment overdue"
                cancel at period end: E: canceled + email
-    past_due   card saved: E+1d, E+3d, E+5d: retry the card (each failure emails a pay link)
-               pay link:   E+1d, E+3d, E+5d: "payment overdue" with a pay link
+    past_due   F = the first failure (E, or later when the renewal was noticed late)
+               card saved: F+1d, F+3d, F+5d: retry the card (each failure emails a pay link)
+               pay link:   F+1d, F+3d, F+5d: "payment overdue" with a pay link
+               (retries that would fall after E+grace are dropped)
                E+grace: canceled + email
     expired, canceled: nothing (paying starts a new period)
 """
@@ -29,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from billing import clock, events, mail, plans, subscriptions
+from billing import cards, clock, events, mail, plans, subscriptions
 from billing.db import one
 from billing.paytr import protocol
 from billing.settings import Settings
@@ -122,13 +124,16 @@ def plan(sub: dict, now: datetime, settings: Settings, *, has_card: bool, attemp
     if status == PAST_DUE:
         ends = _at(sub, "current_period_end")
         grace_end = ends + settings.grace_days * DAY
+        # Retries count from the first failure, not the period end: a renewal noticed late (the app
+        # was down) fails once and emails once, then retries a day later, not 30 seconds later.
+        since = _at(sub, "past_due_at") or ends
         if now >= grace_end:
             due.transition = (CANCELED, f"not paid within the {settings.grace_days}-day grace period")
             due.emails.append(("subscription_canceled", f"canceled:{cid}:{sub['current_period_end']}",
                                {"reason": "unpaid"}))
             return due
-        steps = [(n, ends + days * DAY) for n, days in enumerate(settings.dunning_retry_days, start=1)
-                 if days < settings.grace_days]
+        steps = [(n, since + days * DAY) for n, days in enumerate(settings.dunning_retry_days, start=1)
+                 if since + days * DAY < grace_end]
         passed = _latest_passed(steps, now)
         if passed:
             step = passed[0]
@@ -159,7 +164,8 @@ def advance(db: Database, now: datetime, settings: Settings, sub: dict) -> Due:
         "SELECT attempt FROM payments WHERE company_id = ? AND method = 'recurring' AND kind = 'renewal' "
         "AND base_period_end IS ?",
         [sub["company_id"], sub["current_period_end"]])}
-    has_card = bool(settings.paytr_recurring and company.get("paytr_utoken"))
+    # A saved card the owner took off renewals (others kept) means pay links, as with no card.
+    has_card = bool(settings.paytr_recurring and cards.renews_by_card(company))
     due = plan(sub, now, settings, has_card=has_card, attempts=attempts)
     tz = ZoneInfo(company["timezone"] or settings.timezone)
     owner = one(db, "SELECT * FROM users WHERE company_id = ? AND role = 'owner' ORDER BY id LIMIT 1",
@@ -168,7 +174,7 @@ def advance(db: Database, now: datetime, settings: Settings, sub: dict) -> Due:
         status, reason = due.transition
         changes = {"ended_at": now} if status in (EXPIRED, CANCELED) else {}
         if status == PAST_DUE:
-            changes["past_due_since"] = sub["current_period_end"]
+            changes.update(past_due_since=sub["current_period_end"], past_due_at=now)
         if status == CANCELED:
             # cancel_at_period_end stays set when the owner asked: a renewal paid after it is not applied.
             changes.update(canceled_at=now, scheduled_plan=None)

@@ -376,6 +376,8 @@ def m009_periods_and_quotes(db: Database) -> None:
     quote was made from. Repairs the starts that renewals used to leave behind."""
     db.execute("ALTER TABLE subscriptions ADD COLUMN period_anchor_time TEXT")  # local HH:MM:SS periods renew at
     db.execute("ALTER TABLE payments ADD COLUMN base_plan TEXT")  # an upgrade applies only from this plan
+    # When the renewal first failed: dunning retries count from it, so a late tick sends one email.
+    db.execute("ALTER TABLE subscriptions ADD COLUMN past_due_at TEXT")
     repair_periods(db)
 
 
@@ -427,6 +429,18 @@ def m010_chosen_card(db: Database) -> None:
         ) WITHOUT ROWID""",
         # Saved before this: renewals charged the first card PayTR listed; keep charging that one.
         "UPDATE companies SET card_saved_by = 'first-listed' WHERE paytr_utoken IS NOT NULL",
+    )
+
+
+@migrations()
+def m011_attempt_kinds(db: Database) -> None:
+    """Attempts that could tell whether an address has an account (signing up or inviting an
+    address that has one) count against the client's address like failed logins; reset
+    requests are recorded too, so a known and an unknown address cost the same work."""
+    _run(
+        db,
+        "ALTER TABLE login_attempts ADD COLUMN kind TEXT NOT NULL DEFAULT 'login' "
+        "CHECK (kind IN ('login', 'register', 'invite', 'reset'))",
     )
 
 

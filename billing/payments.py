@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from billing import accounts, billing_details, changes, clock, events, invoices, mail, plans, subscriptions
+from billing import accounts, billing_details, cards, changes, clock, events, invoices, mail, plans, subscriptions
 from billing.db import one, rows, write
 from billing.paytr import protocol
 from billing.settings import Settings
@@ -167,6 +167,14 @@ def for_company_by_oid(db: Database, company_id: int, merchant_oid: str) -> dict
     payment["plan_obj"] = plans.PLANS.get(payment["plan"])
     payment["buyer"] = billing_details.invoice_buyer(accounts.company(db, company_id))
     return payment
+
+
+def renewal_confirming(db: Database, now: datetime, company_id: int) -> bool:
+    """Is a payment for the overdue renewal out at PayTR right now (a saved-card charge, or a
+    checkout whose page is still open), its outcome not known yet?"""
+    return one(db, "SELECT id FROM payments WHERE company_id = ? AND kind = 'renewal' AND status = ? "
+                   "AND (method = 'recurring' OR created_at >= ?) LIMIT 1",
+               [company_id, PENDING, clock.iso(now - timedelta(minutes=TOKEN_MINUTES))]) is not None
 
 
 def for_company(db: Database, company_id: int, limit: int = 50) -> list[dict]:
@@ -317,10 +325,7 @@ def _succeeded(db, now, payment, cb, start, end, **also) -> dict:
 
 def _save_card(db, now, payment, utoken: str) -> None:
     """PayTR stored the card with this payment: it renews the subscription from now on."""
-    db.conn.execute("UPDATE companies SET paytr_utoken = ?, card_ip = ? WHERE id = ?",
-                    [utoken[:200], payment["user_ip"], payment["company_id"]])
-    events.record(db, now, "card.saved", "Card saved at PayTR for automatic renewal",
-                  company_id=payment["company_id"], actor="paytr", merchant_oid=payment["merchant_oid"])
+    cards.saved_with_payment(db, now, payment, utoken)
 
 
 def _failed(db, now, settings, payment, cb) -> str:
@@ -343,7 +348,8 @@ def _renewal_charge_failed(db, now, settings, payment, message) -> None:
         return  # the period was paid some other way meanwhile
     if sub["status"] == subscriptions.ACTIVE:
         sub = subscriptions.transition(db, now, sub, subscriptions.PAST_DUE, f"renewal failed: {message}",
-                                       actor="paytr", past_due_since=sub["current_period_end"], next_action_at=now)
+                                       actor="paytr", past_due_since=sub["current_period_end"], past_due_at=now,
+                                       next_action_at=now)
     elif sub["status"] != subscriptions.PAST_DUE:
         return
     company = accounts.company(db, payment["company_id"])

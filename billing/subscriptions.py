@@ -135,7 +135,7 @@ def activate(db: Database, now: datetime, sub: dict, plan: str, tz: ZoneInfo, re
     start, end, anchor = next_period(sub, now, tz)
     extending = sub["status"] in (ACTIVE, PAST_DUE) and sub.get("current_period_end")
     changes = {"plan": plan, "current_period_start": start, "current_period_end": end, "period_anchor_day": anchor,
-               "past_due_since": None, "next_action_at": now}
+               "past_due_since": None, "past_due_at": None, "next_action_at": now}
     if not extending:
         # A new subscription (after a trial, or after it ended): a new anchor, nothing to cancel.
         changes.update(period_anchor_time=anchor_time_of(start, tz), cancel_at_period_end=0, canceled_at=None,

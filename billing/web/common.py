@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from billing import accounts, clock
+from billing import accounts, clock, payments
 from billing.web.security import client_ip
 from billing.web.templating import is_htmx
 
@@ -74,7 +74,9 @@ class CurrentUserMiddleware:
         if scope["type"] == "http" and not scope["path"].startswith(self.SKIP):
             request = Request(scope)
             user = await current_user(request)
-            if user and user.get("subscription_status") == "past_due":
+            if user and user.get("subscription_status") == "past_due" and not await run(
+                    request, payments.renewal_confirming, now(request), user["company_id"]):
+                # While PayTR confirms a payment for it, "pay now" would invite paying twice.
                 request.state.billing_alert = past_due_alert(request, user)
         await self.app(scope, receive, send)
 
@@ -93,11 +95,15 @@ def safe_next(target: str | None, default: str = "/billing/") -> str:
     """Only paths inside this app: '/billing/x' yes; '//evil.com', 'https://evil.com', '/\\evil' no."""
     if not target or not isinstance(target, str):
         return default
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # '//[x': an unclosed IPv6 host
+        return default
     if (parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//")
             or "\\" in target or any(ord(ch) < 32 for ch in target)):
         return default
-    return target
+    # Percent-encoded like RedirectResponse does: htmx gets it in a header, which must be ASCII.
+    return quote(target, safe=":/%#?=@[]!$&'()*+,;")
 
 
 def redirect(request: Request, url: str) -> Response:
