@@ -8,7 +8,9 @@ it sends, so a payment callback never waits for Jinja. The sender claims due
 rows with a lease (two senders never send the same row at once), sends over
 SMTP or into the development capture directory, and on failure retries with
 growing back-off until `MAIL_MAX_ATTEMPTS`, after which the row is marked
-failed for staff to see.
+failed for staff to see. Each row's outcome is written right after its send:
+one message that fails never holds up the rest, and a crash re-sends at most
+the message in flight.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import email.headerregistry
+import email.policy
+import functools
 import hashlib
 import json
 import logging
-import time
+import re
 import smtplib
 import ssl
+import time
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from email.header import Header
@@ -29,9 +35,11 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formataddr, format_datetime, parseaddr
 from pathlib import Path
+from typing import NamedTuple
 
 import anyio.to_thread
 import jinja2
+from email_validator import EmailNotValidError, validate_email
 from sqlite_utils import Database
 
 from billing import clock
@@ -168,42 +176,95 @@ def claim(db: Database, now: datetime, limit: int = BATCH) -> list[dict]:
     return sorted(claimed, key=lambda r: r["id"])
 
 
-def record_results(db: Database, now: datetime, sent: list[dict], failures: list[tuple[dict, str]],
-                   max_attempts: int) -> None:
-    """One transaction for a whole batch: sent rows keep what was rendered; failures back off."""
+def record_sent(db: Database, now: datetime, row: dict) -> None:
+    """Written as soon as the server has taken the message, before the next is sent: a crash
+    later in the batch cannot send this one again (at most the one in flight goes twice)."""
     with write(db):
-        for row in sent:
-            db.conn.execute(
-                """UPDATE outbox SET status = 'sent', sent_at = ?, claimed_until = NULL, last_error = NULL,
-                       subject = ?, body_text = ?, body_html = ? WHERE id = ?""",
-                [clock.iso(now), row["subject"], row["body_text"], row["body_html"], row["id"]])
-        for row, error in failures:
+        db.conn.execute(
+            """UPDATE outbox SET status = 'sent', sent_at = ?, claimed_until = NULL, last_error = NULL,
+                   subject = ?, body_text = ?, body_html = ? WHERE id = ?""",
+            [clock.iso(now), row["subject"], row["body_text"], row["body_html"], row["id"]])
+
+
+def record_failed(db: Database, now: datetime, failed: list[dict], error: str, max_attempts: int) -> int:
+    """These rows back off and are tried again, until `max_attempts`. -> how many failed for good."""
+    final_count = 0
+    with write(db):
+        for row in failed:
             final = row["attempts"] >= max_attempts
+            final_count += final
             db.conn.execute(
                 "UPDATE outbox SET status = ?, next_attempt_at = ?, claimed_until = NULL, last_error = ? WHERE id = ?",
                 ["failed" if final else "pending", clock.iso(now + backoff(row["attempts"])), error[:500], row["id"]])
-            if final:
-                log.error("email %s to %s failed for good after %s tries: %s", row["id"], row["to_addr"],
-                          row["attempts"], error)
-            else:
-                log.warning("email %s to %s failed (try %s), will retry: %s", row["id"], row["to_addr"],
-                            row["attempts"], error)
+    for row in failed:
+        if row["attempts"] >= max_attempts:
+            log.error("email %s to %s failed for good after %s tries: %s", row["id"], row["to_addr"],
+                      row["attempts"], error)
+        else:
+            log.warning("email %s to %s failed (try %s), will retry: %s", row["id"], row["to_addr"],
+                        row["attempts"], error)
+    return final_count
+
+
+class Address(NamedTuple):
+    address: str  # as the envelope and the header carry it
+    domain: str  # ASCII, for the Message-ID
+    smtputf8: bool  # only a server offering SMTPUTF8 can take it
+
+
+# One plain ASCII address: no space or control character, no comma (a second recipient), no
+# quotes or brackets. Local names like billing@localhost stay allowed for MAIL_FROM and staff alerts.
+_ASCII_ADDRESS = re.compile(r'[^\x00-\x20\x7f@,;:<>()\[\]"\\]+@[^\x00-\x20\x7f@,;:<>()\[\]"\\]+')
+
+
+def wire_address(address: str) -> Address:
+    """How an address travels. An internationalised domain (örnek.com.tr) goes as its IDNA
+    form (xn--rnek-4qa.com.tr), which any server takes; only a part before the @ that is not
+    ASCII needs SMTPUTF8. ValueError for anything that is not exactly one address."""
+    if address.isascii():
+        if not _ASCII_ADDRESS.fullmatch(address):
+            raise ValueError(f"{address!r} is not a single plain email address")
+        return Address(address, address.rpartition("@")[2], False)
+    try:
+        parsed = validate_email(address, check_deliverability=False, allow_smtputf8=True,
+                                globally_deliverable=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{address!r} is not a valid email address: {exc}") from None
+    if parsed.ascii_email:
+        return Address(parsed.ascii_email, parsed.ascii_domain, False)
+    return Address(parsed.normalized, parsed.ascii_domain, True)
+
+
+@functools.lru_cache(maxsize=8)
+def _sender(mail_from: str) -> tuple[str, Address]:
+    name, address = parseaddr(mail_from)
+    try:
+        return name, wire_address(address)
+    except ValueError as exc:
+        raise ValueError(f"MAIL_FROM: {exc}") from None
 
 
 def build_message(row: dict, settings: Settings) -> MIMEMultipart:
     """multipart/alternative: the text first, the HTML preferred by clients that can show it.
     Built with the classic email.mime classes: the modern EmailMessage API parses every
-    header it sets and costs several times more per email in a batch of a thousand."""
-    msg = MIMEMultipart("alternative")
-    name, address = parseaddr(settings.mail_from)
-    msg["From"] = formataddr((str(Header(name, "utf-8")) if name else "", address))
-    msg["To"] = row["to_addr"]
-    msg["Subject"] = Header(row["subject"], "utf-8")
+    header it sets and costs several times more per email in a batch of a thousand. Only an
+    address that needs SMTPUTF8 takes that path, since its headers must be written as UTF-8
+    (RFC 6532), which the classic policy cannot do."""
+    name, sender = _sender(settings.mail_from)
+    to = wire_address(row["to_addr"])
+    if sender.smtputf8 or to.smtputf8:
+        msg = MIMEMultipart("alternative", policy=email.policy.SMTPUTF8)
+        msg["From"] = str(email.headerregistry.Address(display_name=name, addr_spec=sender.address))
+        msg["Subject"] = row["subject"]
+    else:
+        msg = MIMEMultipart("alternative")
+        msg["From"] = formataddr((str(Header(name, "utf-8")) if name else "", sender.address))
+        msg["Subject"] = Header(row["subject"], "utf-8")
+    msg["To"] = to.address
     msg["Date"] = format_datetime(clock.parse(row["created_at"]))
-    domain = address.rpartition("@")[2] or "localhost"
     digest = hashlib.sha256(row["dedupe_key"].encode()).hexdigest()[:16]
     # Stable per row, so a resend after a crash is recognisable as the same message.
-    msg["Message-ID"] = f"<{row['id']}.{digest}@{domain}>"
+    msg["Message-ID"] = f"<{row['id']}.{digest}@{sender.domain}>"
     msg["X-Billing-Template"] = row["template"]
     msg.attach(MIMEText(row["body_text"], "plain", "utf-8"))
     msg.attach(MIMEText(row["body_html"], "html", "utf-8"))
@@ -239,6 +300,10 @@ class SmtpTransport:
         self.conn: smtplib.SMTP | None = None
 
     def __enter__(self):
+        self._connect()
+        return self
+
+    def _connect(self) -> None:
         s = self.settings
         if s.smtp_tls == "ssl":
             self.conn = smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=self.timeout,
@@ -249,7 +314,6 @@ class SmtpTransport:
                 self.conn.starttls(context=ssl.create_default_context())
         if s.smtp_username:
             self.conn.login(s.smtp_username, str(s.smtp_password))
-        return self
 
     def __exit__(self, *exc):
         if self.conn is not None:
@@ -257,10 +321,25 @@ class SmtpTransport:
                 self.conn.quit()
             except (smtplib.SMTPException, OSError):
                 self.conn.close()
+            self.conn = None
         return False
 
     def send(self, msg: MIMEMultipart, row: dict) -> None:
-        self.conn.send_message(msg)
+        if self.conn is None:
+            self._connect()  # the previous message left the session unusable
+        try:
+            self.conn.send_message(msg)
+        except smtplib.SMTPServerDisconnected:
+            raise
+        except Exception:
+            # A failure partway (a TypeError after MAIL FROM, say) leaves the server inside a
+            # mail transaction: reset it, or reconnect, so the next message starts clean.
+            try:
+                self.conn.rset()
+            except (smtplib.SMTPException, OSError):
+                self.conn.close()
+                self.conn = None
+            raise
 
 
 def transport_for(settings: Settings):
@@ -269,45 +348,67 @@ def transport_for(settings: Settings):
     return CaptureTransport(settings.mail_capture_dir)
 
 
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _connection_lost(exc: Exception) -> bool:
+    if isinstance(exc, (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError)):
+        return True
+    # Every SMTPException is an OSError too, but a refused message leaves the connection usable.
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+
+
 def deliver_due(db: Database, now: datetime, settings: Settings, transport=None) -> dict:
-    """Send what is due. Never raises for mail trouble: it is recorded and retried."""
+    """Send what is due. Never raises for mail trouble: it is recorded and retried.
+
+    Each message's outcome is written as soon as it is known. A message that cannot be
+    rendered, addressed or sent (whatever the exception) fails alone and the rest go; a
+    crash re-sends at most the message in flight; a lost connection leaves the rest of the
+    batch for the retry instead of trying each message against a dead server.
+    """
     counts = {"sent": 0, "retrying": 0, "failed": 0}
+
+    def failed(failed_rows: list[dict], error: str) -> None:
+        final = record_failed(db, now, failed_rows, error, settings.mail_max_attempts)
+        counts["failed"] += final
+        counts["retrying"] += len(failed_rows) - final
+
     while True:
         batch = claim(db, now)
         if not batch:
             return counts
-        sent: list[dict] = []
-        failures: list[tuple[dict, str]] = []
-        messages = []
+        ready: list[tuple[dict, MIMEMultipart]] = []
         for row in batch:
             try:
                 row = rendered(row, settings)
             except Exception as exc:  # a template bug: retried, so a fix and restart still sends it
-                failures.append((row, f"could not render: {type(exc).__name__}: {exc}"))
-            else:
-                messages.append(row)
+                failed([row], f"could not render: {_describe(exc)}")
+                continue
+            try:
+                ready.append((row, build_message(row, settings)))
+            except Exception as exc:  # a bad address: this one waits, the others go
+                failed([row], _describe(exc))
+        if not ready:
+            continue
         transport_ = transport if transport is not None else transport_for(settings)
-        try:
-            if messages:
-                with transport_:
-                    for row in messages:
-                        try:
-                            transport_.send(build_message(row, settings), row)
-                        except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError):
-                            raise  # the connection is gone: the rest of the batch waits for a retry
-                        except smtplib.SMTPException as exc:  # this message refused, the next may pass
-                            failures.append((row, f"{type(exc).__name__}: {exc}"))
-                        else:
-                            sent.append(row)
-        except (smtplib.SMTPException, OSError) as exc:
-            done = {r["id"] for r in sent} | {r["id"] for r, _ in failures}
-            failures += [(row, f"{type(exc).__name__}: {exc}") for row in messages if row["id"] not in done]
-        record_results(db, now, sent, failures, settings.mail_max_attempts)
-        counts["sent"] += len(sent)
-        for row, _ in failures:
-            counts["failed" if row["attempts"] >= settings.mail_max_attempts else "retrying"] += 1
-        if failures and len(sent) == 0 and len(failures) == len(batch):
-            return counts  # the server is down; don't spin through the rest now
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(transport_)
+            except Exception as exc:  # the server is down; don't spin through the rest now
+                failed([row for row, _ in ready], _describe(exc))
+                return counts
+            for index, (row, msg) in enumerate(ready):
+                try:
+                    transport_.send(msg, row)
+                except Exception as exc:
+                    if _connection_lost(exc):
+                        failed([r for r, _ in ready[index:]], _describe(exc))
+                        return counts
+                    failed([row], _describe(exc))  # this message refused, the next may pass
+                else:
+                    record_sent(db, now, row)
+                    counts["sent"] += 1
 
 
 def retry_now(db: Database, now: datetime) -> int:

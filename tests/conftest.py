@@ -155,12 +155,15 @@ def wait_for(predicate, timeout=10.0, interval=0.05, message="condition"):
 
 
 class SmtpSink:
-    """aiosmtpd on a free port, keeping every message it receives."""
+    """aiosmtpd on a free port, keeping every message it receives (and, in `envelopes`, the
+    MAIL FROM options and RCPT TO addresses it came with). `smtputf8`: advertise SMTPUTF8,
+    as a server that takes addresses like ayşe@örnek.com.tr does; aiosmtpd's default is off."""
 
-    def __init__(self):
+    def __init__(self, smtputf8: bool = False):
         from aiosmtpd.controller import Controller
 
         self.messages: list = []
+        self.envelopes: list[dict] = []
         self.port = free_port()
         self.lock = threading.Lock()
         sink = self
@@ -171,9 +174,11 @@ class SmtpSink:
 
                 with sink.lock:
                     sink.messages.append(message_from_bytes(envelope.original_content, policy=policy.default))
+                    sink.envelopes.append({"mail_from": envelope.mail_from, "rcpt_tos": list(envelope.rcpt_tos),
+                                           "mail_options": list(envelope.mail_options)})
                 return "250 OK"
 
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8)
 
     def start(self):
         self.controller.start()
@@ -190,5 +195,13 @@ class SmtpSink:
 @pytest.fixture
 def smtp():
     sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def smtp_utf8():
+    """A real SMTP sink that offers SMTPUTF8."""
+    sink = SmtpSink(smtputf8=True).start()
     yield sink
     sink.stop()

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from billing import mail
-from billing.db import write
+from billing.db import rows, write
 from conftest import START, free_port, make_company, outbox, register, wait_for
 
 
@@ -198,3 +198,139 @@ def test_every_email_template_renders_from_a_json_context(settings):
     for name, context in samples.items():
         subject, text, html = mail.render(name, settings, json.loads(json.dumps(context)))
         assert subject and text.strip() and "</html>" in html, name
+
+
+# --- one message never holds up the others; a crash re-sends at most one ------------------
+
+
+def over_smtp(settings, sink):
+    return settings.replace(smtp_host="127.0.0.1", smtp_port=sink.port, smtp_tls="none")
+
+
+def queue_template(db, settings, key, to, template="staff_alert"):
+    with write(db):
+        mail.enqueue(db, START, settings, template=template, to=to, dedupe_key=key,
+                     context={"title": f"Hello {key}", "body": "Body"})
+
+
+def test_a_message_that_cannot_be_sent_fails_alone_and_the_rest_go(db, settings, smtp):
+    """Addresses kept from before sign-up checked them properly, and a template bug: each of
+    these waits for a retry with its reason, the good ones arrive once, nothing arrives twice."""
+    queue_template(db, settings, "first", "first@example.com")
+    queue_template(db, settings, "utf8", "ayşe@örnek.com.tr")  # this server does not offer SMTPUTF8
+    queue_template(db, settings, "comma", "a,b@example.com")  # would have mailed a second recipient
+    queue_template(db, settings, "render", "render@example.com", template="no_such_template")
+    queue_template(db, settings, "idna", "ali@örnek.com.tr")  # fine: the domain travels as IDNA
+    queue_template(db, settings, "last", "last@example.com")
+    smtp_settings = over_smtp(settings, smtp)
+
+    assert mail.deliver_due(db, START, smtp_settings) == {"sent": 3, "retrying": 3, "failed": 0}
+    assert [e["rcpt_tos"] for e in smtp.envelopes] == [["first@example.com"], ["ali@xn--rnek-4qa.com.tr"],
+                                                        ["last@example.com"]]
+    assert [m["To"] for m in smtp.received()] == ["first@example.com", "ali@xn--rnek-4qa.com.tr",
+                                                  "last@example.com"]
+    waiting = {row["dedupe_key"]: row for row in rows(db, "SELECT * FROM outbox WHERE status != 'sent'")}
+    assert set(waiting) == {"utf8", "comma", "render"}
+    assert "SMTPUTF8" in waiting["utf8"]["last_error"]
+    assert "not a single plain email address" in waiting["comma"]["last_error"]
+    assert "could not render" in waiting["render"]["last_error"]
+    for row in waiting.values():
+        assert row["status"] == "pending" and row["attempts"] == 1
+        assert row["next_attempt_at"] == "2026-11-27T09:01:00Z"  # backs off one minute
+
+    assert mail.deliver_due(db, START, smtp_settings)["sent"] == 0
+    retry = mail.deliver_due(db, START + timedelta(minutes=1), smtp_settings)
+    assert retry == {"sent": 0, "retrying": 3, "failed": 0}
+    assert len(smtp.received()) == 3  # nothing sent twice
+
+
+def test_an_address_that_needs_smtputf8_is_sent_with_it_when_the_server_offers_it(db, settings, smtp_utf8):
+    queue_template(db, settings, "utf8", "ayşe@örnek.com.tr")
+    queue_template(db, settings, "ascii", "ayse@example.com")
+    assert mail.deliver_due(db, START, over_smtp(settings, smtp_utf8))["sent"] == 2
+    international, plain = smtp_utf8.envelopes
+    assert international["rcpt_tos"] == ["ayşe@örnek.com.tr"] and "SMTPUTF8" in international["mail_options"]
+    assert plain["rcpt_tos"] == ["ayse@example.com"] and "SMTPUTF8" not in plain["mail_options"]
+    received = smtp_utf8.received()
+    assert [m["To"] for m in received] == ["ayşe@örnek.com.tr", "ayse@example.com"]
+    assert received[0]["Subject"] == "[PayTR Billing] Hello utf8"
+    assert received[0].get_body(("plain",)).get_content().startswith("Hello utf8")
+
+
+@pytest.mark.parametrize("method, error", [
+    ("rcpt", UnicodeEncodeError("ascii", "boom", 0, 1, "ordinal not in range(128)")),
+    ("data", TypeError("a bug in the mail library")),
+])
+def test_an_unexpected_error_inside_smtplib_fails_only_that_message(db, settings, smtp, monkeypatch, method,
+                                                                    error):
+    """The error comes after MAIL FROM was accepted, so the server is inside a transaction;
+    the next message still goes out on the same connection."""
+    import smtplib
+
+    original = getattr(smtplib.SMTP, method)
+
+    def flaky(self, *args, **kwargs):
+        if "boom" in (args[0] if method == "rcpt" else args[0].decode("ascii", "replace")):
+            raise error
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(smtplib.SMTP, method, flaky)
+    queue_template(db, settings, "before", "before@example.com")
+    queue_template(db, settings, "boom", "boom@example.com")
+    queue_template(db, settings, "after", "after@example.com")
+    assert mail.deliver_due(db, START, over_smtp(settings, smtp)) == {"sent": 2, "retrying": 1, "failed": 0}
+    assert [m["To"] for m in smtp.received()] == ["before@example.com", "after@example.com"]
+    [boom] = outbox(db, dedupe_key="boom")
+    assert boom["status"] == "pending" and type(error).__name__ in boom["last_error"]
+    assert mail.next_due(db) == START + mail.backoff(1)
+
+
+class CrashAfterAccepted(mail.SmtpTransport):
+    """The process dies right after the server said 250 to the n-th message."""
+
+    def __init__(self, settings, n):
+        super().__init__(settings)
+        self.n = n
+        self.sent = 0
+
+    def send(self, msg, row):
+        super().send(msg, row)
+        self.sent += 1
+        if self.sent == self.n:
+            raise SystemExit("killed")
+
+
+def test_a_crash_mid_batch_re_sends_only_the_message_in_flight(db, settings, smtp):
+    from collections import Counter
+
+    for n in range(5):
+        queue_template(db, settings, f"k{n}", f"person{n}@example.com")
+    smtp_settings = over_smtp(settings, smtp)
+    with pytest.raises(SystemExit):
+        mail.deliver_due(db, START, smtp_settings, CrashAfterAccepted(smtp_settings, 3))
+    assert [row["status"] for row in outbox(db)] == ["sent", "sent", "pending", "pending", "pending"]
+
+    # The next run, once the dead sender's lease is over, sends the rest.
+    assert mail.deliver_due(db, START + mail.LEASE, smtp_settings)["sent"] == 3
+    deliveries = Counter(m["X-Billing-Template"] and m["Message-ID"] for m in smtp.received())
+    [(twice, _)] = [(message_id, count) for message_id, count in deliveries.items() if count == 2]
+    third = outbox(db, dedupe_key="k2")[0]
+    assert twice.startswith(f"<{third['id']}.")  # the one the server took just before the crash
+    assert sorted(deliveries.values()) == [1, 1, 1, 1, 2]
+    assert {row["status"] for row in outbox(db)} == {"sent"}
+
+
+def test_dev_mail_preview_opens_links_in_a_new_tab(client):
+    import re
+
+    register(client)
+    page = wait_for(lambda: (p := client.get("/dev/mail")) and "Welcome to PayTR Billing" in p.text and p,
+                    message="the welcome email to be captured")
+    message_id = re.search(r'href="/dev/mail/(\d+)"', page.text).group(1)
+    frame = re.search(r"<iframe[^>]*>", client.get(f"/dev/mail/{message_id}").text).group(0)
+    assert 'sandbox="allow-popups allow-popups-to-escape-sandbox"' in frame
+    preview = client.get(f"/dev/mail/{message_id}/html")
+    assert "sandbox allow-popups allow-popups-to-escape-sandbox" in preview.headers["content-security-policy"]
+    head = re.search(r"<head[^>]*>(.*?)</head>", preview.text, re.S).group(1)
+    assert '<base target="_blank">' in head
+    assert '<a href="http://testserver/billing/"' in preview.text  # the links themselves are as sent

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -29,10 +31,24 @@ async def message(request: Request):
     return render(request, "dev/message.html", {"message": await _find(request)})
 
 
+_HEAD = re.compile(r"<head(\s[^>]*)?>", re.IGNORECASE)
+
+
+def _links_open_in_a_new_tab(html: str) -> str:
+    # Followed inside the frame, a link loads a page that refuses to be framed ("refused to
+    # connect"); a <base target> sends every link of the email to a new tab instead.
+    base = '<base target="_blank">'
+    head = _HEAD.search(html)
+    if head is None:
+        return base + html
+    return html[:head.end()] + base + html[head.end():]
+
+
 async def message_html(request: Request):
     found = await _find(request)
-    # The email's own HTML, shown in a sandboxed frame: no scripts, links open in a new tab.
-    return HTMLResponse(found["html"], headers={
+    # The email's own HTML, shown in a sandboxed frame: no scripts; the sandbox lets its links
+    # open a new tab, outside the sandbox, so the page they open works as usual.
+    return HTMLResponse(_links_open_in_a_new_tab(found["html"]), headers={
         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
                                    "frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox"})
 
