@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import secrets
 import sqlite3
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from email_validator import EmailNotValidError, validate_email
 from sqlite_utils import Database
 
 from billing import clock, events, mail, plans, subscriptions
@@ -44,7 +45,6 @@ ACCOUNT_LOCK_AFTER = 5  # failures for one account within the window
 IP_LOCK_AFTER = 20  # failures from one address within the window
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class FormError(Exception):
@@ -78,16 +78,46 @@ class Throttle:
 # --- input ------------------------------------------------------------------------
 
 
+def _parse_email(text: str):
+    # The library's form is what we store: NFC, the domain in Unicode (örnek.com.tr, even when
+    # typed as xn--rnek-4qa.com.tr). Lower-cased first, as the users table requires.
+    return validate_email(text.strip().lower(), check_deliverability=False, allow_smtputf8=True)
+
+
 def normalize_email(value: str) -> str:
-    return (value or "").strip().lower()
+    """The stored form of an address, for lookups (login, reset): the same one `check_email`
+    gives. Something that is not an address is only trimmed and lower-cased, and finds no one."""
+    text = (value or "").strip().lower()
+    try:
+        return _parse_email(text).normalized.lower()
+    except EmailNotValidError:
+        return text
 
 
-def check_email(value: str, field: str = "email") -> str:
-    email = normalize_email(value)
-    if not email:
+def check_email(value: str, field: str = "email", *, smtputf8: bool = False) -> str:
+    """A valid address in its stored form, or FormError. `smtputf8`: the mail path (settings'
+    `smtp_smtputf8`) can deliver to a part before the @ that is not ASCII; without it such an
+    address would be accepted here and could never be mailed, so it is refused."""
+    text = (value or "").strip()
+    if not text:
         raise FormError({field: "Enter your email address."})
-    if len(email) > EMAIL_MAX or not _EMAIL.match(email):
-        raise FormError({field: "Enter a valid email address, like name@company.com."})
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise FormError({field: "An email address cannot contain control characters. Type it again."})
+    if "," in text or ";" in text:
+        raise FormError({field: "Enter one email address, without commas or semicolons."})
+    try:
+        parsed = _parse_email(text)
+    except EmailNotValidError as exc:
+        raise FormError({field: f"Enter a valid email address, like name@company.com. {exc}"}) from None
+    email = parsed.normalized.lower()
+    if len(email) > EMAIL_MAX:
+        raise FormError({field: f"An email address can be at most {EMAIL_MAX} characters."})
+    if parsed.ascii_email is None and not smtputf8:
+        # An IDNA domain is fine (it travels as xn--...); only the part before the @ needs SMTPUTF8.
+        local = email.rpartition("@")[0]
+        odd = "".join(dict.fromkeys(ch for ch in local if not ch.isascii()))
+        raise FormError({field: f"This address has characters our mail server cannot deliver to ({odd}); "
+                                "use another address."})
     return email
 
 

@@ -79,7 +79,7 @@ def migrate(settings: Settings) -> int:
 
 def create_staff(settings: Settings, email: str, name: str | None) -> int:
     try:
-        email = accounts.check_email(email)
+        email = accounts.check_email(email, smtputf8=settings.smtp_smtputf8)
     except accounts.FormError as exc:
         print(f"error: {exc.errors['email']}", file=sys.stderr)
         return 2

@@ -46,6 +46,9 @@ class Settings:
     smtp_username: str = ""
     smtp_password: Secret = Secret("")
     smtp_tls: str = "starttls"
+    # Can the mail path take an address whose part before the @ is not ASCII (ayşe@...)?
+    # Only a server that offers SMTPUTF8 can; sign-up refuses such addresses when it is off.
+    smtp_smtputf8: bool = True
     mail_from: str = DEFAULT_MAIL_FROM
     mail_max_attempts: int = 8
     staff_alert_email: str = ""
@@ -190,6 +193,8 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         smtp_username=get("SMTP_USERNAME"),
         smtp_password=Secret(get("SMTP_PASSWORD")),
         smtp_tls=smtp_tls,
+        # On for the local capture; a real server must be known to offer it.
+        smtp_smtputf8=flag("SMTP_SMTPUTF8", not get("SMTP_HOST")),
         mail_from=get("MAIL_FROM", DEFAULT_MAIL_FROM),
         mail_max_attempts=number("MAIL_MAX_ATTEMPTS", 8, minimum=1),
         staff_alert_email=get("STAFF_ALERT_EMAIL"),

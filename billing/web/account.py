@@ -73,7 +73,7 @@ async def invite(request: Request):
     user = await current_user(request)
     data = await form(request)
     try:
-        email = accounts.check_email(data.get("email"))
+        email = accounts.check_email(data.get("email"), smtputf8=settings(request).smtp_smtputf8)
         await run(request, accounts.invite, now(request), settings(request), user, email, data.get("role", "member"))
     except FormError as exc:
         return await _team_page(request, errors=exc.errors, values=data, status=422)

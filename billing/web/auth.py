@@ -48,7 +48,7 @@ async def register(request: Request):
             lambda: accounts.check_text(data.get("company_name"), "company_name", "your company's name",
                                         accounts.COMPANY_MAX),
             lambda: accounts.check_text(data.get("name"), "name", "your name", accounts.NAME_MAX),
-            lambda: accounts.check_email(data.get("email")),
+            lambda: accounts.check_email(data.get("email"), smtputf8=settings(request).smtp_smtputf8),
             lambda: accounts.check_password(data.get("password"), data.get("email", "")),
         )
         password_hash = await in_thread(accounts.hash_password, password)
@@ -116,7 +116,7 @@ async def forgot_password(request: Request):
     data = await form(request)
     context["values"] = data
     try:
-        email = accounts.check_email(data.get("email"))
+        email = accounts.check_email(data.get("email"), smtputf8=settings(request).smtp_smtputf8)
     except FormError as exc:
         context["errors"] = exc.errors
         return render(request, "auth/forgot_password.html", context, status=422,
