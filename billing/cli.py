@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import re
 import sys
 
 from billing import accounts, clock, mail, migrations, settings as settings_module
-from billing.db import Store, write
-from billing.settings import ConfigError, Settings
+from billing.db import Store, make_private, write
+from billing.settings import ConfigError, Settings, is_loopback_host
 
 log = logging.getLogger("billing")
 
@@ -229,8 +230,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def bind_refusal(settings: Settings, host: str) -> str | None:
+    """Why this process must not listen on `host`, or None. Development mode serves the mail
+    viewer, the PayTR emulator and the test clock to anyone who can connect; when nobody chose
+    it (BILLING_ENV unset), only this machine may connect."""
+    if settings.env_from_env or is_loopback_host(host):
+        return None
+    return (f"refusing to listen on {host}: BILLING_ENV is not set, so this is development mode, whose mail "
+            "viewer, PayTR emulator and test clock must not be reachable from other machines. Listen on "
+            "127.0.0.1, or set BILLING_ENV=production (or BILLING_ENV=development on a network you trust)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Whatever this process creates (database, captured mail, the emulator's saved cards) is ours alone.
+    os.umask(0o077)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
@@ -239,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: refusing to start: {exc}", file=sys.stderr)
         return 2
     command = args.command or "serve"
+    if command in ("serve", "paytr-emulator") and (refusal := bind_refusal(settings, args.host)):
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
+    make_private(settings.data_dir)  # files an older version (or a copy) left readable to others
     if command == "serve":
         serve(settings, args.host, args.port)
         return 0

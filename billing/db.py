@@ -9,7 +9,9 @@ a transaction never fails half-way on a lock upgrade.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import stat
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +21,42 @@ from typing import Any
 from sqlite_utils import Database
 
 BUSY_TIMEOUT_MS = 10_000
+
+
+def make_private(directory: str | Path) -> None:
+    """The data directory readable by this user only: itself 0700, what is in it 0600 (0700 for
+    directories), two levels deep (`mail/*.eml`).
+
+    It holds the database, the secret key, captured mail and the emulator's saved cards.
+    Modes are only ever tightened (group and other bits dropped), so an operator's stricter
+    choice stays. Symlinks are left alone (chmod would follow them out of here), and so is a
+    shared sticky directory such as /tmp, should BILLING_DATA_DIR point at one.
+    """
+    directory = Path(directory)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if directory.stat().st_mode & stat.S_ISVTX:
+        return
+    _tighten(directory)
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            _tighten(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                with os.scandir(entry.path) as inner:
+                    for item in inner:
+                        _tighten(item.path)
+
+
+def _tighten(path: str | Path) -> None:
+    with contextlib.suppress(FileNotFoundError):  # the mail sender renames its files as it goes
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:
+            os.chmod(path, stat.S_IMODE(mode) & ~0o077)
+
+
+def create_private(path: str | Path) -> None:
+    """Create the file as 0600 if it is missing. SQLite gives its -wal and -shm files the
+    database file's mode, so creating the database this way keeps all three private."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
 
 
 def connect(path: str | Path, autocheckpoint: bool = True) -> Database:
@@ -51,7 +89,10 @@ class Store:
     def __init__(self, path: str | Path, autocheckpoint: bool = True):
         self.path = Path(path)
         self.autocheckpoint = autocheckpoint
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        create_private(self.path)
+        for suffix in ("", "-wal", "-shm"):  # made by an older version, or copied in
+            _tighten(f"{self.path}{suffix}")
         self._local = threading.local()
         self._all: list[Database] = []
         self._lock = threading.Lock()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import secrets
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -35,6 +37,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Settings:
     env: str = DEVELOPMENT
+    env_from_env: bool = False  # BILLING_ENV was set (environment or .env), not defaulted
     data_dir: Path = Path("data")
     base_url: str = "http://127.0.0.1:8000"
     base_url_from_env: bool = False
@@ -183,6 +186,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
     smtp_port_default = 465 if smtp_tls == "ssl" else 587
     settings = Settings(
         env=env,
+        env_from_env=bool(get("BILLING_ENV")),
         data_dir=data_dir,
         base_url=(base_url or "http://127.0.0.1:8000").rstrip("/"),
         base_url_from_env=bool(base_url),
@@ -232,7 +236,9 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
 
 def _development_defaults(settings: Settings) -> Settings:
     """Fill in what development may generate: a secret key and PayTR test credentials."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from billing.db import make_private  # imported here: settings loads before, and without, the database layer
+
+    make_private(settings.data_dir)
     changes: dict = {}
     if not str(settings.secret_key):
         key_file = settings.data_dir / "secret_key"
@@ -253,13 +259,40 @@ def _development_defaults(settings: Settings) -> Settings:
     return settings.replace(**changes) if changes else settings
 
 
+SECRET_KEY_HINT = "use 32 random bytes or more: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+SECRET_KEY_MIN_LENGTH = 43  # 32 bytes in base64, the shortest common way to write them
+SECRET_KEY_MIN_BITS = 160  # 32 random bytes in hex or base64 estimate 180 or more, every time
+
+
+def estimated_bits(text: str) -> float:
+    """Length × the Shannon entropy of the text's own character frequencies: a floor check that
+    catches keys typed by hand ('s3cr3t-xxxx…', a word repeated), not a proof of randomness."""
+    counts = Counter(text)
+    return -sum(n * math.log2(n / len(text)) for n in counts.values())
+
+
+def is_loopback_host(host: str) -> bool:
+    """Only this machine can reach it: localhost or a loopback address (127.0.0.0/8, ::1)."""
+    host = host.strip().strip("[]").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_production(settings: Settings) -> None:
     """Raise ConfigError with a one-line reason for the first unsafe setting."""
     secret = str(settings.secret_key)
     if not secret:
-        raise ConfigError("BILLING_SECRET_KEY is not set (use at least 32 random characters)")
-    if len(secret) < 32:
-        raise ConfigError("BILLING_SECRET_KEY is too short (use at least 32 random characters)")
+        raise ConfigError(f"BILLING_SECRET_KEY is not set ({SECRET_KEY_HINT})")
+    if len(set(secret)) == 1:
+        raise ConfigError(f"BILLING_SECRET_KEY is one character repeated ({SECRET_KEY_HINT})")
+    if len(secret) < SECRET_KEY_MIN_LENGTH:
+        raise ConfigError(f"BILLING_SECRET_KEY is too short ({SECRET_KEY_HINT})")
+    if estimated_bits(secret) < SECRET_KEY_MIN_BITS:
+        raise ConfigError(f"BILLING_SECRET_KEY does not look random ({SECRET_KEY_HINT})")
     key_file = settings.data_dir / "secret_key"
     if key_file.is_file() and key_file.read_text().strip() == secret:
         raise ConfigError("BILLING_SECRET_KEY is the generated development key; set a new one")
@@ -269,6 +302,9 @@ def check_production(settings: Settings) -> None:
         raise ConfigError("BASE_URL must start with https:// in production")
     if not settings.smtp_host:
         raise ConfigError("SMTP_HOST is not set (production sends real mail, it does not capture it)")
+    if settings.smtp_tls == "none" and not is_loopback_host(settings.smtp_host):
+        raise ConfigError("SMTP_TLS=none would send the SMTP password and every email in clear text to "
+                          f"{settings.smtp_host}; use starttls or ssl (none only for a server on localhost)")
     if settings.mail_from == DEFAULT_MAIL_FROM:
         raise ConfigError("MAIL_FROM is not set (the sender address customers see)")
     if not settings.paytr_merchant_id:
@@ -277,8 +313,13 @@ def check_production(settings: Settings) -> None:
         raise ConfigError("PAYTR_MERCHANT_KEY is not set")
     if not str(settings.paytr_merchant_salt):
         raise ConfigError("PAYTR_MERCHANT_SALT is not set")
+    if {str(settings.paytr_merchant_key), str(settings.paytr_merchant_salt)} & {DEMO_MERCHANT_KEY, DEMO_MERCHANT_SALT}:
+        raise ConfigError("PAYTR_MERCHANT_KEY or PAYTR_MERCHANT_SALT is the emulator's demo value; "
+                          "use the ones in PayTR's merchant panel")
     if settings.uses_emulator:
         raise ConfigError("PAYTR_API_BASE points at the built-in emulator; production talks to PayTR")
+    if not settings.paytr_api_base.startswith("https://"):
+        raise ConfigError("PAYTR_API_BASE must start with https:// in production (it carries the merchant's tokens)")
     if settings.paytr_test_mode and not settings.allow_test_mode_in_production:
         raise ConfigError(
             "PAYTR_TEST_MODE=1 in production; set ALLOW_TEST_MODE_IN_PRODUCTION=1 if you really mean it"

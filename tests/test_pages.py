@@ -144,7 +144,8 @@ def test_dev_mail_viewer_shows_captured_email(client):
     assert "sandbox" in html.headers["content-security-policy"]
 
 
-@pytest.mark.parametrize("env", [{"BILLING_ENV": "production", "BILLING_SECRET_KEY": "k" * 40,
+@pytest.mark.parametrize("env", [{"BILLING_ENV": "production",
+                                  "BILLING_SECRET_KEY": "3PMhT0yQm2aCkVx9-wZ8rLfNd4uJbE7sHg1Ko6YtRi_5",
                                   "BASE_URL": "https://billing.example.com", "SMTP_HOST": "127.0.0.1",
                                   "MAIL_FROM": "b@example.com", "PAYTR_MERCHANT_ID": "1",
                                   "PAYTR_MERCHANT_KEY": "k", "PAYTR_MERCHANT_SALT": "s", "PAYTR_TEST_MODE": "0",

@@ -8,7 +8,7 @@ from billing import settings as settings_module
 from billing.settings import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
-GOOD_SECRET = "s3cr3t-" + "x" * 40
+GOOD_SECRET = "sRxiXwW-oebIqt68mJP82SomzFOwf-Y_9ZG1AiTlaaCGXNSZmHIPkt4XwE-50GXk"  # secrets.token_urlsafe(48)
 
 PRODUCTION = {
     "BILLING_ENV": "production",
@@ -131,7 +131,8 @@ def test_main_refuses_to_start_in_production_with_a_one_line_reason(tmp_path):
                             text=True, timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert lines == ["error: refusing to start: BILLING_SECRET_KEY is not set (use at least 32 random characters)"]
+    assert lines == ["error: refusing to start: BILLING_SECRET_KEY is not set (use 32 random bytes or more: "
+                     "python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"]
 
 
 def test_the_example_env_file_refuses_to_start_until_filled_in(tmp_path):
