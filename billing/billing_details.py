@@ -22,6 +22,7 @@ from stdnum.tr import tckimlik, vkn
 from billing import accounts, events
 from billing.accounts import FormError
 from billing.db import write
+from billing.text import UnsafeText, clean as clean_text
 
 PLACEHOLDER_PHONE = "05000000000"
 LIMITS = {"legal_name": 200, "tax_office": 100, "address": 400}  # address: PayTR's user_address limit
@@ -30,6 +31,7 @@ LABELS = {"legal_name": "Legal name", "tax_office": "Tax office", "tax_id": "Tax
 COLUMNS = {name: f"billing_{name}" for name in LABELS}
 
 _PHONE = re.compile(r"^\+?[0-9 ()\-]+$")
+_TAX_ID = re.compile(r"[0-9]{10,11}")  # ASCII digits only
 
 
 def of(company: dict) -> dict:
@@ -45,25 +47,29 @@ def is_complete(company: dict) -> bool:
 
 def check(data: dict) -> dict:
     """Cleaned details from a submitted form, or FormError naming every field to fix."""
-    values = {name: " ".join((data.get(name) or "").split()) for name in LABELS}
-    values["address"] = "\n".join(line.strip() for line in (data.get("address") or "").strip().splitlines()
-                                  if line.strip())
-    errors = {}
+    values, errors = {}, {}
+    for name in LABELS:
+        try:
+            values[name] = clean_text(data.get(name), multiline=name == "address")
+        except UnsafeText as exc:
+            values[name], errors[name] = "", str(exc)
     for name, limit in LIMITS.items():
         if len(values[name]) > limit:
             errors[name] = f"Keep it under {limit} characters."
 
+    # Spaces are how people group the digits; anything else (dashes, dots, '٤٥٤' Arabic-Indic
+    # digits that str.isdigit() takes) is refused rather than guessed at.
     tax_id = values["tax_id"].replace(" ", "")
     values["tax_id"] = tax_id
     if tax_id:
-        if not tax_id.isdigit() or len(tax_id) not in (10, 11):
+        if not _TAX_ID.fullmatch(tax_id):
             errors["tax_id"] = "A tax number is 10 digits (VKN), or 11 digits for a sole trader's TC kimlik number."
         elif len(tax_id) == 10 and not vkn.is_valid(tax_id):
             errors["tax_id"] = "This tax number (VKN) is not valid; check the digits."
         elif len(tax_id) == 11 and not tckimlik.is_valid(tax_id):  # check digits only, no online lookup
             errors["tax_id"] = "This TC kimlik number is not valid; check the digits."
         elif not values["tax_office"]:
-            errors["tax_office"] = "Enter the tax office that goes with the tax number."
+            errors.setdefault("tax_office", "Enter the tax office that goes with the tax number.")
 
     phone = values["phone"]
     if phone:
@@ -72,8 +78,8 @@ def check(data: dict) -> dict:
             errors["phone"] = "Enter a phone number with its area code, for example 0532 123 45 67."
         else:
             values["phone"] = ("+" if phone.startswith("+") else "") + digits
-    if errors:
-        raise FormError(errors)
+    if errors:  # in the form's order, so the cursor lands on the first field to fix
+        raise FormError({name: errors[name] for name in LABELS if name in errors})
     return values
 
 

@@ -39,16 +39,22 @@ def parse(value: str) -> datetime:
     return dt.astimezone(UTC)
 
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+_DURATION = re.compile(r"\s*([0-9]{1,30})\s*([dhm])\s*")  # ASCII digits: \d would take '٨'
+# A test clock moves weeks or months; ten years per step and a century in all keep far
+# from datetime's year 9999, so adding the offset to "now" can never overflow.
+MAX_STEP = timedelta(days=3660)
+MAX_OFFSET = timedelta(days=36525)
 
 
 def parse_duration(value: str) -> timedelta:
-    """`8d`, `36h`, `90m` -> timedelta (the test clock's step)."""
-    match = _DURATION.match(value.lower())
+    """`8d`, `36h`, `90m` -> timedelta (the test clock's step), at most MAX_STEP."""
+    match = _DURATION.fullmatch(str(value or "").lower())
     if not match:
-        raise ValueError(f"{value!r} is not a duration like 8d, 36h or 90m")
-    amount, unit = int(match.group(1)), match.group(2)
-    return {"d": timedelta(days=amount), "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+        raise ValueError(f"{str(value)[:40]!r} is not a duration like 8d, 36h or 90m")
+    minutes = int(match.group(1)) * {"d": 1440, "h": 60, "m": 1}[match.group(2)]
+    if minutes > MAX_STEP // timedelta(minutes=1):  # compared as integers: timedelta itself would overflow
+        raise ValueError(f"{str(value)[:40]!r} is too far: at most {MAX_STEP.days} days at a time")
+    return timedelta(minutes=minutes)
 
 
 class Clock:
@@ -114,6 +120,8 @@ def save_offset(db, offset: timedelta) -> None:
     seconds = int(offset.total_seconds())
     if seconds < 0:
         raise ValueError("the test clock only moves forward; reset it to go back to real time")
+    if offset > MAX_OFFSET:
+        raise ValueError(f"the test clock goes at most {MAX_OFFSET.days // 365} years ahead; reset it first")
     with write(db):
         if seconds:
             db.conn.execute("INSERT INTO app_state (key, value) VALUES (?, ?) "

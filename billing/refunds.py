@@ -26,6 +26,7 @@ from billing import clock, events, mail, money, payments
 from billing.accounts import FormError
 from billing.db import one, rows, scalar, write
 from billing.settings import Settings
+from billing.text import UnsafeText, clean as clean_text
 
 PENDING, SUCCEEDED, FAILED, UNKNOWN = "pending", "succeeded", "failed", "unknown"
 SPENT = (PENDING, SUCCEEDED, UNKNOWN)  # money that is, or may be, on its way back
@@ -63,15 +64,18 @@ def start(db: Database, now: datetime, *, payment_id: int, amount: str, reason: 
     Only its creator sends it; a resubmitted form (same `request_key`), even one arriving while
     the first is still waiting for PayTR, gets the existing refund and `False`. FormError
     (nothing written) for bad input."""
-    reason = " ".join((reason or "").split())
     errors = {}
+    try:
+        reason = clean_text(reason)
+    except UnsafeText as exc:
+        reason, errors["reason"] = "", str(exc)
     try:
         minor = money.parse(amount or "")
     except money.MoneyError:
         minor = None
         errors["amount"] = "Enter the amount to refund, like 29.00."
     if not reason:
-        errors["reason"] = "Say why: the customer sees it in the refund email, and it stays on the record."
+        errors.setdefault("reason", "Say why: the customer sees it in the refund email, and it stays on the record.")
     elif len(reason) > REASON_MAX:
         errors["reason"] = f"Keep it under {REASON_MAX} characters."
     if not request_key or len(request_key) > 64:
@@ -197,7 +201,10 @@ def outcome_from_status(db: Database, refund: dict, answer: dict) -> tuple[bool,
 
 def resolve_anomaly(db: Database, now: datetime, anomaly_id: int, note: str, actor: str) -> dict:
     """Staff settle an anomaly with a note saying what they did. FormError for an empty note."""
-    note = " ".join((note or "").split())
+    try:
+        note = clean_text(note)
+    except UnsafeText as exc:
+        raise FormError({"note": str(exc)}) from None
     if not note:
         raise FormError({"note": "Say what was done, for whoever looks at this payment next."})
     if len(note) > REASON_MAX:

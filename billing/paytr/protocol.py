@@ -46,7 +46,9 @@ PAYTR_TO_CURRENCY = {"TL": "TRY", "TRY": "TRY", "USD": "USD", "EUR": "EUR", "GBP
 
 MERCHANT_OID_MAX = 64
 _ALNUM = re.compile(r"[A-Za-z0-9]+")  # used with fullmatch: "$" would let a trailing newline in
-_DIGITS = re.compile(r"[0-9]+")
+# At most 12 digits: an amount no store charges, and far from SQLite's 64-bit limit, where a
+# longer one (hash-valid, so written to the database) used to crash the callback with a 500.
+_DIGITS = re.compile(r"[0-9]{1,12}")
 
 
 class CallbackError(ValueError):
@@ -91,7 +93,7 @@ def amount_decimal(minor: int) -> str:
 
 
 def parse_x100(value: str) -> int:
-    """Callback `total_amount` ('3456') -> 3456 minor units; refuses anything else."""
+    """Callback `total_amount` ('3456') -> 3456 minor units; refuses anything else, and absurd sizes."""
     text = str(value).strip()
     if not _DIGITS.fullmatch(text):  # ASCII digits only: str.isdigit() would take '２９'
         raise ValueError(f"not an integer amount: {value!r}")
