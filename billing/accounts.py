@@ -25,6 +25,7 @@ from sqlite_utils import Database
 from billing import clock, events, mail, plans, subscriptions
 from billing.db import one, rows, scalar, write
 from billing.settings import Settings
+from billing.text import UnsafeText, clean as clean_text
 
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024  # long passphrases are welcome; argon2 hashes all of it, no truncation
@@ -42,7 +43,9 @@ INVITE_TTL = timedelta(days=7)
 THROTTLE_WINDOW = timedelta(minutes=15)
 SLOW_AFTER = 3  # failures before each further try is slowed down
 ACCOUNT_LOCK_AFTER = 5  # failures for one account within the window
-IP_LOCK_AFTER = 20  # failures from one address within the window
+IP_LOCK_AFTER = 20  # failures from one address within the window (sign-ups and invites to taken addresses too)
+RESETS_PER_IP_HOUR = 20  # reset requests from one address; beyond, the same answer and no email
+ATTEMPTS_KEPT = timedelta(hours=1)  # the longest window any count looks back over
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 
@@ -63,6 +66,7 @@ class InvalidToken(Exception):
 class Throttle:
     delay: float  # seconds to wait before checking the password
     locked_for: timedelta | None  # refuse outright for this long
+    attempt_id: int | None = None  # the attempt `start_login` recorded (as failed until it succeeds)
 
     @property
     def locked(self) -> bool:
@@ -73,6 +77,21 @@ class Throttle:
         minutes = max(1, math.ceil(self.locked_for.total_seconds() / 60)) if self.locked_for else 0
         return (f"Too many failed login attempts. For your security, try again in "
                 f"{minutes} minute{'s' if minutes != 1 else ''}, or reset your password.")
+
+
+class TooManyAttempts(Exception):
+    """This client address made too many failed attempts (logins, sign-ups or invites to
+    addresses that have an account): refuse until the window passes."""
+
+    def __init__(self, throttle: Throttle):
+        super().__init__(throttle.message)
+        self.throttle = throttle
+
+    @property
+    def message(self) -> str:
+        minutes = max(1, math.ceil(self.throttle.locked_for.total_seconds() / 60))
+        return (f"Too many attempts from your network. For your security, try again in "
+                f"{minutes} minute{'s' if minutes != 1 else ''}.")
 
 
 # --- input ------------------------------------------------------------------------
@@ -122,12 +141,15 @@ def check_email(value: str, field: str = "email", *, smtputf8: bool = False) -> 
 
 
 def check_text(value: str, field: str, label: str, maximum: int) -> str:
-    text = " ".join((value or "").split())
-    if not text:
+    try:
+        cleaned = clean_text(value)
+    except UnsafeText as exc:
+        raise FormError({field: str(exc)}) from None
+    if not cleaned:
         raise FormError({field: f"Enter {label}."})
-    if len(text) > maximum:
+    if len(cleaned) > maximum:
         raise FormError({field: f"{label[0].upper()}{label[1:]} must be at most {maximum} characters."})
-    return text
+    return cleaned
 
 
 @cache
@@ -205,29 +227,58 @@ def register(
     email: str,
     password_hash: str,
     plan: str = plans.DEFAULT_PLAN,
+    ip: str | None = None,
 ) -> dict:
-    """Create the company, its owner and a trial, record it and queue the welcome email."""
+    """Create the company, its owner and a trial, record it and queue the welcome email.
+
+    From the web (`ip` given), an address that already has an account counts against the
+    client's address like a failed login, so the form cannot be used to list who has an
+    account; TooManyAttempts once that address is locked."""
     if plan not in plans.PLANS:
         plan = plans.DEFAULT_PLAN
     with write(db):
-        if user_by_email(db, email):
-            raise FormError({"email": "An account with this email already exists. Log in or reset your password."})
-        company_id = db.execute(
-            "INSERT INTO companies (name, timezone, created_at) VALUES (?, ?, ?)",
-            [company_name, settings.timezone, clock.iso(now)],
-        ).lastrowid
-        user_id = _insert_user(db, now, company_id, email, name, password_hash, "owner")
-        subscriptions.start_trial(db, now, company_id, plan, settings.trial_days)
-        sub = subscriptions.for_company(db, company_id)
-        events.record(db, now, "company.registered", f"{name} registered {company_name}; trial started",
-                      company_id=company_id, actor=f"user:{user_id}", plan=plan,
-                      trial_ends_at=sub["trial_ends_at"])
-        mail.enqueue(db, now, settings, template="welcome", to=email, dedupe_key=f"welcome:{user_id}",
-                     company_id=company_id,
-                     context={"name": name, "company": company_name, "plan": plans.get(plan),
-                              "trial_days": settings.trial_days, "trial_ends_at": sub["trial_ends_at"],
-                              "dashboard_url": settings.url("/billing/")})
+        taken = _address_taken(db, now, email, ip, "register")
+        if not taken:
+            user_id = _create_company(db, now, settings, company_name, name, email, password_hash, plan)
+    if taken:  # raised after the commit: the attempt must stay recorded
+        raise FormError({"email": ADDRESS_TAKEN})
     return user_by_id(db, user_id)
+
+
+ADDRESS_TAKEN = "An account with this email already exists. Log in or reset your password."
+
+
+def _address_taken(db: Database, now: datetime, email: str, ip: str | None, kind: str) -> bool:
+    """Inside a write: does `email` have an account? Counted as a failed attempt from `ip`
+    when it does; TooManyAttempts (nothing revealed) when `ip` is already locked."""
+    if ip is not None:
+        state = _ip_throttle(db, now, ip)
+        if state.locked:
+            raise TooManyAttempts(state)
+    if user_by_email(db, email) is None:
+        return False
+    if ip is not None:
+        _record_attempt(db, now, email, ip, kind)
+    return True
+
+
+def _create_company(db, now, settings, company_name, name, email, password_hash, plan) -> int:
+    company_id = db.execute(
+        "INSERT INTO companies (name, timezone, created_at) VALUES (?, ?, ?)",
+        [company_name, settings.timezone, clock.iso(now)],
+    ).lastrowid
+    user_id = _insert_user(db, now, company_id, email, name, password_hash, "owner")
+    subscriptions.start_trial(db, now, company_id, plan, settings.trial_days)
+    sub = subscriptions.for_company(db, company_id)
+    events.record(db, now, "company.registered", f"{name} registered {company_name}; trial started",
+                  company_id=company_id, actor=f"user:{user_id}", plan=plan,
+                  trial_ends_at=sub["trial_ends_at"])
+    mail.enqueue(db, now, settings, template="welcome", to=email, dedupe_key=f"welcome:{user_id}",
+                 company_id=company_id,
+                 context={"name": name, "company": company_name, "plan": plans.get(plan),
+                          "trial_days": settings.trial_days, "trial_ends_at": sub["trial_ends_at"],
+                          "dashboard_url": settings.url("/billing/")})
+    return user_id
 
 
 def _insert_user(db, now, company_id, email, name, password_hash, role) -> int:
@@ -238,7 +289,7 @@ def _insert_user(db, now, company_id, email, name, password_hash, role) -> int:
             [company_id, email, name, password_hash, role, clock.iso(now), clock.iso(now)],
         ).lastrowid
     except sqlite3.IntegrityError:
-        raise FormError({"email": "An account with this email already exists. Log in or reset your password."}) from None
+        raise FormError({"email": ADDRESS_TAKEN}) from None
 
 
 def create_staff(db: Database, now: datetime, *, email: str, name: str, password_hash: str) -> dict:
@@ -264,29 +315,22 @@ def company(db: Database, company_id: int) -> dict | None:
 
 
 def throttle(db: Database, now: datetime, email: str, ip: str) -> Throttle:
+    """Where a login for `email` from `ip` stands: how long to slow it down, or to refuse it.
+    A read; `start_login` decides and counts in one transaction."""
     since = clock.iso(now - THROTTLE_WINDOW)
     email = normalize_email(email)
-    last_success = scalar(db, "SELECT max(created_at) FROM login_attempts WHERE email = ? AND succeeded = 1",
-                          [email]) or ""
+    last_success = scalar(db, "SELECT max(created_at) FROM login_attempts WHERE email = ? AND kind = 'login' "
+                              "AND succeeded = 1", [email]) or ""
     account_failures = rows(
         db,
         """SELECT created_at FROM login_attempts
-           WHERE email = ? AND succeeded = 0 AND created_at >= ? AND created_at > ?
+           WHERE email = ? AND kind = 'login' AND succeeded = 0 AND created_at >= ? AND created_at > ?
            ORDER BY created_at DESC""",
         [email, since, last_success],
     )
-    ip_failures = rows(
-        db,
-        "SELECT created_at FROM login_attempts WHERE ip = ? AND succeeded = 0 AND created_at >= ? "
-        "ORDER BY created_at DESC LIMIT ?",
-        [ip, since, IP_LOCK_AFTER],
-    )
-    locked_until = None
-    if len(account_failures) >= ACCOUNT_LOCK_AFTER:
-        locked_until = clock.parse(account_failures[ACCOUNT_LOCK_AFTER - 1]["created_at"]) + THROTTLE_WINDOW
-    if len(ip_failures) >= IP_LOCK_AFTER:
-        ip_until = clock.parse(ip_failures[IP_LOCK_AFTER - 1]["created_at"]) + THROTTLE_WINDOW
-        locked_until = max(locked_until or ip_until, ip_until)
+    ip_failures = _ip_failures(db, now, ip)
+    locked_until = max(filter(None, (_locked_until(account_failures, ACCOUNT_LOCK_AFTER),
+                                     _locked_until(ip_failures, IP_LOCK_AFTER))), default=None)
     if locked_until and locked_until > now:
         return Throttle(delay=0, locked_for=locked_until - now)
     failures = max(len(account_failures), len(ip_failures) // 4)
@@ -294,21 +338,65 @@ def throttle(db: Database, now: datetime, email: str, ip: str) -> Throttle:
     return Throttle(delay=delay, locked_for=None)
 
 
-def check_login(db: Database, now: datetime, email: str, password: str, ip: str) -> dict | None:
-    """The user when email and password match, else None. Every try is recorded."""
+def _ip_failures(db: Database, now: datetime, ip: str) -> list[dict]:
+    """Failed attempts of every kind from one client address within the window, newest first."""
+    return rows(db, "SELECT created_at FROM login_attempts WHERE ip = ? AND succeeded = 0 AND created_at >= ? "
+                    "ORDER BY created_at DESC LIMIT ?", [ip, clock.iso(now - THROTTLE_WINDOW), IP_LOCK_AFTER])
+
+
+def _locked_until(failures: list[dict], limit: int) -> datetime | None:
+    if len(failures) < limit:
+        return None
+    return clock.parse(failures[limit - 1]["created_at"]) + THROTTLE_WINDOW
+
+
+def _ip_throttle(db: Database, now: datetime, ip: str) -> Throttle:
+    until = _locked_until(_ip_failures(db, now, ip), IP_LOCK_AFTER)
+    return Throttle(delay=0, locked_for=until - now if until and until > now else None)
+
+
+def _record_attempt(db: Database, now: datetime, email: str, ip: str, kind: str, succeeded: bool = False) -> int:
+    return db.execute("INSERT INTO login_attempts (email, ip, succeeded, created_at, kind) VALUES (?, ?, ?, ?, ?)",
+                      [email[:EMAIL_MAX], ip, int(succeeded), clock.iso(now), kind]).lastrowid
+
+
+def start_login(db: Database, now: datetime, email: str, ip: str) -> Throttle:
+    """May this try check a password? Decided and counted in one BEGIN IMMEDIATE transaction,
+    the try recorded as failed until `finish_login` finds the password right: so a burst of
+    parallel guesses checks at most ACCOUNT_LOCK_AFTER passwords, not one per request."""
     email = normalize_email(email)
-    user = user_by_email(db, email)
+    with write(db):
+        state = throttle(db, now, email, ip)
+        if state.locked:
+            return state
+        attempt_id = _record_attempt(db, now, email, ip, "login")
+    return Throttle(delay=state.delay, locked_for=None, attempt_id=attempt_id)
+
+
+def finish_login(db: Database, now: datetime, attempt: Throttle, email: str, password: str) -> dict | None:
+    """Check the password of a try `start_login` let through: the user when it matches, else None."""
+    if attempt.attempt_id is None:
+        raise ValueError("this login try was refused (or never started); no password may be checked")
+    user = user_by_email(db, normalize_email(email))
+    # Verified against a dummy hash when the email is unknown: both answers take as long.
     ok = password_matches(user["password_hash"] if user else None, password) and user is not None
     with write(db):
-        db.execute(
-            "INSERT INTO login_attempts (email, ip, succeeded, created_at) VALUES (?, ?, ?, ?)",
-            [email[:EMAIL_MAX], ip, int(ok), clock.iso(now)],
-        )
-        if ok and _hasher.check_needs_rehash(user["password_hash"]):
-            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", [_hasher.hash(password), user["id"]])
-        # Old attempts are only needed for the window; keep the table small.
-        db.execute("DELETE FROM login_attempts WHERE created_at < ?", [clock.iso(now - 2 * THROTTLE_WINDOW)])
+        if ok:
+            db.execute("UPDATE login_attempts SET succeeded = 1 WHERE id = ?", [attempt.attempt_id])
+            if _hasher.check_needs_rehash(user["password_hash"]):
+                db.execute("UPDATE users SET password_hash = ? WHERE id = ?", [_hasher.hash(password), user["id"]])
+        # Old attempts are only needed for their window; keep the table small.
+        db.execute("DELETE FROM login_attempts WHERE created_at < ?", [clock.iso(now - ATTEMPTS_KEPT)])
     return user if ok else None
+
+
+def check_login(db: Database, now: datetime, email: str, password: str, ip: str) -> dict | None:
+    """`start_login` then `finish_login` without the slow-down: the user, or None when the
+    password is wrong or the try was refused."""
+    attempt = start_login(db, now, email, ip)
+    if attempt.locked:
+        return None
+    return finish_login(db, now, attempt, email, password)
 
 
 # --- sessions ----------------------------------------------------------------------------
@@ -360,17 +448,23 @@ def end_session(db: Database, token: str | None) -> None:
 # --- password reset -------------------------------------------------------------------------
 
 
-def request_password_reset(db: Database, now: datetime, settings: Settings, email: str) -> None:
-    """Email a single-use link if the account exists. The caller's answer is the same either way."""
-    user = user_by_email(db, email)
-    if user is None:
-        return
+def request_password_reset(db: Database, now: datetime, settings: Settings, email: str,
+                           ip: str | None = None) -> None:
+    """Email a single-use link if the account exists. The caller's answer is the same either way,
+    and so is the work before it: a token, one write transaction with the same queries, the
+    email only queued (the sender sends it later), so the time taken does not tell either."""
+    token, digest = _token()
     with write(db):
+        user = user_by_email(db, email)
         recent = scalar(db, "SELECT count(*) FROM password_resets WHERE user_id = ? AND created_at > ?",
-                        [user["id"], clock.iso(now - timedelta(hours=1))])
-        if recent >= RESETS_PER_HOUR:
-            return  # someone is hammering the form; the links already sent still work
-        token, digest = _token()
+                        [user["id"] if user else None, clock.iso(now - timedelta(hours=1))])
+        from_ip = 0
+        if ip is not None:
+            from_ip = scalar(db, "SELECT count(*) FROM login_attempts WHERE ip = ? AND kind = 'reset' "
+                                 "AND created_at > ?", [ip, clock.iso(now - timedelta(hours=1))])
+            _record_attempt(db, now, email, ip, "reset", succeeded=True)
+        if user is None or recent >= RESETS_PER_HOUR or from_ip >= RESETS_PER_IP_HOUR:
+            return  # unknown, or someone is hammering the form (the links already sent still work)
         db.execute(
             "INSERT INTO password_resets (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
             [digest, user["id"], clock.iso(now), clock.iso(now + RESET_TTL)],
@@ -423,31 +517,44 @@ def team(db: Database, now: datetime, company_id: int) -> dict:
     }
 
 
-def invite(db: Database, now: datetime, settings: Settings, inviter: dict, email: str, role: str = "member") -> None:
+INVITEE_HAS_ACCOUNT = ("This address already has an account, and an account belongs to one team. "
+                       "They can log in, or reset their password if they forgot it.")
+
+
+def invite(db: Database, now: datetime, settings: Settings, inviter: dict, email: str, role: str = "member",
+           ip: str | None = None) -> None:
+    """Invite `email` to the inviter's company. An address that already has an account counts
+    against the client's address (`ip`, from the web) like a failed login: see `register`."""
     if inviter["role"] != "owner":
         raise PermissionError("Only the owner can invite colleagues.")
     if role not in ("member", "owner"):
         raise FormError({"role": "Choose member or owner."})
     with write(db):
-        if user_by_email(db, email):
-            raise FormError({"email": "This person already has an account."})
-        # A new invite to the same address replaces the old link.
-        db.execute("""UPDATE invites SET revoked_at = ? WHERE company_id = ? AND email = ?
-                      AND accepted_at IS NULL AND revoked_at IS NULL""", [clock.iso(now), inviter["company_id"], email])
-        token, digest = _token()
-        invite_id = db.execute(
-            """INSERT INTO invites (token_hash, company_id, email, role, invited_by, created_at, expires_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?)""",
-            [digest, inviter["company_id"], email, role, inviter["id"], clock.iso(now), clock.iso(now + INVITE_TTL)],
-        ).lastrowid
-        the_company = company(db, inviter["company_id"])
-        events.record(db, now, "team.invited", f"{inviter['name']} invited {email} as {role}",
-                      company_id=inviter["company_id"], actor=f"user:{inviter['id']}", email=email, role=role)
-        mail.enqueue(db, now, settings, template="invite", to=email, dedupe_key=f"invite:{invite_id}",
-                     company_id=inviter["company_id"],
-                     context={"inviter": inviter["name"], "company": the_company["name"], "role": role,
-                              "invite_url": settings.url(f"/auth/invite/{token}"),
-                              "days": INVITE_TTL.days})
+        taken = _address_taken(db, now, email, ip, "invite")
+        if not taken:
+            _send_invite(db, now, settings, inviter, email, role)
+    if taken:  # raised after the commit: the attempt must stay recorded
+        raise FormError({"email": INVITEE_HAS_ACCOUNT})
+
+
+def _send_invite(db: Database, now: datetime, settings: Settings, inviter: dict, email: str, role: str) -> None:
+    # A new invite to the same address replaces the old link.
+    db.execute("""UPDATE invites SET revoked_at = ? WHERE company_id = ? AND email = ?
+                  AND accepted_at IS NULL AND revoked_at IS NULL""", [clock.iso(now), inviter["company_id"], email])
+    token, digest = _token()
+    invite_id = db.execute(
+        """INSERT INTO invites (token_hash, company_id, email, role, invited_by, created_at, expires_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        [digest, inviter["company_id"], email, role, inviter["id"], clock.iso(now), clock.iso(now + INVITE_TTL)],
+    ).lastrowid
+    the_company = company(db, inviter["company_id"])
+    events.record(db, now, "team.invited", f"{inviter['name']} invited {email} as {role}",
+                  company_id=inviter["company_id"], actor=f"user:{inviter['id']}", email=email, role=role)
+    mail.enqueue(db, now, settings, template="invite", to=email, dedupe_key=f"invite:{invite_id}",
+                 company_id=inviter["company_id"],
+                 context={"inviter": inviter["name"], "company": the_company["name"], "role": role,
+                          "invite_url": settings.url(f"/auth/invite/{token}"),
+                          "days": INVITE_TTL.days})
 
 
 def invite_for_token(db: Database, now: datetime, token: str) -> dict:

@@ -148,7 +148,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
 
     middleware = [
-        Middleware(SecurityHeadersMiddleware, frame_sources=_origin(settings)),
+        Middleware(SecurityHeadersMiddleware, frame_sources=_origin(settings), hsts=settings.https),
         Middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie=SESSION_COOKIE,
                    max_age=SESSION_MAX_AGE, same_site="lax", https_only=settings.https),
         Middleware(CSRFMiddleware, deny=_csrf_denied),

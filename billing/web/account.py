@@ -9,7 +9,8 @@ from starlette.routing import Route
 from billing import accounts, billing_details, cards, dashboard, subscriptions
 from billing.paytr.client import PaytrError
 from billing.accounts import FormError
-from billing.web.common import current_user, flash, form, login_required, now, owner_required, redirect, run, settings
+from billing.web.common import (current_user, flash, form, ip, login_required, now, owner_required, redirect, run,
+                                settings)
 from billing.web.templating import render
 
 
@@ -74,9 +75,12 @@ async def invite(request: Request):
     data = await form(request)
     try:
         email = accounts.check_email(data.get("email"), smtputf8=settings(request).smtp_smtputf8)
-        await run(request, accounts.invite, now(request), settings(request), user, email, data.get("role", "member"))
+        await run(request, accounts.invite, now(request), settings(request), user, email, data.get("role", "member"),
+                  ip(request))
     except FormError as exc:
         return await _team_page(request, errors=exc.errors, values=data, status=422)
+    except accounts.TooManyAttempts as exc:
+        return await _team_page(request, errors={"email": exc.message}, values=data, status=429)
     flash(request, f"Invitation sent to {email}. The link works for {accounts.INVITE_TTL.days} days.")
     return redirect(request, "/billing/team")
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.routing import Route
 
 from billing import accounts, plans
-from billing.accounts import FormError, InvalidToken
+from billing.accounts import FormError, InvalidToken, Throttle, TooManyAttempts
 from billing.web.common import (current_user, flash, form, in_thread, ip, now, redirect, run, safe_next, session_now,
                                 settings, user_agent)
 from billing.web.security import rotate_csrf_token
@@ -26,6 +27,10 @@ async def _log_in(request: Request, user: dict) -> None:
     rotate_csrf_token(request)
 
 
+def retry_after(throttle: Throttle) -> dict:
+    return {"Retry-After": str(int(throttle.locked_for.total_seconds()) + 1)}
+
+
 def _home(user: dict) -> str:
     return "/admin/" if user["role"] == "staff" else "/billing/"
 
@@ -34,7 +39,8 @@ async def register(request: Request):
     plan = request.query_params.get("plan", "")
     context = {"values": {"plan": plan if plan in plans.PLANS else ""}, "errors": {},
                "trial_days": settings(request).trial_days, "plan": plans.PLANS.get(plan)}
-    if request.method == "GET":
+    # Starlette routes HEAD to GET endpoints: anything but POST shows the page and reads no form.
+    if request.method != "POST":
         user = await current_user(request)
         if user:
             return redirect(request, _home(user))
@@ -54,10 +60,14 @@ async def register(request: Request):
         password_hash = await in_thread(accounts.hash_password, password)
         user = await run(request, accounts.register, now(request), settings(request), company_name=company_name,
                          name=name, email=email, password_hash=password_hash,
-                         plan=data.get("plan") or plans.DEFAULT_PLAN)
+                         plan=data.get("plan") or plans.DEFAULT_PLAN, ip=ip(request))
     except FormError as exc:
         context["errors"] = exc.errors
         return render(request, "auth/register.html", context, status=422, fragment="auth/_register_form.html")
+    except TooManyAttempts as exc:
+        context["errors"] = {"email": exc.message}
+        return render(request, "auth/register.html", context, status=429, fragment="auth/_register_form.html",
+                      headers=retry_after(exc.throttle))
     await _log_in(request, user)
     flash(request, f"Welcome aboard! Your {settings(request).trial_days}-day free trial has started.")
     return redirect(request, "/billing/")
@@ -66,7 +76,7 @@ async def register(request: Request):
 async def login(request: Request):
     next_url = safe_next(request.query_params.get("next"), "")
     context = {"values": {"next": next_url}, "errors": {}, "message": None}
-    if request.method == "GET":
+    if request.method != "POST":
         user = await current_user(request)
         if user:
             return redirect(request, safe_next(next_url, _home(user)))
@@ -86,14 +96,15 @@ async def login(request: Request):
         context["message"] = "Email or password is incorrect."
         return render(request, "auth/login.html", context, status=422, fragment="auth/_login_form.html")
 
-    throttle = await run(request, accounts.throttle, now(request), email, ip(request))
-    if throttle.locked:
-        context["message"] = throttle.message
+    # Counted before the password is checked, in the same transaction as the decision.
+    attempt = await run(request, accounts.start_login, now(request), email, ip(request))
+    if attempt.locked:
+        context["message"] = attempt.message
         return render(request, "auth/login.html", context, status=429, fragment="auth/_login_form.html",
-                      headers={"Retry-After": str(int(throttle.locked_for.total_seconds()) + 1)})
-    if throttle.delay:
-        await asyncio.sleep(throttle.delay)  # slows guessing without tying up a worker thread
-    user = await run(request, accounts.check_login, now(request), email, password, ip(request))
+                      headers=retry_after(attempt))
+    if attempt.delay:
+        await asyncio.sleep(attempt.delay)  # slows guessing without tying up a worker thread
+    user = await run(request, accounts.finish_login, now(request), attempt, email, password)
     if user is None:
         context["message"] = "Email or password is incorrect."
         return render(request, "auth/login.html", context, status=422, fragment="auth/_login_form.html")
@@ -111,7 +122,7 @@ async def logout(request: Request):
 
 async def forgot_password(request: Request):
     context = {"values": {}, "errors": {}, "sent_to": None}
-    if request.method == "GET":
+    if request.method != "POST":
         return render(request, "auth/forgot_password.html", context)
     data = await form(request)
     context["values"] = data
@@ -121,10 +132,14 @@ async def forgot_password(request: Request):
         context["errors"] = exc.errors
         return render(request, "auth/forgot_password.html", context, status=422,
                       fragment="auth/_forgot_password_form.html")
-    await run(request, accounts.request_password_reset, now(request), settings(request), email)
     context["sent_to"] = email
     context["minutes"] = int(accounts.RESET_TTL.total_seconds() // 60)
-    return render(request, "auth/forgot_password.html", context, fragment="auth/_forgot_password_form.html")
+    response = render(request, "auth/forgot_password.html", context, fragment="auth/_forgot_password_form.html")
+    # The work (a link and its email for a known address, a little less for an unknown one) runs
+    # after the answer is sent, so how long the answer takes cannot tell who has an account.
+    response.background = BackgroundTask(run, request, accounts.request_password_reset, now(request),
+                                         settings(request), email, ip(request))
+    return response
 
 
 async def reset_password(request: Request):
@@ -136,7 +151,7 @@ async def reset_password(request: Request):
         return render(request, "auth/link_invalid.html", {"message": str(exc), "again_url": "/auth/forgot-password",
                                                           "again_label": "Send a new link"}, status=410)
     context["email"] = user["email"]
-    if request.method == "GET":
+    if request.method != "POST":
         return render(request, "auth/reset_password.html", context)
     data = await form(request)
     try:
@@ -166,7 +181,7 @@ async def accept_invite(request: Request):
         return render(request, "auth/link_invalid.html", {"message": str(exc), "again_url": "/auth/login",
                                                           "again_label": "Go to login"}, status=410)
     context = {"invite": invite, "errors": {}, "values": {}, "token": token}
-    if request.method == "GET":
+    if request.method != "POST":
         return render(request, "auth/accept_invite.html", context)
     data = await form(request)
     context["values"] = data

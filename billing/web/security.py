@@ -20,7 +20,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-SAFE_METHODS = {"GET", "HEAD", "OPTIONS", "TRACE"}
+# Only these change nothing, so only these skip the token. Their bodies are never read:
+# Starlette answers HEAD with the GET endpoint, and a HEAD carrying a login form must not log in.
+SAFE_METHODS = {"GET", "HEAD"}
 MAX_BODY = 1_000_000  # bytes; forms here are small
 
 # The only requests that need no CSRF token: PayTR's server-to-server callback
@@ -80,8 +82,11 @@ class CSRFMiddleware:
         self.deny = deny  # builds the friendly 403 page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or csrf_exempt(scope["path"]):
+        if scope["type"] != "http" or csrf_exempt(scope["path"]):
             await self.app(scope, receive, send)
+            return
+        if scope["method"] in SAFE_METHODS:
+            await self.app(scope, _without_body(receive), send)
             return
         expected = scope.get("session", {}).get("csrf")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -122,14 +127,34 @@ class CSRFMiddleware:
         await self.app(scope, replay, send)
 
 
+def _without_body(receive: Receive) -> Receive:
+    """A receive that reports an empty body (and then whatever the client does next)."""
+    given = False
+
+    async def empty() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return await receive()
+
+    return empty
+
+
+HSTS = b"max-age=31536000"  # a year: browsers only ever reach the app over https after the first visit
+
+
 class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, frame_sources: str = "'self'"):
+    def __init__(self, app: ASGIApp, frame_sources: str = "'self'", hsts: bool = False):
         self.app = app
+        # frame_sources is PayTR's origin: its iframe is framed by the checkout, and the saved-card
+        # form posts straight to PayTR's Direct API, so forms may go there and to us, nowhere else.
         self.csp = (
             "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-            f"script-src 'self'; frame-src 'self' {frame_sources}; "
+            f"script-src 'self'; frame-src 'self' {frame_sources}; form-action 'self' {frame_sources}; "
             "frame-ancestors 'none'; base-uri 'self'; object-src 'none'"
-        )
+        ).replace("'self' 'self'", "'self'")
+        self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,6 +167,8 @@ class SecurityHeadersMiddleware:
                 headers = message.setdefault("headers", [])
                 names = {k.lower() for k, _ in headers}
                 extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
+                if self.hsts:
+                    extra.append((b"strict-transport-security", HSTS))
                 # A response with its own policy (the mail viewer's frame) governs its own framing.
                 if not frameable and b"content-security-policy" not in names:
                     extra.append((b"x-frame-options", b"DENY"))
