@@ -39,7 +39,8 @@ def pay_period(db, settings, owner, at, plan="starter"):
 
 def save_card(db, owner):
     with write(db):
-        db.conn.execute("UPDATE companies SET paytr_utoken = 'UT1', card_ip = '85.34.78.112' WHERE id = ?",
+        db.conn.execute("UPDATE companies SET paytr_utoken = 'UT1', paytr_ctoken = 'CT1', card_ip = '85.34.78.112' "
+                        "WHERE id = ?",
                         [owner["company_id"]])
 
 
