@@ -3,6 +3,7 @@ the reviewer's scenario: what the customer is charged, which period they get, wh
 invoice says, and that a payment never undoes what the owner asked for."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -209,7 +210,9 @@ def test_concurrent_refund_checks_never_record_more_than_paytr_lists(db, setting
                                         request_key=key, actor="staff:1")
         refunds.unknown(db, at, refund["id"], "PayTR did not answer")
     ctx = jobs.Context(store=db.store, settings=settings, clock=None, paytr=StatusOnly())
-    checked = asyncio.run(jobs.check_refunds(ctx, at + timedelta(minutes=10)))
+    # A thread of its own: the browser tests may leave an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        checked = pool.submit(asyncio.run, jobs.check_refunds(ctx, at + timedelta(minutes=10))).result()
     assert checked == 2
     assert [r["status"] for r in refunds.for_payment(db, paid["id"])] in (["succeeded", "failed"],
                                                                          ["failed", "succeeded"])
