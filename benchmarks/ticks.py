@@ -39,7 +39,8 @@ NOW = clock.parse("2026-12-11T09:00:00Z")
 FAR = clock.iso(NOW + timedelta(days=20))
 
 
-def seed(store: Store, companies: int, due: int, utokens: list[str]) -> None:
+def seed(store: Store, companies: int, due: int, saved: list[tuple[str, str]]) -> None:
+    """`saved`: the (utoken, ctoken) of each company whose renewal charges its card."""
     db = store.db()
     with write(db):
         migrations.apply(db)
@@ -47,9 +48,11 @@ def seed(store: Store, companies: int, due: int, utokens: list[str]) -> None:
     states = ["trialing"] * 4 + ["active"] * 4 + ["past_due", "canceled", "expired"]
     with write(db):
         db.conn.executemany(
-            "INSERT INTO companies (id, name, timezone, created_at, paytr_utoken, card_ip) VALUES (?, ?, ?, ?, ?, ?)",
-            ((i, f"Şirket {i}", "Europe/Istanbul", created, utokens[i - 1 - due] if due < i <= 2 * due else None,
-              "85.34.78.112") for i in range(1, companies + 1)))
+            "INSERT INTO companies (id, name, timezone, created_at, paytr_utoken, paytr_ctoken, card_ip) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ((i, f"Şirket {i}", "Europe/Istanbul", created,
+              *(saved[i - 1 - due] if due < i <= 2 * due else (None, None)), "85.34.78.112")
+             for i in range(1, companies + 1)))
         db.conn.executemany(
             "INSERT INTO users (company_id, email, name, password_hash, role, created_at, password_changed_at) "
             "VALUES (?, ?, ?, 'x', 'owner', ?, ?)",
@@ -88,11 +91,11 @@ async def run(args) -> None:
     emulator = emulator_app.state.emulator
     # Callbacks are not part of a tick; the benchmark's PayTR answers them into the void.
     emulator.set_faults(callback_delay=3600)
-    utokens = [emulator.store_card(Card(number="4355084355084358", owner="SAHIP", month=12, year=2030)).utoken
-               for _ in range(args.due)]
+    cards = [emulator.store_card(Card(number="4355084355084358", owner="SAHIP", month=12, year=2030))
+             for _ in range(args.due)]
     store = Store(settings.database_path)
     started = time.perf_counter()
-    seed(store, args.companies, args.due, utokens)
+    seed(store, args.companies, args.due, [(card.utoken, card.ctoken) for card in cards])
     print(f"seeded {args.companies:,} companies in {time.perf_counter() - started:.1f} s "
           f"({args.due} trial reminders and {args.due} card renewals due at {clock.iso(NOW)})")
 

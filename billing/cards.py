@@ -1,26 +1,43 @@
-"""The card saved at PayTR for automatic renewal.
+"""The cards saved at PayTR, and the one renewals charge.
 
-PayTR keeps the card; we keep only its user token (`utoken`) on the company.
-What the customer sees about the card (brand, last four, expiry) is read from
-PayTR's card list when needed, never stored here.
+PayTR keeps the cards under one user token (`utoken`, on the company); each card has its
+own `ctoken`. We keep the ctoken of the card renewals charge (`companies.paytr_ctoken`, with
+its label for when PayTR no longer lists it) and the ctokens PayTR listed last time
+(`paytr_cards`). Everything else about a card (brand, last four, expiry) is read from
+PayTR's card list when a page or a charge needs it.
+
+PayTR's callback after a payment that saved a card brings the utoken but not the card's
+ctoken. So the payment only marks the company (`card_saved_by`, its merchant_oid), and the
+next time anyone lists the cards (the payment's result page, the dashboard, a renewal
+charge) `sync` finds the card that was not there before and makes it the one renewals
+charge. Listing is network I/O: it happens before the write that records it, never inside
+a transaction and never in the callback.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from sqlite_utils import Database
 
 from billing import accounts, clock, events, mail, plans, subscriptions
 from billing.db import one, write
-from billing.paytr.client import PaytrClient
 from billing.settings import Settings
+
+# The mark of cards saved before the chosen card existed: renewals charged PayTR's first card.
+FIRST_LISTED = "first-listed"
+
+
+class CardError(Exception):
+    """The owner's change to the saved cards cannot be made; the message says why."""
 
 
 def describe(card: dict) -> dict:
     brand = (card.get("c_brand") or card.get("schema") or "card").strip()
     month, year = str(card.get("month") or ""), str(card.get("year") or "")
-    return {"brand": brand[:1].upper() + brand[1:], "last4": str(card.get("last_4") or "")[-4:],
+    return {"ctoken": card.get("ctoken") or "", "brand": brand[:1].upper() + brand[1:],
+            "last4": str(card.get("last_4") or "")[-4:],
             "expiry": f"{month.zfill(2)}/{year[-2:]}" if month and year else "", "bank": card.get("c_bank") or ""}
 
 
@@ -28,37 +45,154 @@ def label(card: dict) -> str:
     return f"{card['brand']} ending {card['last4']}" if card.get("last4") else card.get("brand", "card")
 
 
-async def saved_card(client: PaytrClient, utoken: str) -> dict | None:
-    """The saved card as PayTR lists it, or None if PayTR has none for this user."""
-    cards = await client.list_cards(utoken)
-    return describe(cards[0]) if cards else None
+def renews_by_card(company: dict) -> bool:
+    """Are renewals charged to a saved card: one chosen, or one just saved that the next list names?"""
+    return bool(company.get("paytr_utoken") and (company.get("paytr_ctoken") or company.get("card_saved_by")))
 
 
-async def remove_at_paytr(client: PaytrClient, utoken: str) -> str:
-    """Delete every card PayTR keeps for this user; returns how the card was called."""
-    cards = await client.list_cards(utoken)
-    for card in cards:
-        await client.delete_card(utoken, card["ctoken"])
-    return label(describe(cards[0])) if cards else ""
+def wallet(company: dict, listed: list[dict]) -> dict:
+    """What the card box shows: the card renewals charge, and the company's other saved cards."""
+    cards = [describe(c) for c in listed if c.get("ctoken")]
+    chosen = next((c for c in cards if c["ctoken"] == company.get("paytr_ctoken")), None)
+    missing = company.get("paytr_ctoken") and chosen is None
+    return {"card": chosen, "other_cards": [c for c in cards if c is not chosen],
+            "missing_card": (company.get("paytr_card_label") or "The chosen card") if missing else None}
 
 
-def forget(db: Database, now: datetime, settings: Settings, user: dict, card_label: str) -> None:
-    """The card is gone at PayTR: stop automatic renewal and tell the owner."""
+def find(listed: list[dict], ctoken: str) -> dict | None:
+    return next((c for c in listed if ctoken and c.get("ctoken") == ctoken), None)
+
+
+# --- what the callback records ---------------------------------------------------------------
+
+
+def saved_with_payment(db: Database, now: datetime, payment: dict, utoken: str) -> None:
+    """PayTR stored a card with this payment (inside the callback's transaction): mark the
+    company so the next card list makes that card the one renewals charge."""
+    utoken = utoken[:200]
+    company = accounts.company(db, payment["company_id"])
+    if company.get("paytr_utoken") != utoken:
+        # A new PayTR user: the cards we knew belong to the old one, and it is not charged any more.
+        db.conn.execute("DELETE FROM paytr_cards WHERE company_id = ?", [company["id"]])
+        db.conn.execute("UPDATE companies SET paytr_ctoken = NULL, paytr_card_label = NULL WHERE id = ?",
+                        [company["id"]])
+    db.conn.execute("UPDATE companies SET paytr_utoken = ?, card_ip = ?, card_saved_by = ? WHERE id = ?",
+                    [utoken, payment["user_ip"], payment["merchant_oid"], company["id"]])
+    events.record(db, now, "card.saved", "Card saved at PayTR; renewals are charged to it from now on",
+                  company_id=company["id"], actor="paytr", merchant_oid=payment["merchant_oid"])
+
+
+# --- keeping up with PayTR's list ------------------------------------------------------------
+
+
+def sync(db: Database, now: datetime, before: dict, listed: list[dict]) -> dict:
+    """Record PayTR's card list, fetched while `before` (the company's row) was current. A card
+    saved with a payment since the last list becomes the one renewals charge. Returns the
+    company's row as it is now; writes only when something changed."""
+    seen = _seen(db, before["id"])
+    if not before.get("card_saved_by") and seen == {c.get("ctoken") for c in listed if c.get("ctoken")}:
+        return accounts.company(db, before["id"])
     with write(db):
-        db.conn.execute("UPDATE companies SET paytr_utoken = NULL, card_ip = NULL WHERE id = ?", [user["company_id"]])
-        # the renewal notices change from "we will charge your card" to a pay link
-        db.conn.execute("UPDATE subscriptions SET next_action_at = ? WHERE company_id = ?",
-                        [clock.iso(now), user["company_id"]])
+        _sync_in(db, now, accounts.company(db, before["id"]), before, listed)
+        return accounts.company(db, before["id"])
+
+
+def _sync_in(db: Database, now: datetime, company: dict, before: dict, listed: list[dict]) -> bool:
+    """`sync` inside the caller's transaction; False when the list is another PayTR user's."""
+    if company.get("paytr_utoken") != before.get("paytr_utoken") or not company.get("paytr_utoken"):
+        return False  # a payment saved a card under a new PayTR user meanwhile: the next list is its
+    tokens = [c["ctoken"] for c in listed if c.get("ctoken")]
+    mark = company.get("card_saved_by")
+    # A mark set after the list was fetched waits for the next list, which is sure to show its card.
+    if mark and mark == before.get("card_saved_by"):
+        seen = _seen(db, company["id"])
+        new = [c for c in listed if c.get("ctoken") and c["ctoken"] not in seen]
+        # Several new cards (two saving payments before any list): PayTR lists cards in the order
+        # they were saved, so the last one is the newest.
+        pick = listed[:1] if mark == FIRST_LISTED else new[-1:]
+        if pick and pick[0].get("ctoken") != company.get("paytr_ctoken"):
+            card = describe(pick[0])
+            how = ("the first card PayTR lists, as before" if mark == FIRST_LISTED
+                   else f"the card saved with payment {mark}")
+            _choose_in(db, now, company, card, f"Renewals are charged to {label(card)}, {how}", actor="paytr")
+        db.conn.execute("UPDATE companies SET card_saved_by = NULL WHERE id = ?", [company["id"]])
+    db.conn.execute("DELETE FROM paytr_cards WHERE company_id = ? AND ctoken NOT IN (SELECT value FROM json_each(?))",
+                    [company["id"], json.dumps(tokens)])
+    db.conn.executemany("INSERT OR IGNORE INTO paytr_cards (company_id, ctoken, first_seen_at) VALUES (?, ?, ?)",
+                        [(company["id"], token, clock.iso(now)) for token in tokens])
+    return True
+
+
+def _seen(db: Database, company_id: int) -> set[str]:
+    return {row[0] for row in db.conn.execute("SELECT ctoken FROM paytr_cards WHERE company_id = ?", [company_id])}
+
+
+def _choose_in(db: Database, now: datetime, company: dict, card: dict, message: str, actor: str) -> None:
+    was = renews_by_card(company)
+    db.conn.execute("UPDATE companies SET paytr_ctoken = ?, paytr_card_label = ? WHERE id = ?",
+                    [card["ctoken"], label(card), company["id"]])
+    events.record(db, now, "card.chosen", message, company_id=company["id"], actor=actor, card=label(card))
+    if not was:
+        _replan(db, now, company["id"])
+
+
+def _replan(db: Database, now: datetime, company_id: int) -> None:
+    # Renewal notices and charges differ between a card and a pay link: plan them again now.
+    db.conn.execute("UPDATE subscriptions SET next_action_at = ? WHERE company_id = ?", [clock.iso(now), company_id])
+
+
+# --- the owner's changes -----------------------------------------------------------------------
+
+
+def choose(db: Database, now: datetime, user: dict, before: dict, listed: list[dict], ctoken: str) -> dict:
+    """The owner chose which saved card renewals charge (`listed`: PayTR's list, just fetched)."""
+    found = find(listed, ctoken)
+    if found is None:
+        raise CardError("That card is no longer saved at PayTR. Here are the cards it has now.")
+    card = describe(found)
+    with write(db):
         company = accounts.company(db, user["company_id"])
+        if not _sync_in(db, now, company, before, listed):
+            raise CardError("Your saved cards changed a moment ago. Please choose again.")
+        company = accounts.company(db, company["id"])
+        if company["paytr_ctoken"] != card["ctoken"]:
+            _choose_in(db, now, company, card, f"{user['name']} chose {label(card)} for renewals",
+                       actor=events.user_actor(user))
+    return card
+
+
+def removed(db: Database, now: datetime, settings: Settings, user: dict, before: dict, listed: list[dict],
+            ctoken: str) -> dict:
+    """PayTR deleted one card at the owner's request (`listed`: its list before the deletion).
+    Renewals charged to it fall back to pay links until the owner chooses another card; the
+    last card gone, the PayTR user is forgotten. Returns what the owner is told."""
+    card = describe(find(listed, ctoken) or {"ctoken": ctoken})
+    remaining = [c for c in listed if c.get("ctoken") != ctoken]
+    with write(db):
+        company = accounts.company(db, user["company_id"])
+        was = renews_by_card(company)
+        in_step = _sync_in(db, now, company, before, remaining)
+        db.conn.execute("DELETE FROM paytr_cards WHERE company_id = ? AND ctoken = ?", [company["id"], ctoken])
+        db.conn.execute("UPDATE companies SET paytr_ctoken = NULL, paytr_card_label = NULL "
+                        "WHERE id = ? AND paytr_ctoken = ?", [company["id"], ctoken])
+        if in_step and not remaining:
+            db.conn.execute("UPDATE companies SET paytr_utoken = NULL, card_ip = NULL, card_saved_by = NULL "
+                            "WHERE id = ?", [company["id"]])
+        company = accounts.company(db, company["id"])
+        if was != renews_by_card(company):
+            _replan(db, now, company["id"])
+        renewals = (company["paytr_card_label"] or "the card you saved last") if renews_by_card(company) else None
+        events.record(db, now, "card.removed", f"{user['name']} removed the saved card {label(card)}",
+                      company_id=company["id"], actor=events.user_actor(user), card=label(card))
         sub = subscriptions.for_company(db, company["id"])
-        events.record(db, now, "card.removed", f"{user['name']} removed the saved card {card_label}".strip(),
-                      company_id=company["id"], actor=events.user_actor(user))
         owner = one(db, "SELECT * FROM users WHERE company_id = ? AND role = 'owner' ORDER BY id LIMIT 1",
                     [company["id"]])
         if owner:
             mail.enqueue(db, now, settings, template="card_removed", to=owner["email"],
-                         dedupe_key=f"card-removed:{company['id']}:{now.isoformat()}", company_id=company["id"],
-                         context={"name": owner["name"], "company": company["name"], "card_label": card_label,
+                         dedupe_key=f"card-removed:{company['id']}:{ctoken}", company_id=company["id"],
+                         context={"name": owner["name"], "company": company["name"], "card_label": label(card),
                                   "removed_by": user["name"], "plan_name": plans.get(sub["plan"]).name,
+                                  "renewals_card": renewals, "other_cards": len(remaining),
                                   "period_end": sub["current_period_end"] if subscriptions.is_paid(sub) else None,
                                   "tz": company["timezone"], "dashboard_url": settings.url("/billing/")})
+    return {"label": label(card), "renewals_card": renewals, "remaining": len(remaining)}

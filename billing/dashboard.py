@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from billing import accounts, billing_details, events, invoices, mail, money, payments, plans, subscriptions
+from billing import accounts, billing_details, cards, events, invoices, mail, money, payments, plans, subscriptions
 from billing.db import rows
 
 
@@ -31,10 +31,15 @@ def overview(db: Database, now: datetime, company_id: int) -> dict:
         "renews_on": subscriptions.renews_on(sub),
         "will_cancel_on": subscriptions.will_cancel_on(sub),
         "scheduled_plan": plans.PLANS.get(sub["scheduled_plan"]) if sub["scheduled_plan"] else None,
-        "has_card": bool(company.get("paytr_utoken")),
+        "has_card": cards.renews_by_card(company),  # renewals are charged to a saved card
+        "has_saved_cards": bool(company.get("paytr_utoken")),
         "details": billing_details.of(company),
         "details_complete": billing_details.is_complete(company),
     }
+
+
+# The console's outbox words ("emails waiting", "failed"), as badges.
+EMAIL_LABELS = {"pending": "Waiting", "sent": "Sent", "failed": "Failed"}
 
 
 def timeline(db: Database, company_id: int, settings, limit: int = 200) -> list[dict]:
@@ -44,7 +49,8 @@ def timeline(db: Database, company_id: int, settings, limit: int = 200) -> list[
                for e in events.for_company(db, company_id, limit)]
     for p in rows(db, "SELECT * FROM payments WHERE company_id = ? ORDER BY id DESC LIMIT ?", [company_id, limit]):
         what = {"renewal": "Renewal", "upgrade": "Upgrade", "subscribe": "Subscription"}[p["kind"]]
-        how = {"recurring": " (saved card)", "direct": " (card saved)"}.get(p["method"], "")
+        how = {"recurring": " (saved card)", "direct": " (card saved)" if p["status"] == payments.SUCCEEDED
+               else " (saving a new card)"}.get(p["method"], "")
         text = f"{what} payment of {money.format(p['amount'], p['currency'])}{how}"
         if p["failed_reason_msg"]:
             text += f": {p['failed_reason_msg']}"
@@ -62,6 +68,7 @@ def timeline(db: Database, company_id: int, settings, limit: int = 200) -> list[
             subject = m["template"].replace("_", " ")
         entries.append({"at": m["sent_at"] or m["created_at"], "kind": "Email",
                         "text": f"“{subject}” to {m['to_addr']}", "badge": m["status"],
+                        "badge_label": EMAIL_LABELS.get(m["status"], m["status"]),
                         "order": (m["sent_at"] or m["created_at"], 0, m["id"])})
     entries.sort(key=lambda e: e["order"], reverse=True)
     return entries[:limit]

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import anyio.to_thread
 
-from billing import billing_details, clock, lifecycle, mail, payments, refunds
+from billing import billing_details, cards, clock, lifecycle, mail, payments, refunds
 from billing.db import Store, one, rows, write
 from billing.paytr import protocol
 from billing.paytr.client import PaytrClient, PaytrRefused, PaytrUnavailable
@@ -129,14 +129,21 @@ async def _charge(ctx: Context, now: datetime, payment: dict) -> None:
     try:
         if not company.get("paytr_utoken"):
             raise PaytrRefused("no saved card")
-        cards = await ctx.paytr.list_cards(company["paytr_utoken"])
-        if not cards:
-            raise PaytrRefused("the saved card is no longer at PayTR")
+        listed = await ctx.paytr.list_cards(company["paytr_utoken"])
+        # A card saved since the last list becomes the chosen one before anything is charged.
+        company = await _in_thread(ctx, cards.sync, now, company, listed)
+        ctoken = company.get("paytr_ctoken")
+        if not ctoken:
+            raise PaytrRefused("No saved card is chosen for renewals.")
+        if cards.find(listed, ctoken) is None:
+            # Never another card instead: the owner chose this one.
+            raise PaytrRefused(f"The card chosen for renewals ({company.get('paytr_card_label') or 'saved card'}) "
+                               "is no longer saved at PayTR.")
         request = protocol.recurring_request(
             merchant_id=s.paytr_merchant_id, key=str(s.paytr_merchant_key), salt=str(s.paytr_merchant_salt),
             user_ip=payment["user_ip"] or "127.0.0.1", merchant_oid=payment["merchant_oid"], email=payment["email"],
             amount=payment["amount"], currency=payment["currency"], test_mode=bool(payment["test_mode"]),
-            utoken=company["paytr_utoken"], ctoken=cards[0]["ctoken"], user_name=company["name"],
+            utoken=company["paytr_utoken"], ctoken=ctoken, user_name=company["name"],
             **billing_details.paytr_contact(company),
             basket=protocol.encode_basket([(payment["description"] or f"{payment['plan'].title()} plan renewal",
                                             payment["amount"], 1)]),

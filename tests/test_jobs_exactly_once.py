@@ -23,7 +23,8 @@ N = 1000
 T = clock.parse("2026-12-11T09:00:00Z")
 
 
-def seed(path: Path, *, status: str, period_end=None, trial_end=None, next_action=None, utokens=None) -> None:
+def seed(path: Path, *, status: str, period_end=None, trial_end=None, next_action=None, utokens=None,
+         ctokens=None) -> None:
     """N companies with an owner and a subscription, written straight into the database."""
     store = Store(path)
     db = store.db()
@@ -32,9 +33,10 @@ def seed(path: Path, *, status: str, period_end=None, trial_end=None, next_actio
     now = "2026-11-27T09:00:00Z"
     with write(db):
         for i in range(1, N + 1):
-            db.conn.execute("INSERT INTO companies (id, name, timezone, created_at, paytr_utoken, card_ip) "
-                            "VALUES (?, ?, 'Europe/Istanbul', ?, ?, '85.34.78.112')",
-                            [i, f"Şirket {i}", now, utokens[i - 1] if utokens else None])
+            db.conn.execute("INSERT INTO companies (id, name, timezone, created_at, paytr_utoken, paytr_ctoken, "
+                            "card_ip) VALUES (?, ?, 'Europe/Istanbul', ?, ?, ?, '85.34.78.112')",
+                            [i, f"Şirket {i}", now, utokens[i - 1] if utokens else None,
+                             ctokens[i - 1] if ctokens else None])
             db.conn.execute("INSERT INTO users (company_id, email, name, password_hash, role, created_at, "
                             "password_changed_at) VALUES (?, ?, ?, 'x', 'owner', ?, ?)",
                             [i, f"owner{i}@example.com", f"Sahip {i}", now, now])
@@ -82,7 +84,7 @@ def test_after_six_hours_down_1000_due_renewals_are_each_charged_once(tmp_path):
              for i in range(N)]
     period_end = clock.iso(T)  # every period ended six hours ago, while the app was down
     seed(settings.database_path, status="active", period_end=period_end, next_action=clock.iso(T - timedelta(
-        days=7)), utokens=[card.utoken for card in cards])
+        days=7)), utokens=[card.utoken for card in cards], ctokens=[card.ctoken for card in cards])
 
     def restart_and_tick(app):
         with TestClient(app) as client:

@@ -6,11 +6,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import accounts, billing_details, cards, dashboard, subscriptions
-from billing.paytr.client import PaytrError
+from billing import accounts, billing_details, dashboard, subscriptions
 from billing.accounts import FormError
 from billing.web.common import (current_user, flash, form, ip, login_required, now, owner_required, redirect, run,
                                 settings)
+from billing.web import wallet
 from billing.web.templating import render
 
 
@@ -20,12 +20,7 @@ async def billing_home(request: Request):
     data = await run(request, dashboard.overview, now(request), user["company_id"])
     data["grace_ends"] = subscriptions.grace_ends(data["subscription"], settings(request).grace_days)
     data["recurring_enabled"] = settings(request).paytr_recurring
-    data["card"], data["card_error"] = None, None
-    if data["has_card"]:
-        try:
-            data["card"] = await cards.saved_card(request.app.state.paytr, data["company"]["paytr_utoken"])
-        except PaytrError:  # the page still works; only the card's details are missing
-            data["card_error"] = "PayTR did not answer, so the card's details can't be shown right now."
+    data.update(await wallet.card_box(request, data["company"]))
     return render(request, "billing/dashboard.html", data)
 
 

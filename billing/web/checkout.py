@@ -7,12 +7,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import clock, invoices, payments, plans
+from billing import accounts, clock, invoices, payments, plans
 from billing.payments import CheckoutError
 from billing.paytr import protocol
 from billing.paytr.client import PaytrRefused, PaytrUnavailable
 from billing.web.common import (current_user, flash, form, ip, login_required, now, owner_required, redirect, run,
                                 settings)
+from billing.web import wallet
 from billing.web.templating import render
 
 def paytr_url(request: Request, path: str) -> str:
@@ -77,8 +78,9 @@ async def checkout_page(request: Request):
     expired = (now(request) - clock.parse(payment["created_at"])).total_seconds() > payments.TOKEN_MINUTES * 60
     is_open = payment["status"] == payments.PENDING and not expired and (
         payment["method"] == "direct" or payment["paytr_token"])
+    company = await run(request, accounts.company, payment["company_id"])
     context = {"payment": payment, "plan": payment["plan_obj"], "open": is_open, "expired": expired,
-               "recurring_enabled": s.paytr_recurring}
+               "recurring_enabled": s.paytr_recurring, "has_saved_cards": bool(company.get("paytr_utoken"))}
     if is_open and payment["method"] == "direct":
         context["direct_action"] = paytr_url(request, protocol.API_PATHS["direct"])
         context["direct_fields"] = await run(request, payments.direct_form, s, payment)
@@ -92,7 +94,8 @@ async def payment_result(request: Request):
     payment = await _own_payment(request, request.query_params.get("oid", ""))
     came_back = "success" if request.url.path.endswith("/success") else "fail"
     context = {"payment": payment, "plan": payment["plan_obj"], "came_back": came_back,
-               "status_url": f"/billing/payment/{payment['merchant_oid']}/status?from={came_back}"}
+               "status_url": f"/billing/payment/{payment['merchant_oid']}/status?from={came_back}",
+               "saved_card": await wallet.after_saving_payment(request, payment)}
     return render(request, "billing/payment_result.html", context, fragment="billing/_payment_status.html")
 
 
@@ -102,7 +105,8 @@ async def payment_status(request: Request):
     came_back = "fail" if request.query_params.get("from") == "fail" else "success"
     return render(request, "billing/_payment_status.html", {
         "payment": payment, "plan": payment["plan_obj"], "came_back": came_back,
-        "status_url": f"/billing/payment/{payment['merchant_oid']}/status?from={came_back}"})
+        "status_url": f"/billing/payment/{payment['merchant_oid']}/status?from={came_back}",
+        "saved_card": await wallet.after_saving_payment(request, payment)})
 
 
 @login_required

@@ -6,9 +6,11 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from billing import accounts, cards, changes, dashboard, jobs, lifecycle, payments, plans, subscriptions
+from billing.cards import CardError
 from billing.changes import ChangeError
 from billing.payments import CheckoutError
 from billing.paytr.client import PaytrError
+from billing.web import wallet
 from billing.web.checkout import open_checkout
 from billing.web.common import (current_user, flash, form, ip, login_required, now, owner_required, redirect, run,
                                 settings)
@@ -26,9 +28,12 @@ async def renew(request: Request):
     if not subscriptions.is_paid(sub):
         return redirect(request, "/billing/#plans")
     start, end, _ = subscriptions.next_period(sub, now(request), settings(request).tz)
+    company = await run(request, accounts.company, sub["company_id"])
     return render(request, "billing/renew.html", {
         "subscription": sub, "plan": lifecycle.renewal_plan(sub), "period_start": start, "period_end": end,
-        "grace_ends": subscriptions.grace_ends(sub, settings(request).grace_days)})
+        "grace_ends": subscriptions.grace_ends(sub, settings(request).grace_days),
+        "can_save_card": settings(request).paytr_recurring, "renews_by_card": cards.renews_by_card(company),
+        "card_label": company.get("paytr_card_label")})
 
 
 async def _change(request: Request, change, *args, done: str):
@@ -66,26 +71,29 @@ async def change_plan(request: Request):
     sub = await _subscription(request)
     context = {"subscription": sub, "old": plans.get(sub["plan"]), "new": new, "error": None, "card": None}
     try:
-        context["kind"], context["quote"] = await run(request, changes.preview, now(request), sub["company_id"],
+        context["kind"], context["quote"] = await run(request, changes.preview, now(request), settings(request), sub["company_id"],
                                                       new.code)
     except ChangeError as exc:
         context["error"] = str(exc)
         return render(request, "billing/change_plan.html", context, status=409)
-    utoken = await _saved_card_token(request, sub["company_id"])
-    if utoken and context["quote"] and context["quote"].amount:
+    context["can_save_card"] = settings(request).paytr_recurring
+    company = await run(request, accounts.company, sub["company_id"])
+    if await _renews_by_card(request, company) and context["quote"] and context["quote"].amount:
         try:
-            context["card"] = await cards.saved_card(request.app.state.paytr, utoken)
+            company, found = await wallet.listed(request, company)
+            context["card"] = cards.wallet(company, found)["card"]  # the card renewals charge, if PayTR has it
         except PaytrError:  # offer the card anyway; PayTR decides when charged
-            context["card"] = {"brand": "Saved card", "last4": ""}
+            context["card"] = {"brand": company.get("paytr_card_label") or "Saved card", "last4": ""}
     return render(request, "billing/change_plan.html", context)
 
 
-async def _saved_card_token(request: Request, company_id: int) -> str | None:
-    """The saved card's token when the operator charges saved cards at all."""
+async def _renews_by_card(request: Request, company: dict | int) -> bool:
+    """Does the operator charge saved cards, and has the company one that renewals charge?"""
     if not settings(request).paytr_recurring:
-        return None
-    company = await run(request, accounts.company, company_id)
-    return company.get("paytr_utoken") or None
+        return False
+    if isinstance(company, int):
+        company = await run(request, accounts.company, company)
+    return cards.renews_by_card(company)
 
 
 @owner_required
@@ -94,16 +102,18 @@ async def upgrade(request: Request):
     new = plans.get(data.get("plan", ""))
     user = await current_user(request)
     try:
-        quote = await run(request, changes.upgrade_quote, now(request), user["company_id"], new.code)
+        quote = await run(request, changes.upgrade_quote, now(request), settings(request), user["company_id"], new.code)
         if not quote.amount:
             await run(request, changes.upgrade_for_free, now(request), settings(request), user, new.code)
             flash(request, f"You're now on {new.name}. The difference for the time left was below PayTR's minimum, "
                            "so there was nothing to pay.")
             return redirect(request, "/billing/")
-        on_card = data.get("pay_with") == "saved_card" and await _saved_card_token(request, user["company_id"])
+        on_card = data.get("pay_with") == "saved_card" and await _renews_by_card(request, user["company_id"])
+        # A new card is saved through PayTR's Direct API form, which the operator must have enabled.
+        save_new = data.get("pay_with") == "new_card" and settings(request).paytr_recurring
         checkout = await run(request, payments.start_checkout, now(request), settings(request), user=user,
                              plan_code=new.code, ip=ip(request), upgrade=quote,
-                             method="recurring" if on_card else "iframe")
+                             method="recurring" if on_card else "direct" if save_new else "iframe")
     except (ChangeError, CheckoutError) as exc:
         flash(request, str(exc), "error")
         return redirect(request, "/billing/")
@@ -129,18 +139,57 @@ async def undo_change(request: Request):
 
 
 @owner_required
-async def remove_card(request: Request):
+async def choose_card(request: Request):
+    """The owner picks which saved card renewals charge."""
     user = await current_user(request)
+    ctoken = (await form(request)).get("ctoken", "")
+    company = await run(request, accounts.company, user["company_id"])
+    if not (settings(request).paytr_recurring and company.get("paytr_utoken")):
+        flash(request, "There is no saved card to choose. You can save one when you pay.", "error")
+        return redirect(request, "/billing/")
+    try:
+        found = await request.app.state.paytr.list_cards(company["paytr_utoken"])
+        card = await run(request, cards.choose, now(request), user, company, found, ctoken)
+    except PaytrError as exc:
+        flash(request, f"PayTR did not answer ({exc}), so nothing changed. Please try again in a minute.", "error")
+    except CardError as exc:
+        flash(request, str(exc), "error")
+    else:
+        flash(request, f"Renewals are now charged to {cards.label(card)}.")
+    return redirect(request, "/billing/")
+
+
+@owner_required
+async def remove_card(request: Request):
+    """Delete one saved card at PayTR; renewals charged to it go back to pay links."""
+    user = await current_user(request)
+    ctoken = (await form(request)).get("ctoken", "")
     company = await run(request, accounts.company, user["company_id"])
     if not company.get("paytr_utoken"):
         return redirect(request, "/billing/")
+    client = request.app.state.paytr
     try:
-        label = await cards.remove_at_paytr(request.app.state.paytr, company["paytr_utoken"])
+        found = await client.list_cards(company["paytr_utoken"])
+        # A form without a card names the one renewals charge, or the only one.
+        ctoken = ctoken or company.get("paytr_ctoken") or (found[0].get("ctoken", "") if len(found) == 1 else "")
+        if cards.find(found, ctoken) is None:
+            await run(request, cards.sync, now(request), company, found)
+            raise CardError("That card is no longer saved at PayTR. Here are the cards it has now.")
+        await client.delete_card(company["paytr_utoken"], ctoken)
+        outcome = await run(request, cards.removed, now(request), settings(request), user, company, found, ctoken)
     except PaytrError as exc:
         flash(request, f"PayTR could not remove the card right now ({exc}). Please try again in a minute.", "error")
-        return redirect(request, "/billing/")
-    await run(request, cards.forget, now(request), settings(request), user, label)
-    flash(request, "Your saved card was removed. We'll email you a link to pay before the next renewal.")
+    except CardError as exc:
+        flash(request, str(exc), "error")
+    else:
+        if not outcome["remaining"]:
+            flash(request, "Your saved card was removed. We'll email you a link to pay before the next renewal.")
+        elif outcome["renewals_card"]:
+            flash(request, f"{outcome['label']} was removed. Renewals are still charged to "
+                           f"{outcome['renewals_card']}.")
+        else:
+            flash(request, f"{outcome['label']} was removed. No card is charged for renewals now: choose one of "
+                           "your saved cards, or we'll email you a link to pay before the next renewal.")
     return redirect(request, "/billing/")
 
 
@@ -160,6 +209,7 @@ routes = [
     Route("/billing/plan/downgrade", downgrade, methods=["POST"]),
     Route("/billing/plan/undo", undo_change, methods=["POST"]),
     Route("/billing/plan/{plan}", change_plan),
+    Route("/billing/card/choose", choose_card, methods=["POST"]),
     Route("/billing/card/remove", remove_card, methods=["POST"]),
     Route("/billing/timeline", timeline),
 ]

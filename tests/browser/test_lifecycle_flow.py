@@ -78,8 +78,7 @@ def test_trial_reminder_saved_card_renewal_dunning_and_recovery(browser, live_se
     page.get_by_role("button", name="Save my card for automatic renewal instead").click()
     page.get_by_label("Name on card").fill("GUL SAHIN")
     page.get_by_label("Card number").fill("4355084355084358")
-    page.get_by_label("Expiry month").fill("12")
-    page.get_by_label("Expiry year").fill("30")
+    page.get_by_label("Expiry date").fill("12/30")  # one MM/YY field; the page splits it for PayTR
     page.get_by_label("CVV").fill("000")
     page.get_by_role("button", name=re.compile("Pay \\$29.00 and save the card")).click()
     expect(page.get_by_role("heading", name="Your Starter plan is active")).to_be_visible(timeout=20_000)
