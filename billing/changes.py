@@ -44,9 +44,12 @@ class Quote:
     new: plans.Plan
     amount: int  # minor units to charge now, VAT included (0: below PayTR's minimum, switched for free)
     exact: int  # before the minimum rule
-    days_left: int
+    days_left: int  # days charged for: the rest of this period (plus the next, when paid ahead)
     period_days: int
     period_end: datetime
+    period_start: datetime | None = None
+    paid_ahead: bool = False  # the next period was paid early: the quote covers it too
+    starts_later: bool = False  # paid during the trial: the current period has not begun
 
 
 def _owner_context(db, settings: Settings, sub: dict, company: dict) -> tuple[dict, ZoneInfo]:
@@ -140,14 +143,16 @@ def quote(sub: dict, new_code: str, now: datetime, vat_rate: Decimal, previous_s
     if left <= 0 or period <= 0:
         raise ChangeError("The current period has ended; renew first.")
     share = Fraction(left, period)
-    if previous_start is not None and now < start:
+    paid_ahead = previous_start is not None and now < start
+    if paid_ahead:
         share += Fraction(int((start - now).total_seconds()), int((start - previous_start).total_seconds()))
     net_difference = money.split_gross(new.price, vat_rate)[0] - money.split_gross(old.price, vat_rate)[0]
     net = math.floor(net_difference * share + Fraction(1, 2))  # half up, once
     exact = money.gross_from_net(net, vat_rate)
     return Quote(old=old, new=new, amount=exact if exact >= MINIMUM_CHARGE else 0, exact=exact,
-                 days_left=math.ceil((end - now).total_seconds() / 86400), period_days=round(period / 86400),
-                 period_end=end)
+                 days_left=math.ceil((end - (now if paid_ahead else max(now, start))).total_seconds() / 86400),
+                 period_days=round(period / 86400), period_end=end, period_start=start, paid_ahead=paid_ahead,
+                 starts_later=now < start and not paid_ahead)
 
 
 def _previous_start(db, sub: dict) -> datetime | None:

@@ -64,8 +64,11 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
                 raise CheckoutError("Your upgrade is already being charged to your saved card; "
                                     "see the outcome on your billing page in a moment.")
             kind, amount, base_plan = "upgrade", upgrade.amount, upgrade.old.code
-            description = (f"Upgrade {upgrade.old.name} → {upgrade.new.name}, {upgrade.days_left} of "
-                           f"{upgrade.period_days} days until {upgrade.period_end.astimezone(settings.tz):%d.%m.%Y}")
+            until = upgrade.period_end.astimezone(settings.tz)
+            description = (f"Upgrade {upgrade.old.name} → {upgrade.new.name}, {upgrade.days_left} days until "
+                           f"{until:%d.%m.%Y}" if upgrade.paid_ahead else
+                           f"Upgrade {upgrade.old.name} → {upgrade.new.name}, {upgrade.days_left} of "
+                           f"{upgrade.period_days} days until {until:%d.%m.%Y}")
         else:
             try:
                 kind = subscriptions.checkout_kind(sub, plan.code)

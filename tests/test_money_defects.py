@@ -86,6 +86,15 @@ def test_paid_early_the_quote_covers_the_rest_of_this_period_and_the_whole_next_
     # net difference 8250 - 2417 = 5833: 7/31 of it for this period plus all of it for the next
     net = 5833 * 7 / 31 + 5833
     assert q.amount == money.gross_from_net(int(net + 0.5), Decimal(20))
+    assert q.paid_ahead and q.days_left == 7 + 31
+
+
+def test_paid_during_the_trial_an_upgrade_costs_the_first_period_difference_only(db, settings, owner):
+    pay_period(db, settings, owner, START)  # the first month starts when the trial ends, Dec 11
+    q = changes.upgrade_quote(db, START + 3 * DAY, settings, owner["company_id"], "team")
+    assert (q.amount, q.days_left, q.period_days, q.starts_later) == (7000, 31, 31, True)
+    payment = start_upgrade(db, settings, owner, "team", START + 3 * DAY)
+    assert payment["description"] == "Upgrade Starter → Team, 31 of 31 days until 11.01.2027"
 
 
 def test_the_migration_repairs_starts_left_behind_by_old_renewals(db, settings, owner):
