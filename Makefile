@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: setup run test browser clean
+.PHONY: setup run test test-deep browser clean
 
 setup: $(VENV)/.installed static/vendor/htmx.min.js
 
@@ -35,6 +35,11 @@ run: setup
 
 test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The model-based test of a subscription's whole life (tests/test_model.py), long: 2,000
+# random lives of 60 steps instead of the 300 of 40 that `make test` runs (a few minutes).
+test-deep: setup
+	MODEL_EXAMPLES=$${MODEL_EXAMPLES:-2000} MODEL_STEPS=$${MODEL_STEPS:-60} $(PY) -m pytest -q tests/test_model.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor
