@@ -145,12 +145,15 @@ def quote(sub: dict, new_code: str, now: datetime, vat_rate: Decimal, previous_s
     share = Fraction(left, period)
     paid_ahead = previous_start is not None and now < start
     if paid_ahead:
-        share += Fraction(int((start - now).total_seconds()), int((start - previous_start).total_seconds()))
+        # Only the paid part of the period running now: before it began (a trial) costs nothing.
+        share += Fraction(int((start - max(now, previous_start)).total_seconds()),
+                          int((start - previous_start).total_seconds()))
     net_difference = money.split_gross(new.price, vat_rate)[0] - money.split_gross(old.price, vat_rate)[0]
     net = math.floor(net_difference * share + Fraction(1, 2))  # half up, once
     exact = money.gross_from_net(net, vat_rate)
     return Quote(old=old, new=new, amount=exact if exact >= MINIMUM_CHARGE else 0, exact=exact,
-                 days_left=math.ceil((end - (now if paid_ahead else max(now, start))).total_seconds() / 86400),
+                 days_left=math.ceil((end - (max(now, previous_start) if paid_ahead else max(now, start)))
+                                     .total_seconds() / 86400),
                  period_days=round(period / 86400), period_end=end, period_start=start, paid_ahead=paid_ahead,
                  starts_later=now < start and not paid_ahead)
 
@@ -179,6 +182,9 @@ def preview(db: Database, now: datetime, settings: Settings, company_id: int,
             new_code: str) -> tuple[str, Quote | None]:
     """('upgrade', its quote) or ('downgrade', None) for moving to `new_code` now; ChangeError if not possible."""
     sub = _active_sub(db, company_id)
+    if renewal_charge_in_flight(db, sub):
+        # The charge is for the current plan; a change now would have to undo or refund it.
+        raise ChangeError("A renewal charge is being processed; try again in a minute.")
     kind = direction(sub, new_code)
     if kind == "same":
         raise ChangeError(f"You're already on {plans.get(new_code).name}.")
@@ -238,6 +244,8 @@ def undo_scheduled_change(db: Database, now: datetime, settings: Settings, user:
         sub = _active_sub(db, user["company_id"])
         if not sub["scheduled_plan"]:
             return sub
+        if renewal_charge_in_flight(db, sub):
+            raise ChangeError("A renewal charge is being processed; try again in a minute.")
         undone = plans.get(sub["scheduled_plan"])
         sub = _update(db, now, sub, scheduled_plan=None)
         events.record(db, now, "subscription.downgrade_undone",

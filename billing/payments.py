@@ -267,6 +267,12 @@ def _not_applicable(sub: dict, payment: dict) -> tuple[str, str, str] | None:
         # A payment never undoes a cancellation the owner asked for; only resuming does.
         return ("paid_after_cancel", "paid after the owner canceled: possible unwanted charge",
                 "A renewal was paid for a subscription its owner had canceled.")
+    if payment["kind"] == "renewal" and payment["plan"] != (sub.get("scheduled_plan") or sub["plan"]):
+        # The owner changed plans after this renewal's checkout began: what it bought is not what
+        # the subscription renews at any more, and the owner's later choice wins.
+        return ("stale_renewal", "renewal for a plan the subscription no longer renews at: not applied",
+                "A renewal was paid for a plan the owner has since changed away from (an upgrade or a "
+                "scheduled change after the renewal's checkout began).")
     if sub["current_period_end"] != payment["base_period_end"]:
         return ("second_success", "possible double payment: this period was already paid",
                 "A payment arrived for a period that was already paid or has changed since the checkout began "

@@ -18,6 +18,7 @@ separately) and it does not alter the issued invoice.
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from datetime import datetime, timedelta
 
 from sqlite_utils import Database
@@ -184,15 +185,20 @@ def outcome_from_status(db: Database, refund: dict, answer: dict) -> tuple[bool,
         return True, "PayTR's status query lists this refund."
     if any(isinstance(r, dict) and r.get("reference_no") for r in returns) or not returns:
         return False, "PayTR has no record of this refund, so no money was returned. You can refund again."
-    # Refunds listed without reference numbers: compare what PayTR returned with what we know of.
+    # Refunds listed without reference numbers: match amounts. Each return PayTR lists accounts
+    # for at most one of our refunds: those already recorded as made take theirs first, and this
+    # one is made only if a return of exactly its amount is left. (Comparing sums would credit a
+    # 0.01 refund with a 28.99 return and leave the 28.99 one "not made".)
     try:
-        returned = sum(money.parse(str(r.get("return_amount", "0"))) for r in returns if isinstance(r, dict))
+        listed = Counter(money.parse(str(r.get("return_amount", "0"))) for r in returns if isinstance(r, dict))
     except money.MoneyError:
         return None
-    known = scalar(db, "SELECT coalesce(sum(amount), 0) FROM refunds WHERE payment_id = ? AND status = ?",
-                   [refund["payment_id"], SUCCEEDED])
-    if returned >= known + refund["amount"]:
-        return True, "PayTR's status query shows the refunded amount."
+    for (made,) in db.conn.execute("SELECT amount FROM refunds WHERE payment_id = ? AND status = ?",
+                                   [refund["payment_id"], SUCCEEDED]):
+        if listed[made]:
+            listed[made] -= 1
+    if listed[refund["amount"]]:
+        return True, "PayTR's status query shows a refund of this amount."
     return False, "PayTR's status query does not show this refund, so no money was returned."
 
 

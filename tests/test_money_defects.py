@@ -307,3 +307,52 @@ def test_start_up_refuses_prices_that_cannot_split_at_the_vat_rate(tmp_path, mon
     monkeypatch.setitem(plans.PLANS, "starter", plans.Plan("starter", "Starter", odd, "USD", 5, 10, ""))
     with pytest.raises(settings_module.ConfigError, match="Starter"):
         make_settings(tmp_path)
+
+
+# --- found by the model-based test ---------------------------------------------------------------
+
+
+def test_paid_two_periods_ahead_during_the_trial_the_trial_days_cost_nothing(db, settings, owner):
+    pay_period(db, settings, owner, START)  # Dec 11 -> Jan 11, paid during the trial
+    pay_period(db, settings, owner, START + timedelta(hours=1))  # and Jan 11 -> Feb 11 at once
+    q = changes.upgrade_quote(db, START + timedelta(hours=2), settings, owner["company_id"], "team")
+    # two whole periods, not 2.45 of them: net 2 × 5833 plus VAT on that net (2 × $70.00 less a cent)
+    assert q.amount == money.gross_from_net(2 * 5833, Decimal(20)) == 13999 and q.days_left == 62
+
+
+def test_a_renewal_paid_after_the_owner_upgraded_is_kept_for_review_not_a_downgrade(db, settings, owner):
+    pay_period(db, settings, owner, START)
+    renewal = checkout(db, settings, owner, at=START + DAY).payment  # Starter, Jan 11 -> Feb 11, left open
+    team = start_upgrade(db, settings, owner, "team", START + 2 * DAY)
+    assert apply(db, settings, callback(settings, team), at=START + 2 * DAY) == "applied"
+    assert apply(db, settings, callback(settings, renewal), at=START + 3 * DAY) == "anomaly"
+    sub = sub_of(db, owner)
+    assert (sub["plan"], sub["current_period_end"]) == ("team", "2027-01-11T09:00:00Z")
+    assert one(db, "SELECT kind FROM anomalies")["kind"] == "stale_renewal"
+
+
+def test_plan_changes_wait_while_a_renewal_charge_is_in_flight(db, settings, owner):
+    pay_period(db, settings, owner, START)
+    save_card(db, owner)
+    advance_due(db, settings, clock.parse("2027-01-11T09:00:00Z"))
+    assert pending_charges(db)
+    at = clock.parse("2027-01-11T09:00:30Z")
+    for attempt in (lambda: changes.upgrade_quote(db, at, settings, owner["company_id"], "team"),
+                    lambda: changes.schedule_downgrade(db, at, settings, owner, "starter")):
+        with pytest.raises(changes.ChangeError, match="renewal charge is being processed"):
+            attempt()
+
+
+def test_a_small_unknown_refund_is_not_credited_with_a_larger_return(db, settings, owner):
+    paid = pay_period(db, settings, owner, START)
+    at = START + DAY
+    small, _ = refunds.start(db, at, payment_id=paid["id"], amount="0.01", reason="test", request_key="a",
+                             actor="staff:1")
+    rest, _ = refunds.start(db, at, payment_id=paid["id"], amount="28.99", reason="test", request_key="b",
+                            actor="staff:1")
+    answer = {"status": "success", "returns": [{"return_amount": "28.99"}]}  # no reference numbers
+    for refund in (small, rest):
+        refunds.unknown(db, at, refund["id"], "PayTR did not answer")
+        refunds.settle_from_status(db, at + timedelta(minutes=6), settings, refund["id"], answer)
+    statuses = {r["amount"]: r["status"] for r in refunds.for_payment(db, paid["id"])}
+    assert statuses == {1: "failed", 2899: "succeeded"}
