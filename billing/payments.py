@@ -76,6 +76,9 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
                 raise CheckoutError(str(exc)) from None
             if kind == "renewal" and sub["cancel_at_period_end"]:
                 raise CheckoutError("Your subscription is set to end. Resume it first if you want to keep it.")
+            if kind == "renewal" and (begins := subscriptions.waits_for_scheduled_change(sub, now)):
+                raise CheckoutError(f"Your move to {plan.name} begins on {begins.astimezone(settings.tz):%d.%m.%Y}; "
+                                    "you can pay for it from that day, or undo the change to renew now.")
             base_plan = sub["plan"]
             # What the basket tells PayTR; the invoice line is written from the period actually granted.
             start, end, _ = subscriptions.next_period(sub, now, settings.tz)

@@ -152,6 +152,15 @@ def activate(db: Database, now: datetime, sub: dict, plan: str, tz: ZoneInfo, re
     return updated, start, end
 
 
+def waits_for_scheduled_change(sub: dict, now: datetime) -> datetime | None:
+    """A scheduled plan change begins at the period's end; paying for that plan's period before
+    then would switch plans early, so it is paid from that day. Returns the day, or None."""
+    ends = _at(sub, "current_period_end")
+    if sub["status"] == ACTIVE and sub.get("scheduled_plan") and ends is not None and now < ends:
+        return ends
+    return None
+
+
 def checkout_kind(sub: dict, plan: str) -> str:
     """What paying for `plan` means now: a new subscription or the next period of this one."""
     if sub["status"] in (ACTIVE, PAST_DUE):

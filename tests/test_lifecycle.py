@@ -13,7 +13,7 @@ from billing import jobs
 from billing.app import create_app
 from billing.clock import iso, parse
 from billing.db import one, rows, scalar
-from conftest import START, login, outbox, post, register
+from conftest import START, login, outbox, post, register, visible
 
 DAY = timedelta(days=1)
 TRIAL_END = START + 14 * DAY  # 2026-12-11T09:00:00Z
@@ -361,6 +361,9 @@ def test_downgrade_waits_for_the_period_end_and_can_be_undone(client, app, clock
     assert "Starter" in renew and "$29.00" in renew
     clock.at = parse(sub(db)["current_period_end"]) - 2 * DAY
     login(client)
+    # Paying two days early would switch to Starter while the paid Team month still runs.
+    assert "you can pay for its first month from that day" in visible(client.get("/billing/renew"))
+    clock.at = parse(sub(db)["current_period_end"]) + timedelta(hours=1)
     pay_iframe(client, app, plan="starter", token_from="/billing/renew")
     s = sub(db)
     assert s["plan"] == "starter" and s["scheduled_plan"] is None

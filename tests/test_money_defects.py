@@ -356,3 +356,16 @@ def test_a_small_unknown_refund_is_not_credited_with_a_larger_return(db, setting
         refunds.settle_from_status(db, at + timedelta(minutes=6), settings, refund["id"], answer)
     statuses = {r["amount"]: r["status"] for r in refunds.for_payment(db, paid["id"])}
     assert statuses == {1: "failed", 2899: "succeeded"}
+
+
+def test_a_scheduled_downgrade_is_paid_from_the_day_it_begins_never_early(db, settings, owner):
+    pay_period(db, settings, owner, START, plan="team")  # Team, Dec 11 -> Jan 11
+    changes.schedule_downgrade(db, START + DAY, settings, owner, "starter")
+    with pytest.raises(payments.CheckoutError, match="begins on 11.01.2027"):
+        checkout(db, settings, owner, plan="starter", at=START + 2 * DAY)
+    assert sub_of(db, owner)["plan"] == "team"  # the paid Team month runs to its end
+    advance_due(db, settings, clock.parse("2027-01-11T09:00:00Z"))  # pay link: due now
+    pay_period(db, settings, owner, clock.parse("2027-01-11T10:00:00Z"), plan="starter")
+    sub = sub_of(db, owner)
+    assert (sub["plan"], sub["scheduled_plan"], sub["current_period_end"]) == ("starter", None,
+                                                                               "2027-02-11T09:00:00Z")

@@ -33,7 +33,8 @@ async def renew(request: Request):
         "subscription": sub, "plan": lifecycle.renewal_plan(sub), "period_start": start, "period_end": end,
         "grace_ends": subscriptions.grace_ends(sub, settings(request).grace_days),
         "can_save_card": settings(request).paytr_recurring, "renews_by_card": cards.renews_by_card(company),
-        "card_label": company.get("paytr_card_label")})
+        "card_label": company.get("paytr_card_label"),
+        "change_begins": subscriptions.waits_for_scheduled_change(sub, now(request))})
 
 
 async def _change(request: Request, change, *args, done: str):
