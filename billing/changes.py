@@ -131,11 +131,12 @@ def _update(db, now: datetime, sub: dict, **values) -> dict:
 # --- plan changes -------------------------------------------------------------------------
 
 
-def quote(sub: dict, new_code: str, now: datetime, vat_rate: Decimal, previous_start: datetime | None = None) -> Quote:
-    """The prorated price of upgrading `sub` to `new_code` now, over the current period.
+def quote(sub: dict, new_code: str, now: datetime, vat_rate: Decimal,
+          earlier: list[tuple[datetime, datetime]] = ()) -> Quote:
+    """The prorated price of upgrading `sub` to `new_code` now, over the paid time left.
 
-    `previous_start`: when the next period was paid early (it has not started yet), the start
-    of the period running now, whose rest is charged too."""
+    `earlier`: the periods paid before the current one that have not ended yet (the next
+    periods were paid early): the paid part of each that is left is charged too."""
     old, new = plans.get(sub["plan"]), plans.get(new_code)
     start, end = clock.parse(sub["current_period_start"]), clock.parse(sub["current_period_end"])
     period = int((end - start).total_seconds())
@@ -143,31 +144,32 @@ def quote(sub: dict, new_code: str, now: datetime, vat_rate: Decimal, previous_s
     if left <= 0 or period <= 0:
         raise ChangeError("The current period has ended; renew first.")
     share = Fraction(left, period)
-    paid_ahead = previous_start is not None and now < start
-    if paid_ahead:
-        # Only the paid part of the period running now: before it began (a trial) costs nothing.
-        share += Fraction(int((start - max(now, previous_start)).total_seconds()),
-                          int((start - previous_start).total_seconds()))
+    running = [(s_, e_) for s_, e_ in earlier if e_ > now and e_ <= start and e_ > s_]
+    for s_, e_ in running:
+        # Only the paid part: time before a period began (a trial) costs nothing.
+        share += Fraction(int((e_ - max(now, s_)).total_seconds()), int((e_ - s_).total_seconds()))
+    paid_ahead = bool(running) and now < start
     net_difference = money.split_gross(new.price, vat_rate)[0] - money.split_gross(old.price, vat_rate)[0]
     net = math.floor(net_difference * share + Fraction(1, 2))  # half up, once
     exact = money.gross_from_net(net, vat_rate)
+    charged_from = max(now, min(s_ for s_, _ in running)) if paid_ahead else max(now, start)
     return Quote(old=old, new=new, amount=exact if exact >= MINIMUM_CHARGE else 0, exact=exact,
-                 days_left=math.ceil((end - (max(now, previous_start) if paid_ahead else max(now, start)))
-                                     .total_seconds() / 86400),
+                 days_left=math.ceil((end - charged_from).total_seconds() / 86400),
                  period_days=round(period / 86400), period_end=end, period_start=start, paid_ahead=paid_ahead,
                  starts_later=now < start and not paid_ahead)
 
 
-def _previous_start(db, sub: dict) -> datetime | None:
-    """The start of the period running now, when the next one was paid early."""
-    row = one(db, "SELECT period_start FROM payments WHERE company_id = ? AND status = 'succeeded' "
-                  "AND kind IN ('subscribe', 'renewal') AND period_end = ? ORDER BY id DESC LIMIT 1",
-              [sub["company_id"], sub["current_period_start"]])
-    return clock.parse(row["period_start"]) if row and row["period_start"] else None
+def _earlier_periods(db, sub: dict, now: datetime) -> list[tuple[datetime, datetime]]:
+    """Periods paid before the current one that are still running or yet to come (paid early)."""
+    found = db.conn.execute(
+        "SELECT period_start, period_end FROM payments WHERE company_id = ? AND status = 'succeeded' "
+        "AND kind IN ('subscribe', 'renewal') AND period_end > ? AND period_end <= ? ORDER BY period_start",
+        [sub["company_id"], clock.iso(now), sub["current_period_start"]]).fetchall()
+    return [(clock.parse(s_), clock.parse(e_)) for s_, e_ in found if s_ and e_]
 
 
 def current_quote(db: Database, now: datetime, settings: Settings, sub: dict, new_code: str) -> Quote:
-    return quote(sub, new_code, now, settings.vat_rate, _previous_start(db, sub))
+    return quote(sub, new_code, now, settings.vat_rate, _earlier_periods(db, sub, now))
 
 
 def direction(sub: dict, new_code: str) -> str:

@@ -241,7 +241,7 @@ def _decide(db, now, settings, payment, cb) -> str:
 
     sub = subscriptions.for_company(db, payment["company_id"])
     company = accounts.company(db, payment["company_id"])
-    stale = _not_applicable(sub, payment)
+    stale = _not_applicable(sub, payment, now)
     if stale:
         kind, flag, detail = stale
         _set(db, now, payment, status=NEEDS_REVIEW, paid_amount=cb.total_amount, decided_at=now,
@@ -249,8 +249,11 @@ def _decide(db, now, settings, payment, cb) -> str:
         return _anomaly(db, now, settings, kind, cb, payment,
                         f"{detail} The money is recorded; the subscription was not changed. Consider a refund.")
 
-    if cb.get("utoken") and payment["method"] == "direct":
-        _save_card(db, now, payment, cb.get("utoken"))
+    # The card form always stores the card, under the PayTR user it named (ours, if we had one).
+    # PayTR's status query, which finds a callback that never came, does not say the utoken.
+    utoken = cb.get("utoken") or company.get("paytr_utoken")
+    if utoken and payment["method"] == "direct":
+        _save_card(db, now, payment, utoken)
     tz = _tz(company, settings)
     if payment["kind"] == "upgrade":
         _apply_upgrade(db, now, settings, payment, cb, sub, company, tz)
@@ -263,7 +266,7 @@ def _decide(db, now, settings, payment, cb) -> str:
     return "applied"
 
 
-def _not_applicable(sub: dict, payment: dict) -> tuple[str, str, str] | None:
+def _not_applicable(sub: dict, payment: dict, now: datetime) -> tuple[str, str, str] | None:
     """Why this payment must not change the subscription, if it must not: (anomaly kind, flag, detail).
     A payment applies only to the subscription as it was when its checkout began."""
     if payment["kind"] == "renewal" and sub.get("cancel_at_period_end"):
@@ -281,11 +284,12 @@ def _not_applicable(sub: dict, payment: dict) -> tuple[str, str, str] | None:
                 "A payment arrived for a period that was already paid or has changed since the checkout began "
                 "(two tabs, a replaced checkout, a renewal and a pay link).")
     if payment["kind"] == "upgrade" and (sub["status"] != subscriptions.ACTIVE or sub["plan"] == payment["plan"]
-                                         or (payment.get("base_plan") and sub["plan"] != payment["base_plan"])):
+                                         or (payment.get("base_plan") and sub["plan"] != payment["base_plan"])
+                                         or now >= clock.parse(sub["current_period_end"])):
         # Two upgrade tabs: only the quote made from the plan the customer is on still holds.
         return ("stale_upgrade", "upgrade quoted from another plan or period: not applied",
                 "An upgrade was paid whose quote was made from a plan or period the subscription is no longer "
-                "on (two upgrade tabs, or a plan change since).")
+                "on (two upgrade tabs, a plan change since, or the period it upgrades has ended).")
     return None
 
 

@@ -316,6 +316,9 @@ class SubscriptionLife(RuleBasedStateMachine):
     def owner_manages_saved_cards(self, i, action):
         """The dashboard lists PayTR's cards and names the one renewals charge; the owner may
         choose another, or remove one."""
+        # A second apart from the steps before and after: which came first is then plain from the
+        # times the model compares (a choice and a payment in the same instant cannot be ordered).
+        self._set_time(self.now + timedelta(seconds=1))
         found = self.portal.call(self.paytr.list_cards, self._company()["paytr_utoken"])
         company = cards.sync(self.db, self.now, self._company(), found)
         shown = company["paytr_ctoken"] if company["paytr_utoken"] else None
@@ -332,11 +335,13 @@ class SubscriptionLife(RuleBasedStateMachine):
             except cards.CardError:
                 return
             self.card_pin = (self.now, card.ctoken)
+            self._set_time(self.now + timedelta(seconds=1))
         else:
             self.portal.call(self.paytr.delete_card, company["paytr_utoken"], card.ctoken)
             cards.removed(self.db, self.now, self.s, self.owner, company, found, card.ctoken)
             # Removing the card renewals charge means pay links until the owner chooses another.
             self.card_pin = (self.now, None if card.ctoken == shown else shown)
+            self._set_time(self.now + timedelta(seconds=1))
 
     # --- PayTR -------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import pytest
 from billing import changes, clock, events, jobs, lifecycle, migrations, money, payments, plans, refunds
 from billing import settings as settings_module
 from billing import subscriptions
+from billing.paytr import protocol
 from billing.db import Store, one, rows, scalar, write
 from conftest import START, make_company, make_settings
 from test_payments import apply, callback, checkout, sub_of
@@ -369,3 +370,35 @@ def test_a_scheduled_downgrade_is_paid_from_the_day_it_begins_never_early(db, se
     sub = sub_of(db, owner)
     assert (sub["plan"], sub["scheduled_plan"], sub["current_period_end"]) == ("starter", None,
                                                                                "2027-02-11T09:00:00Z")
+
+
+def test_three_periods_paid_ahead_are_all_in_the_quote(db, settings, owner):
+    for hours in (0, 1, 2):  # during the trial: Dec 11 -> Jan 11 -> Feb 11 -> Mar 11
+        pay_period(db, settings, owner, START + timedelta(hours=hours))
+    q = changes.upgrade_quote(db, START + timedelta(hours=3), settings, owner["company_id"], "team")
+    assert q.amount == money.gross_from_net(3 * 5833, Decimal(20)) and q.days_left == 31 + 31 + 28
+
+
+def test_an_upgrade_paid_after_its_period_ended_is_kept_for_review(db, settings, owner):
+    pay_period(db, settings, owner, START)  # Dec 11 -> Jan 11
+    save_card(db, owner)
+    team = start_upgrade(db, settings, owner, "team", clock.parse("2027-01-10T09:00:00Z"))
+    advance_due(db, settings, clock.parse("2027-01-11T09:00:00Z"))  # the renewal charge is out
+    late = clock.parse("2027-01-11T09:05:00Z")  # the upgrade's callback comes after the period ended
+    assert apply(db, settings, callback(settings, team), at=late) == "anomaly"
+    assert sub_of(db, owner)["plan"] == "starter"
+    assert one(db, "SELECT kind FROM anomalies")["kind"] == "stale_upgrade"
+
+
+def test_a_saving_payment_found_by_the_status_query_still_makes_its_card_the_renewal_card(db, settings, owner):
+    pay_period(db, settings, owner, START)
+    save_card(db, owner)  # renewals charge card CT1 of PayTR user UT1
+    direct = payments.start_checkout(db, START + DAY, settings, user=owner, plan_code="starter", ip="85.34.78.112",
+                                     method="direct").payment
+    # what jobs.reconcile makes of PayTR's status query: no utoken in it
+    found = protocol.Callback(direct["merchant_oid"], "success", 2900, {
+        "merchant_oid": direct["merchant_oid"], "status": "success", "total_amount": "2900", "test_mode": "1",
+        "source": "status-query"})
+    assert payments.apply_callback(db, START + DAY + timedelta(minutes=40), settings, found) == "applied"
+    company = one(db, "SELECT * FROM companies WHERE id = ?", [owner["company_id"]])
+    assert (company["paytr_utoken"], company["card_saved_by"]) == ("UT1", direct["merchant_oid"])
