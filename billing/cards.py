@@ -107,6 +107,13 @@ def _sync_in(db: Database, now: datetime, company: dict, before: dict, listed: l
     if mark and mark == before.get("card_saved_by"):
         seen = _seen(db, company["id"])
         new = [c for c in listed if c.get("ctoken") and c["ctoken"] not in seen]
+        if not new and mark != FIRST_LISTED:
+            # A list made after PayTR stored the card but before its payment was heard of has
+            # seen it already: a card first seen once that checkout had begun is the one.
+            since = {row[0] for row in db.conn.execute(
+                "SELECT ctoken FROM paytr_cards WHERE company_id = ? AND first_seen_at >= "
+                "(SELECT created_at FROM payments WHERE merchant_oid = ?)", [company["id"], mark])}
+            new = [c for c in listed if c.get("ctoken") in since]
         # Several new cards (two saving payments before any list): PayTR lists cards in the order
         # they were saved, so the last one is the newest.
         pick = listed[:1] if mark == FIRST_LISTED else new[-1:]

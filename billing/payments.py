@@ -273,9 +273,12 @@ def _not_applicable(sub: dict, payment: dict, now: datetime) -> tuple[str, str, 
         # A payment never undoes a cancellation the owner asked for; only resuming does.
         return ("paid_after_cancel", "paid after the owner canceled: possible unwanted charge",
                 "A renewal was paid for a subscription its owner had canceled.")
-    if payment["kind"] == "renewal" and payment["plan"] != (sub.get("scheduled_plan") or sub["plan"]):
+    early = sub["current_period_end"] is not None and now < clock.parse(sub["current_period_end"])
+    if payment["kind"] == "renewal" and (payment["plan"] != (sub.get("scheduled_plan") or sub["plan"])
+                                         or (early and payment["plan"] != sub["plan"])):
         # The owner changed plans after this renewal's checkout began: what it bought is not what
-        # the subscription renews at any more, and the owner's later choice wins.
+        # the subscription renews at any more, and the owner's later choice wins. Nor may a
+        # scheduled change paid early switch plans while the paid month still runs.
         return ("stale_renewal", "renewal for a plan the subscription no longer renews at: not applied",
                 "A renewal was paid for a plan the owner has since changed away from (an upgrade or a "
                 "scheduled change after the renewal's checkout began).")

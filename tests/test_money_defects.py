@@ -402,3 +402,14 @@ def test_a_saving_payment_found_by_the_status_query_still_makes_its_card_the_ren
     assert payments.apply_callback(db, START + DAY + timedelta(minutes=40), settings, found) == "applied"
     company = one(db, "SELECT * FROM companies WHERE id = ?", [owner["company_id"]])
     assert (company["paytr_utoken"], company["card_saved_by"]) == ("UT1", direct["merchant_oid"])
+
+
+def test_a_scheduled_downgrade_paid_early_through_an_older_checkout_is_kept_for_review(db, settings, owner):
+    pay_period(db, settings, owner, START)  # Starter, Dec 11 -> Jan 11
+    renewal = checkout(db, settings, owner, at=START + DAY).payment  # Starter for Jan 11 -> Feb 11, open
+    team = start_upgrade(db, settings, owner, "team", START + 2 * DAY)
+    apply(db, settings, callback(settings, team), at=START + 2 * DAY)
+    changes.schedule_downgrade(db, START + 3 * DAY, settings, owner, "starter")
+    assert apply(db, settings, callback(settings, renewal), at=START + 4 * DAY) == "anomaly"
+    sub = sub_of(db, owner)
+    assert (sub["plan"], sub["scheduled_plan"]) == ("team", "starter")  # the paid Team month runs on
