@@ -150,6 +150,7 @@ class SubscriptionLife(RuleBasedStateMachine):
         self.cancel_requested_at: datetime | None = None
         self.trial_end: datetime | None = None
         self.card_pin: tuple | None = None  # (when, ctoken or None): the owner's last word on cards
+        self.cards_heard: list[tuple] = []  # (SavedCard, when): cards saved by payments the app applied, in order
         self.charges_checked = 0
         self.callbacks_seen = 0
         self.prev: dict | None = None
@@ -322,7 +323,7 @@ class SubscriptionLife(RuleBasedStateMachine):
         found = self.portal.call(self.paytr.list_cards, self._company()["paytr_utoken"])
         company = cards.sync(self.db, self.now, self._company(), found)
         shown = company["paytr_ctoken"] if company["paytr_utoken"] else None
-        allowed = self._allowed_cards(self.now, {p["merchant_oid"]: p for p in rows(self.db, "SELECT * FROM payments")})
+        allowed = self._allowed_cards()
         assert shown in allowed or (shown is None and not allowed), (
             f"the dashboard says renewals charge {self._card_name(shown)}, but the company's card is "
             f"{' or '.join(self._card_name(c) for c in allowed) or 'none (pay links)'}")
@@ -494,8 +495,11 @@ class SubscriptionLife(RuleBasedStateMachine):
                     f"{expected} ({price(expected)})")
                 continue
             if what == 1:
-                self._check_card_charged(p, by_oid)
+                self._check_card_charged(p)
                 continue
+            tx = self.paytr.tx[p["merchant_oid"]]
+            if p["method"] == "direct" and tx.ctoken:
+                self.cards_heard.append((self.paytr.card(tx.ctoken), at(p["decided_at"])))
             opened = self.checkouts.get(p["merchant_oid"])
             if p["kind"] == "upgrade":
                 assert opened.old_plan == self.plan, (
@@ -535,34 +539,32 @@ class SubscriptionLife(RuleBasedStateMachine):
         while self.plan_from and self.plan_from[0][0] <= now:
             self.plan = self.plan_from.pop(0)[1]
 
-    def _check_card_charged(self, charge, by_oid: dict) -> None:
+    def _check_card_charged(self, charge) -> None:
         """The saved card charged is always the company's chosen card."""
-        allowed = self._allowed_cards(charge.at, by_oid)
+        allowed = self._allowed_cards()
         assert charge.ctoken in allowed, (
             f"charge {charge.oid} used {self._card_name(charge.ctoken)}, but the company's card is "
             f"{' or '.join(self._card_name(c) for c in allowed) or 'none (pay links)'}")
 
-    def _allowed_cards(self, when: datetime, by_oid: dict) -> set[str]:
-        """The company's chosen card at `when`: the one the owner chose last, or one saved with a
+    def _allowed_cards(self) -> set[str]:
+        """The company's chosen card now: the one the owner chose last, or one saved with a
         payment since (the newest; PayTR may already list a card newer still, whose payment we
         have not heard of: that one may be taken too). A card saved before the owner's choice
         but heard of only after it may be taken or not: nobody can tell which came first."""
-        applied = [c for c in self.paytr.cards_ever if by_oid.get(c.oid, {}).get("status") == "succeeded"
-                   and at(by_oid[c.oid]["decided_at"]) <= when]
-
         def from_(card) -> set[str]:
             return {c.ctoken for c in self.paytr.cards_ever if c.utoken == card.utoken and c.seq >= card.seq}
 
+        heard = [card for card, _ in self.cards_heard]
         if self.card_pin is None:
-            return from_(max(applied, key=lambda c: c.seq)) if applied else set()
+            return from_(max(heard, key=lambda c: c.seq)) if heard else set()
         pinned_at, pinned = self.card_pin
-        later = [c for c in applied if self.paytr.tx[c.oid].at > pinned_at]
+        later = [c for c in heard if self.paytr.tx[c.oid].at > pinned_at]
         if later:
             return from_(max(later, key=lambda c: c.seq))
         allowed = {pinned} if pinned else set()
-        for c in applied:
-            if at(by_oid[c.oid]["decided_at"]) > pinned_at:
-                allowed |= from_(c)
+        for card, heard_at in self.cards_heard:
+            if heard_at > pinned_at:
+                allowed |= from_(card)
         return allowed
 
     def _card_name(self, ctoken: str | None) -> str:
