@@ -37,7 +37,7 @@ test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The model-based test of a subscription's whole life (tests/test_model.py), long: 2,000
-# random lives of 60 steps instead of the 300 of 40 that `make test` runs (a few minutes).
+# random lives of 60 steps instead of the 300 of 40 that `make test` runs (about 80 s).
 test-deep: setup
 	MODEL_EXAMPLES=$${MODEL_EXAMPLES:-2000} MODEL_STEPS=$${MODEL_STEPS:-60} $(PY) -m pytest -q tests/test_model.py $(PYTEST_ARGS)
 

@@ -450,8 +450,10 @@ class SubscriptionLife(RuleBasedStateMachine):
         assert (quote.old.code, quote.new.code) == (sub["plan"], new_plan)
         assert ahead, f"an upgrade was quoted at {self.now} with no paid time left"
         assert quote.period_end == max(end for _, end in ahead), "the quote runs to the end of the paid time"
-        # within 2 cents: rounding once to the cent, on the net or on the total, then the VAT
-        assert abs(quote.exact - expected) <= 2, (
+        # Prorated on the net prices (so the VAT is exactly the rate of the net), which differ from
+        # the prices without VAT by up to half a cent each: up to a cent per period, plus rounding
+        # the net and its VAT once.
+        assert abs(quote.exact - expected) <= share + 2, (
             f"upgrading {sub['plan']} -> {new_plan} at {self.now} was quoted {quote.exact} cents; the paid time "
             f"left ({', '.join(f'{s} – {e}' for s, e in ahead)}) is {float(share):.4f} of a period, so "
             f"{float(expected):.2f} cents (current_period_start={sub['current_period_start']})")
@@ -551,8 +553,8 @@ class SubscriptionLife(RuleBasedStateMachine):
         payment since (the newest; PayTR may already list a card newer still, whose payment we
         have not heard of: that one may be taken too). A card saved before the owner's choice
         but heard of only after it may be taken or not: nobody can tell which came first."""
-        def from_(card) -> set[str]:
-            return {c.ctoken for c in self.paytr.cards_ever if c.utoken == card.utoken and c.seq >= card.seq}
+        def from_(card) -> set[str]:  # a card the owner removed is nobody's card any more
+            return {c.ctoken for c in self.paytr.cards if c.utoken == card.utoken and c.seq >= card.seq}
 
         heard = [card for card, _ in self.cards_heard]
         if self.card_pin is None:
@@ -561,7 +563,7 @@ class SubscriptionLife(RuleBasedStateMachine):
         later = [c for c in heard if self.paytr.tx[c.oid].at > pinned_at]
         if later:
             return from_(max(later, key=lambda c: c.seq))
-        allowed = {pinned} if pinned else set()
+        allowed = {pinned} if pinned and any(c.ctoken == pinned for c in self.paytr.cards) else set()
         for card, heard_at in self.cards_heard:
             if heard_at > pinned_at:
                 allowed |= from_(card)
