@@ -101,3 +101,14 @@ def open_mail(page, subject):
             break
         page.wait_for_timeout(200)
     link.click()
+
+
+def expect_cursor_in(page, label):
+    """After a failed htmx submit the form comes back with the cursor in the field to fix.
+    Both Chromium (native autofocus) and htmx (at settle, 20 ms later) put it there; a test
+    that types before htmx has settled can have its next field's text moved into this one.
+    So wait for the settle, then check the focus."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(".htmx-settling, .htmx-swapping, .htmx-request")).to_have_count(0)
+    expect(page.get_by_label(label)).to_be_focused()

@@ -4,7 +4,7 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import open_mail
+from tests.browser.conftest import open_mail, expect_cursor_in
 
 PASSWORD = "ilk parolam güçlü olsun"
 NEW_PASSWORD = "yeni ve daha uzun parola"
@@ -35,7 +35,7 @@ def test_register_trial_logout_login_and_reset_password(page):
     expect(page.get_by_text("Email or password is incorrect.")).to_be_visible()
     # The email is kept and the cursor waits in the password field; wait for htmx to put it there.
     expect(page.get_by_label("Email")).to_have_value("sule@example.com")
-    expect(page.get_by_label("Password")).to_be_focused()
+    expect_cursor_in(page, "Password")
 
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
@@ -56,7 +56,7 @@ def test_register_trial_logout_login_and_reset_password(page):
     page.get_by_label("Confirm password").fill("something else entirely")
     page.get_by_role("button", name="Set new password").click()
     expect(page.get_by_text("The two passwords do not match.")).to_be_visible()
-    expect(page.get_by_label("Confirm password")).to_be_focused()
+    expect_cursor_in(page, "Confirm password")
     page.get_by_label("New password").fill(NEW_PASSWORD)
     page.get_by_label("Confirm password").fill(NEW_PASSWORD)
     page.get_by_role("button", name="Set new password").click()

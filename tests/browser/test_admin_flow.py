@@ -6,7 +6,7 @@ import sys
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import ROOT, open_mail
+from tests.browser.conftest import ROOT, open_mail, expect_cursor_in
 from tests.browser.test_checkout_flow import pay_in_iframe, register
 
 STAFF_PASSWORD = "operasyon ekibinin parolası"
@@ -38,7 +38,7 @@ def test_staff_refund_part_of_a_payment(page, live_server):
     page.get_by_label("Amount (USD)").fill("12,50")
     page.get_by_role("button", name="Refund through PayTR").click()
     expect(page.get_by_text("Say why")).to_be_visible()
-    expect(page.get_by_label("Reason")).to_be_focused()
+    expect_cursor_in(page, "Reason")
     page.get_by_label("Reason").fill("Hizmet kesintisi için kısmi iade")
     page.get_by_role("button", name="Refund through PayTR").click()
 
