@@ -444,6 +444,20 @@ def m011_attempt_kinds(db: Database) -> None:
     )
 
 
+
+@migrations()
+def m012_host_integration(db: Database) -> None:
+    """The host product's own id for a customer (unique when set), and what the customer
+    uses now as the host last reported it (the JSON API's usage)."""
+    _run(
+        db,
+        "ALTER TABLE companies ADD COLUMN external_id TEXT",
+        "CREATE UNIQUE INDEX companies_external_id ON companies (external_id) WHERE external_id IS NOT NULL",
+        "ALTER TABLE companies ADD COLUMN usage_workspaces INTEGER CHECK (usage_workspaces >= 0)",
+        "ALTER TABLE companies ADD COLUMN usage_storage_bytes INTEGER CHECK (usage_storage_bytes >= 0)",
+        "ALTER TABLE companies ADD COLUMN usage_reported_at TEXT",
+    )
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

@@ -87,6 +87,12 @@ class Settings:
     dunning_retry_days: tuple[int, ...] = (1, 3, 5)
     paytr_recurring: bool = False
 
+    # The host product's integration (JSON API, portal links, webhooks).
+    host_app_name: str = "your app"  # "← Back to {host_app_name}" on portal sessions
+    portal_return_hosts: tuple[str, ...] = ()  # when set, a portal return_url's host must be one of these
+    api_rate_per_second: int = 50  # per key, with a burst of api_rate_burst
+    api_rate_burst: int = 100
+
     @property
     def is_production(self) -> bool:
         return self.env == PRODUCTION
@@ -233,6 +239,10 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         # The built-in emulator can store and charge cards, so development shows saved-card
         # renewal out of the box; against PayTR it needs the store's Non3D recurring permission.
         paytr_recurring=flag("PAYTR_RECURRING", not production and not get("PAYTR_API_BASE")),
+        host_app_name=get("HOST_APP_NAME", Settings.host_app_name),
+        portal_return_hosts=tuple(h.strip().lower() for h in get("PORTAL_RETURN_HOSTS").split(",") if h.strip()),
+        api_rate_per_second=number("API_RATE_PER_SECOND", 50, minimum=1),
+        api_rate_burst=number("API_RATE_BURST", 100, minimum=1),
     )
     if production:
         check_production(settings)
