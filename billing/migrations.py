@@ -458,6 +458,26 @@ def m012_host_integration(db: Database) -> None:
         "ALTER TABLE companies ADD COLUMN usage_reported_at TEXT",
     )
 
+
+@migrations()
+def m013_portal_sessions(db: Database) -> None:
+    """Portal links the host hands its users: single-use, short-lived, stored as a hash."""
+    _run(
+        db,
+        """CREATE TABLE portal_sessions (
+            id INTEGER PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,
+            company_id INTEGER NOT NULL REFERENCES companies(id) ON DELETE CASCADE,
+            return_url TEXT NOT NULL,
+            flow TEXT NOT NULL DEFAULT 'billing' CHECK (flow IN ('billing', 'subscribe')),
+            plan TEXT,
+            created_by TEXT NOT NULL,             -- the API key's name (prefix), for the audit trail
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            used_at TEXT
+        )""",
+    )
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]
