@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from billing import accounts, clock, events, mail, money, plans, subscriptions
+from billing import accounts, clock, events, mail, money, plans, subscriptions, usage
 from billing.db import one, write
 from billing.settings import Settings
 from billing.subscriptions import ACTIVE, PAST_DUE
@@ -192,6 +192,10 @@ def preview(db: Database, now: datetime, settings: Settings, company_id: int,
         raise ChangeError(f"You're already on {plans.get(new_code).name}.")
     if sub["cancel_at_period_end"]:
         raise ChangeError("The subscription is set to end; resume it before changing plans.")
+    if kind == "downgrade" and (too_big := usage.refusals(plans.get(new_code), accounts.company(db, company_id))):
+        # Checked against the latest report the host product sent; a later report that outgrows
+        # a downgrade already scheduled warns the owner instead (usage.record).
+        raise ChangeError(" ".join(too_big))
     return kind, current_quote(db, now, settings, sub, new_code) if kind == "upgrade" else None
 
 

@@ -104,7 +104,7 @@ def _json_default(value):
 def enqueue(
     db: Database,
     now: datetime,
-    settings: Settings,
+    settings: Settings | None,
     *,
     template: str,
     to: str,
@@ -115,7 +115,9 @@ def enqueue(
     """Queue an email in the current transaction. False if the key was already used.
 
     `context` is stored as a JSON snapshot (datetimes as UTC strings, dataclasses
-    as dicts): the email says what was true when the change committed.
+    as dicts): the email says what was true when the change committed. Settings are
+    not needed to queue (the sender renders with its own, `base_url` included), so a
+    domain function without them, like `usage.record`, may pass None.
     """
     cursor = db.conn.execute(
         """INSERT INTO outbox (dedupe_key, company_id, template, to_addr, context, next_attempt_at, created_at)
