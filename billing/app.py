@@ -49,6 +49,7 @@ def _template_context(request: Request) -> dict:
     settings: Settings = request.app.state.settings
     context = {
         "app_name": settings.app_name,
+        "host_app_name": settings.host_app_name,
         "is_production": settings.is_production,
         "tz": settings.timezone,
         "htmx_available": request.app.state.htmx_available,

@@ -6,7 +6,8 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from billing import accounts, billing_details, cards, events, invoices, mail, money, payments, plans, subscriptions
+from billing import (accounts, billing_details, cards, events, invoices, mail, money, payments, plans, subscriptions,
+                     usage)
 from billing.db import rows
 
 
@@ -35,6 +36,8 @@ def overview(db: Database, now: datetime, company_id: int) -> dict:
         "has_saved_cards": bool(company.get("paytr_utoken")),
         "details": billing_details.of(company),
         "details_complete": billing_details.is_complete(company),
+        "usage": usage.summary(plans.get(sub["plan"]), company,
+                               plans.get(sub["scheduled_plan"]) if sub["scheduled_plan"] else None),
     }
 
 

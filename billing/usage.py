@@ -74,11 +74,15 @@ def level(used: int, allowed: int | None) -> int | None:
 
 
 def gb(used_bytes: int, allowed_bytes: int | None = None) -> str:
-    """Bytes as GB with one decimal, rounded away from the limit, so "10 GB of 10 GB" is never
-    shown for 9.97 GB nor "10 GB" said of 10 GB and a byte."""
-    tenths, rest = divmod(used_bytes * 10, GB)
-    if rest and allowed_bytes is not None and used_bytes > allowed_bytes:
-        tenths += 1
+    """Bytes as GB with one decimal, to the nearest tenth, except never onto the wrong side of
+    the limit: 9.97 GB of 10 is "9.9 GB", and 10 GB and a byte is "10.1 GB", not "10 GB"."""
+    tenths = (used_bytes * 10 + GB // 2) // GB
+    if allowed_bytes is not None:
+        limit = allowed_bytes * 10 // GB
+        if used_bytes < allowed_bytes:
+            tenths = min(tenths, limit - 1)
+        elif used_bytes > allowed_bytes:
+            tenths = max(tenths, limit + 1)
     whole, decimal = divmod(tenths, 10)
     return f"{whole} GB" if not decimal else f"{whole}.{decimal} GB"
 

@@ -2,6 +2,7 @@
 is nearly (80 %) or fully (100 %) used, once per billing period, and a downgrade the usage
 would not fit is refused with the reason."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from billing.accounts import FormError
 from billing.changes import ChangeError
 from billing.db import one, scalar, write
 from billing.entitlements import GB
-from conftest import make_company, outbox
+from conftest import make_company, outbox, post, register, visible
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 PERIOD_START, PERIOD_END = "2026-12-01T09:00:00Z", "2027-01-01T09:00:00Z"
@@ -181,3 +182,70 @@ def test_usage_outgrowing_a_scheduled_downgrade_warns_the_owner_once_and_keeps_i
     # The owner agreed to Starter's price: the move still happens; billing never charges more than agreed.
     assert one(db, "SELECT scheduled_plan FROM subscriptions WHERE company_id = ?",
                [company["id"]])["scheduled_plan"] == "starter"
+
+
+# --- the dashboard ---------------------------------------------------------------------------
+
+
+def test_the_dashboard_shows_usage_against_the_limits(client, db):
+    register(client, company="Ege Bulut Ltd.", email="deniz@example.com")
+    page = visible(client.get("/billing/"))
+    assert "Usage" not in page  # the host product has reported nothing yet
+    company = one(db, "SELECT * FROM companies")
+    make_active(db, company)
+    report(db, company, 4, 3 * GB + GB // 4)
+    response = client.get("/billing/")
+    page = visible(response)
+    assert "4 of 5 workspaces · 80 % used" in page
+    assert "3.3 GB of 10 GB storage Reported" in page  # 3.25 GB, half up
+    assert "Reported by your app on 1 Dec 2026, 12:00" in page  # Istanbul time
+    meter = re.search(r'<meter aria-labelledby="usage-workspaces"[^>]*>', response.text).group(0)
+    assert 'max="5"' in meter and 'value="4"' in meter
+    assert "Over the limits" not in page
+
+    report(db, company, 7, 12 * GB)
+    page = visible(client.get("/billing/"))
+    assert "Over the limits of Starter. You use 7 workspaces; Starter allows 5. " \
+           "You store 12 GB; Starter allows 10 GB. Choose a bigger plan" in page
+    assert "7 of 5 workspaces · over the limit" in page
+
+
+def test_unlimited_workspaces_show_no_meter(client, db):
+    register(client, plan="enterprise")
+    company = one(db, "SELECT * FROM companies")
+    report(db, company, 40, 0)
+    response = client.get("/billing/")
+    assert "Workspaces 40 workspaces · unlimited on Enterprise" in visible(response)
+    assert 'aria-labelledby="usage-workspaces"' not in response.text
+    assert 'aria-labelledby="usage-storage_gb"' in response.text
+
+
+def test_the_change_plan_page_refuses_a_downgrade_the_usage_would_not_fit(client, db):
+    register(client, plan="team")
+    company = one(db, "SELECT * FROM companies")
+    make_active(db, company, plan="team")
+    report(db, company, 12, GB)
+    page = client.get("/billing/plan/starter")
+    assert page.status_code == 409
+    assert "You use 12 workspaces; Starter allows 5." in visible(page)
+    assert 'action="/billing/plan/downgrade"' not in page.text
+    refused = post(client, "/billing/plan/downgrade", {"plan": "starter"}, token_from="/billing/", follow_redirects=True)
+    assert "You use 12 workspaces; Starter allows 5." in visible(refused)
+    assert one(db, "SELECT scheduled_plan FROM subscriptions")["scheduled_plan"] is None
+
+
+def test_the_dashboard_tells_when_usage_outgrows_a_scheduled_downgrade(client, db):
+    register(client, plan="team")
+    company = one(db, "SELECT * FROM companies")
+    make_active(db, company, plan="team", scheduled_plan="starter")
+    report(db, company, 8)
+    page = visible(client.get("/billing/"))
+    assert "Your usage no longer fits Starter. You use 8 workspaces; Starter allows 5. " \
+           "Reduce it before 1 Jan 2027, or keep Team." in page
+
+
+def test_storage_figures_round_to_a_tenth_but_never_across_the_limit():
+    assert usage.gb(int(2.3 * GB)) == "2.3 GB" and usage.gb(0) == "0 GB" and usage.gb(12 * GB) == "12 GB"
+    assert usage.gb(10 * GB - 1, 10 * GB) == "9.9 GB"
+    assert usage.gb(10 * GB, 10 * GB) == "10 GB"
+    assert usage.gb(10 * GB + 1, 10 * GB) == "10.1 GB"
