@@ -31,7 +31,7 @@ from billing.paytr.client import timeouts as paytr_timeouts
 from billing.clock import Clock
 from billing.db import Store, write
 from billing.settings import Settings
-from billing.web import account, admin, auth, checkout, dev, errors, public, subscription
+from billing.web import account, admin, auth, checkout, dev, errors, portal, public, subscription
 from billing.web import callback
 from billing.web.common import CurrentUserMiddleware
 from billing.web.security import CSRFMiddleware, SecurityHeadersMiddleware, csrf_token
@@ -62,6 +62,9 @@ def _template_context(request: Request) -> dict:
         context["csrf_token"] = csrf_token(request)
         if request.session.get("flash"):
             context["flashes"] = request.session.pop("flash")
+        if context["user"] and request.session.get("portal"):
+            # Arrived through a portal link: every page offers the way back to the host product.
+            context["portal_return_url"] = request.session["portal"]["return_url"]
     offset = request.app.state.clock.offset()
     if offset:
         context["test_clock"] = {"now": request.app.state.clock.now(), "ahead": _duration(offset)}
@@ -141,7 +144,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         await anyio.to_thread.run_sync(checkpointer.stop)
         store.close()
 
-    routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *subscription.routes, *admin.routes]
+    routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *subscription.routes, *admin.routes,
+              *portal.routes]
     if not settings.is_production:
         routes += dev.routes
     if emulator_app is not None:

@@ -16,7 +16,7 @@ from sqlite_utils import Database
 
 from billing import clock, events, plans
 from billing.accounts import FormError, token_hash
-from billing.db import one
+from billing.db import one, write
 from billing.settings import Settings
 
 LINK_MINUTES = 5
@@ -72,6 +72,28 @@ def create(db: Database, now: datetime, settings: Settings, company_id: int, ret
     events.record(db, now, "portal.link_created", f"portal link for {flow} created by {created_by}",
                   company_id=company_id, actor=created_by)
     return {"url": settings.url(f"/portal/{token}"), "expires_at": clock.iso(expires)}
+
+
+def find(db: Database, token: str) -> dict | None:
+    """The link a token names, used or not (the expired page offers its return URL)."""
+    if not isinstance(token, str) or len(token) > 100:
+        return None
+    return one(db, "SELECT * FROM portal_sessions WHERE token_hash = ?", [token_hash(token)])
+
+
+def open_link(db: Database, now: datetime, token: str) -> tuple[dict, dict] | None:
+    """Spend a link for its company's owner: (link, owner user), or None when it is unknown,
+    used or expired, or the company has no owner any more. Nothing is spent in that case."""
+    with write(db):
+        found = find(db, token)
+        owner = found and one(db, "SELECT * FROM users WHERE company_id = ? AND role = 'owner' ORDER BY id LIMIT 1",
+                              [found["company_id"]])
+        link = use(db, now, token) if owner else None
+        if link is None:
+            return None
+        events.record(db, now, "portal.link_used", f"{owner['name']} opened billing from a portal link",
+                      company_id=link["company_id"], actor=events.user_actor(owner), flow=link["flow"])
+    return link, owner
 
 
 def use(db: Database, now: datetime, token: str) -> dict | None:

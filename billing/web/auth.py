@@ -17,7 +17,8 @@ from billing.web.templating import render
 
 
 async def _log_in(request: Request, user: dict) -> None:
-    """A fresh session for every login: a new id, a new CSRF token."""
+    """A fresh session for every login: a new id, a new CSRF token, no portal return link."""
+    request.session.pop("portal", None)
     old = request.session.pop("sid", None)
     if old:
         await run(request, accounts.end_session, old)
