@@ -191,6 +191,10 @@ def test_every_email_template_renders_from_a_json_context(settings):
         "refund_issued": {"company": "Acme", "amount": 1500, "currency": "USD", "paid": 2900,
                           "paid_at": "2026-11-27T09:00:00Z", "description": "Starter plan", "reason": "Paid twice",
                           "tz": "Europe/Istanbul"},
+        "usage_warning": {"name": "Ayşe", "company": "Acme", "plan_name": "Starter", "limit": "workspaces",
+                          "level": 80, "over": False, "amount": "4 of 5 workspaces", "upgrade_path": "/billing/plan/team",
+                          "suggested_name": "Team", "suggested_limits": "20 workspaces and 50 GB storage"},
+        "usage_over_scheduled_plan": {**life, "reasons": ["You use 12 workspaces; Starter allows 5."]},
     }
     names = {p.stem for p in Path(mail.TEMPLATES, "emails").glob("*.txt")}
     missing = names - set(samples)
