@@ -34,7 +34,7 @@ from billing.clock import Clock
 from billing.db import Store, write
 from billing.settings import Settings
 from billing.web import account, admin, auth, checkout, dev, errors, public, subscription
-from billing.web import callback
+from billing.web import api_pages, callback
 from billing.web.common import CurrentUserMiddleware
 from billing.web.security import CSRFMiddleware, SecurityHeadersMiddleware, csrf_token
 from billing.web.templating import TEMPLATES_DIR, is_htmx, make_templates
@@ -145,7 +145,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         await anyio.to_thread.run_sync(checkpointer.stop)
         store.close()
 
-    routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *subscription.routes, *admin.routes]
+    routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *subscription.routes, *admin.routes,
+              *api_pages.routes]
     if not settings.is_production:
         routes += dev.routes
     if emulator_app is not None:

@@ -65,6 +65,10 @@ def list_keys(db: Database) -> list[dict]:
     return rows(db, "SELECT * FROM api_keys ORDER BY revoked_at IS NOT NULL, id DESC")
 
 
+def one_key(db: Database, key_id: int) -> dict | None:
+    return one(db, "SELECT * FROM api_keys WHERE id = ?", [key_id])
+
+
 def by_prefix(db: Database, prefix: str) -> dict | None:
     return one(db, "SELECT * FROM api_keys WHERE prefix = ?", [(prefix or "").strip().rstrip("…")])
 
