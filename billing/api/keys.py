@@ -86,8 +86,8 @@ def revoke(db: Database, now: datetime, key_id: int, *, actor: str = "system") -
     return one(db, "SELECT * FROM api_keys WHERE id = ?", [key_id])
 
 
-def authenticate(db: Database, now: datetime, key: str | None) -> dict | None:
-    """The working key row for a presented key, or None (unknown, malformed or revoked).
+def authenticate(db: Database, key: str | None) -> dict | None:
+    """The working key row for a presented key, or None (unknown, malformed or revoked). A read.
 
     The lookup is by hash, so nothing about the key is compared character by character.
     """
@@ -97,10 +97,16 @@ def authenticate(db: Database, now: datetime, key: str | None) -> dict | None:
               [key_hash(key)])
     if row is None or row["revoked_at"]:
         return None
-    stamp = clock.iso(now)
-    if row["last_used_at"] is None or row["last_used_at"] < clock.iso(now - TOUCH_EVERY):
-        # Its own tiny write, at most once a minute per key; the guard keeps parallel requests from repeating it.
-        db.conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR "
-                        "last_used_at < ?)", [stamp, row["id"], clock.iso(now - TOUCH_EVERY)])
-        row["last_used_at"] = stamp
     return row
+
+
+def needs_touch(row: dict, now: datetime) -> bool:
+    return row["last_used_at"] is None or row["last_used_at"] < clock.iso(now - TOUCH_EVERY)
+
+
+def touch(db: Database, now: datetime, key_id: int) -> None:
+    """Record the key's use, at most once a minute (a GET stays a read the rest of the time); the
+    guard keeps parallel requests from writing it twice."""
+    with write(db):
+        db.conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR "
+                        "last_used_at < ?)", [clock.iso(now), key_id, clock.iso(now - TOUCH_EVERY)])

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from billing import entitlements, plans, portal, snapshots, usage
 from billing.accounts import FormError
 from billing.api import customers, idempotency
-from billing.api.app import Endpoint, Param, actor, int_param, json_object, json_response, now, run
+from billing.api.app import Endpoint, Param, actor, int_param, json_object, json_response, now, read, run
 from billing.api.problems import Problem
 from billing.db import one, rows, write
 from billing.entitlements import customer_id, parse_customer_id
@@ -145,8 +145,10 @@ async def update_customer(request: Request) -> Response:
 # --- entitlements and usage --------------------------------------------------------------------
 
 
-def etag(data: dict) -> str:
-    return '"' + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32] + '"'
+def _serialize(data: dict) -> tuple[bytes, str]:
+    """The body and its ETag: keys sorted, so equal entitlements always hash alike."""
+    body = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 def _matches(header: str | None, tag: str) -> bool:
@@ -159,24 +161,27 @@ def _matches(header: str | None, tag: str) -> bool:
 
 
 def _entitlements(db, at, settings, company_id: int) -> dict | None:
-    company = one(db, "SELECT * FROM companies WHERE id = ?", [company_id])
-    if company is None:
+    # One query for both rows: this is the route hosts poll.
+    sub = one(db, "SELECT s.*, c.usage_workspaces, c.usage_storage_bytes, c.usage_reported_at FROM subscriptions s "
+                  "JOIN companies c ON c.id = s.company_id WHERE s.company_id = ?", [company_id])
+    if sub is None:
         return None
-    sub = one(db, "SELECT * FROM subscriptions WHERE company_id = ?", [company_id])
-    return entitlements.for_company(company, sub, at, settings.grace_days) if sub else None
+    company = {"id": company_id, "usage_workspaces": sub["usage_workspaces"],
+               "usage_storage_bytes": sub["usage_storage_bytes"], "usage_reported_at": sub["usage_reported_at"]}
+    return entitlements.for_company(company, sub, at, settings.grace_days)
 
 
 async def get_entitlements(request: Request) -> Response:
     company_id = _company_id(request)
-    data = await run(request, _entitlements, now(request), _settings(request), company_id)
+    data = read(request, _entitlements, now(request), _settings(request), company_id)
     if data is None:
         raise Problem(404, f"There is no customer {customer_id(company_id)}.")
-    tag = etag(data)
+    body, tag = _serialize(data)
     # no-cache: a client may keep the answer but asks again (cheaply, with If-None-Match) each time.
     headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
     if _matches(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers=headers)
-    return json_response(data, headers=headers)
+    return Response(body, headers=headers, media_type="application/json")
 
 
 async def put_usage(request: Request) -> Response:
@@ -197,7 +202,8 @@ async def put_usage(request: Request) -> Response:
         raise _invalid(exc) from None
     if result is None:
         raise Problem(404, f"There is no customer {customer_id(company_id)}.")
-    return json_response(result, headers={"ETag": etag(result)})
+    body, tag = _serialize(result)
+    return Response(body, headers={"ETag": tag}, media_type="application/json")
 
 
 # --- payments, invoices, plans -------------------------------------------------------------------
