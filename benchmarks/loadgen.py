@@ -40,7 +40,12 @@ def build_request(host: str, port: int, path: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
-async def _connection(host, port, requests, deadline, result: Result):
+def build_get(host: str, port: int, path: str, headers: dict[str, str] | None = None) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    return f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode()
+
+
+async def _connection(host, port, requests, deadline, result: Result, ok_body: bytes | None):
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < deadline:
@@ -63,17 +68,19 @@ async def _connection(host, port, requests, deadline, result: Result):
             result.latencies.append(time.perf_counter() - started)
             status = int(status_line.split()[1])
             result.statuses[status] = result.statuses.get(status, 0) + 1
-            if body != b"OK":
+            if ok_body is not None and body != ok_body:
                 result.bodies_not_ok += 1
     finally:
         writer.close()
 
 
-async def run(host: str, port: int, requests, connections: int, seconds: float) -> Result:
+async def run(host: str, port: int, requests, connections: int, seconds: float,
+              ok_body: bytes | None = b"OK") -> Result:
+    """`ok_body`: the body every answer must have (PayTR's OK); None checks only the status."""
     result = Result()
     iterator = iter(requests)
     started = time.perf_counter()
     deadline = started + seconds
-    await asyncio.gather(*(_connection(host, port, iterator, deadline, result) for _ in range(connections)))
+    await asyncio.gather(*(_connection(host, port, iterator, deadline, result, ok_body) for _ in range(connections)))
     result.seconds = time.perf_counter() - started
     return result

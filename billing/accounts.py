@@ -239,7 +239,7 @@ def register(
     with write(db):
         taken = _address_taken(db, now, email, ip, "register")
         if not taken:
-            user_id = _create_company(db, now, settings, company_name, name, email, password_hash, plan)
+            user_id = create_company(db, now, settings, company_name, name, email, password_hash, plan)
     if taken:  # raised after the commit: the attempt must stay recorded
         raise FormError({"email": ADDRESS_TAKEN})
     return user_by_id(db, user_id)
@@ -262,22 +262,34 @@ def _address_taken(db: Database, now: datetime, email: str, ip: str | None, kind
     return True
 
 
-def _create_company(db, now, settings, company_name, name, email, password_hash, plan) -> int:
+# The password_hash of an owner made through the API: not an argon2 hash, so no password ever
+# matches it (`password_matches` answers False); the reset email or a portal link lets them in.
+NO_PASSWORD = "!none"
+
+
+def create_company(db, now, settings, company_name, name, email, password_hash, plan, *, timezone=None,
+                   external_id=None, locale=None, actor=None) -> int:
+    """Inside a write: the company, its owner, the trial, the audit event and the welcome email,
+    as web sign-up and the API's customer create both make them. Returns the owner's id."""
     company_id = db.execute(
-        "INSERT INTO companies (name, timezone, created_at) VALUES (?, ?, ?)",
-        [company_name, settings.timezone, clock.iso(now)],
+        "INSERT INTO companies (name, timezone, created_at, external_id) VALUES (?, ?, ?, ?)",
+        [company_name, timezone or settings.timezone, clock.iso(now), external_id],
     ).lastrowid
     user_id = _insert_user(db, now, company_id, email, name, password_hash, "owner")
+    if locale:
+        db.execute("UPDATE users SET locale = ? WHERE id = ?", [locale, user_id])
     subscriptions.start_trial(db, now, company_id, plan, settings.trial_days)
     sub = subscriptions.for_company(db, company_id)
     events.record(db, now, "company.registered", f"{name} registered {company_name}; trial started",
-                  company_id=company_id, actor=f"user:{user_id}", plan=plan,
+                  company_id=company_id, actor=actor or f"user:{user_id}", plan=plan,
                   trial_ends_at=sub["trial_ends_at"])
+    needs_password = password_hash == NO_PASSWORD
     mail.enqueue(db, now, settings, template="welcome", to=email, dedupe_key=f"welcome:{user_id}",
                  company_id=company_id,
                  context={"name": name, "company": company_name, "plan": plans.get(plan),
                           "trial_days": settings.trial_days, "trial_ends_at": sub["trial_ends_at"],
-                          "dashboard_url": settings.url("/billing/")})
+                          "dashboard_url": settings.url("/billing/"),
+                          "set_password_url": settings.url("/auth/forgot-password") if needs_password else None})
     return user_id
 
 

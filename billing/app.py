@@ -24,6 +24,8 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from billing import clock as clock_module
+from billing.api import app as api_app
+from billing.api.resources import ENDPOINTS as API_ENDPOINTS
 from billing import jobs, mail, migrations
 from billing.callbacks import CallbackWriter, Checkpointer
 from billing.paytr.client import PaytrClient
@@ -32,7 +34,7 @@ from billing.clock import Clock
 from billing.db import Store, write
 from billing.settings import Settings
 from billing.web import account, admin, auth, checkout, dev, errors, portal, public, subscription
-from billing.web import callback
+from billing.web import api_pages, callback
 from billing.web.common import CurrentUserMiddleware
 from billing.web.security import CSRFMiddleware, SecurityHeadersMiddleware, csrf_token
 from billing.web.templating import TEMPLATES_DIR, is_htmx, make_templates
@@ -92,12 +94,15 @@ def _csrf_denied(scope, reason: str):
 
 
 class BillingApp(Starlette):
-    """Starlette, except that PayTR's callback is answered before any middleware runs."""
+    """Starlette, except that PayTR's callback and the JSON API are answered before any middleware runs."""
 
     async def __call__(self, scope, receive, send) -> None:
         if callback.dispatch(scope):
             scope["app"] = self
             await callback.endpoint(scope, receive, send)
+            return
+        if api_app.dispatch(scope):
+            await self.state.api(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -145,7 +150,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         store.close()
 
     routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *subscription.routes, *admin.routes,
-              *portal.routes]
+              *portal.routes, *api_pages.routes]
     if not settings.is_production:
         routes += dev.routes
     if emulator_app is not None:
@@ -168,6 +173,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     app.state.callback_writer = writer
     app.state.emulator = emulator_app.state.emulator if emulator_app is not None else None
     app.state.templates = make_templates(_template_context)
+    app.state.api = api_app.create_api(settings, store, clock, API_ENDPOINTS)
     app.state.htmx_available = (STATIC_DIR / "vendor" / "htmx.min.js").is_file()
     return app
 

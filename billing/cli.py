@@ -200,6 +200,46 @@ def clock_command(settings: Settings, action: str, amount: str | None) -> int:
     return 0
 
 
+def api_key_command(settings: Settings, action: str, value: str | None, scope: str | None) -> int:
+    """`create` prints the key alone on stdout (for `KEY=$(python main.py api-key create …)`);
+    everything else goes to stderr."""
+    from billing.api import keys
+
+    store, db = _open(settings)
+    try:
+        if action == "create":
+            try:
+                row, key = keys.create(db, clock.utcnow(), settings, value, scope or keys.DEFAULT_SCOPE, actor="cli")
+            except accounts.FormError as exc:
+                print(f"error: {'; '.join(exc.errors.values())}", file=sys.stderr)
+                return 2
+            print(key, flush=True)
+            print(f"created {row['scope']} key {row['name']!r} ({row['prefix']}…); it is shown only this once",
+                  file=sys.stderr)
+            return 0
+        if action == "list":
+            found = keys.list_keys(db)
+            for row in found:
+                status = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+                print(f"{row['prefix']}…  {row['scope']:<5}  {row['name']}  created {row['created_at']}  "
+                      f"last used {row['last_used_at'] or 'never'}  {status}")
+            if not found:
+                print("no API keys yet; create one with `python main.py api-key create NAME`", file=sys.stderr)
+            return 0
+        row = keys.by_prefix(db, value or "")
+        if row is None:
+            print(f"error: no API key with the prefix {value!r} (see `python main.py api-key list`)", file=sys.stderr)
+            return 2
+        if row["revoked_at"]:
+            print(f"key {row['prefix']}… was already revoked at {row['revoked_at']}", file=sys.stderr)
+            return 0
+        keys.revoke(db, clock.utcnow(), row["id"], actor="cli")
+        print(f"revoked {row['prefix']}… ({row['name']}); it stops working at once", file=sys.stderr)
+        return 0
+    finally:
+        store.close()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python main.py", description="PayTR Billing: serve the app, or run an operation.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -221,6 +261,10 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("clock", help="the test clock (not in production)")
     c.add_argument("action", choices=["advance", "reset", "show"])
     c.add_argument("amount", nargs="?", help="with advance: 8d, 36h or 90m")
+    k = sub.add_parser("api-key", help="API keys for the host product (create prints the key alone on stdout)")
+    k.add_argument("action", choices=["create", "list", "revoke"])
+    k.add_argument("value", nargs="?", metavar="NAME|PREFIX", help="create: the key's name; revoke: its prefix")
+    k.add_argument("--scope", choices=["read", "write"], help="create: read (GET only) or write (default)")
     e = sub.add_parser("paytr-emulator", help="run the PayTR emulator on its own (development and tests)")
     e.add_argument("--host", default="127.0.0.1")
     e.add_argument("--port", type=int, default=8001)
@@ -270,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         return jobs_run(settings, args.at)
     if command == "clock":
         return clock_command(settings, args.action, args.amount)
+    if command == "api-key":
+        if args.action in ("create", "revoke") and not args.value:
+            print(f"error: api-key {args.action} needs a {'name' if args.action == 'create' else 'prefix'}",
+                  file=sys.stderr)
+            return 2
+        return api_key_command(settings, args.action, args.value, args.scope)
     if command == "paytr-emulator":
         if settings.is_production:
             print("error: the PayTR emulator does not run in production", file=sys.stderr)

@@ -478,6 +478,36 @@ def m013_portal_sessions(db: Database) -> None:
         )""",
     )
 
+
+@migrations()
+def m014_api(db: Database) -> None:
+    """API keys (only a hash of each; a visible prefix for lists), the answers to creates sent
+    with an Idempotency-Key (replayed for 24 h), and each user's language."""
+    _run(
+        db,
+        """CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+            prefix TEXT NOT NULL UNIQUE,          -- bk_test_Ab12Cd34Ef: shown in lists, names the key in the audit trail
+            key_hash TEXT NOT NULL UNIQUE,        -- sha256 of the whole key
+            scope TEXT NOT NULL CHECK (scope IN ('read', 'write')),
+            created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            last_used_at TEXT,
+            revoked_at TEXT
+        )""",
+        """CREATE TABLE api_idempotency (
+            idempotency_key TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,            -- sha256 of method, path and body: a reuse with another body is refused
+            status INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX api_idempotency_created ON api_idempotency (created_at)",
+        "ALTER TABLE users ADD COLUMN locale TEXT CHECK (locale IN ('tr', 'en'))",
+    )
+
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

@@ -38,7 +38,7 @@ def subscription(sub: dict) -> dict:
 
 
 def customer(db: Database, now: datetime, settings: Settings, company: dict) -> dict:
-    owner = one(db, "SELECT name, email FROM users WHERE company_id = ? AND role = 'owner' ORDER BY id LIMIT 1",
+    owner = one(db, "SELECT name, email, locale FROM users WHERE company_id = ? AND role = 'owner' ORDER BY id LIMIT 1",
                 [company["id"]]) or {}
     sub = one(db, "SELECT * FROM subscriptions WHERE company_id = ?", [company["id"]])
     return {
@@ -47,6 +47,7 @@ def customer(db: Database, now: datetime, settings: Settings, company: dict) -> 
         "name": company["name"],
         "email": owner.get("email"),
         "owner_name": owner.get("name"),
+        "locale": owner.get("locale"),
         "timezone": company.get("timezone"),
         "created_at": company["created_at"],
         "subscription": subscription(sub) if sub else None,
