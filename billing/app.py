@@ -30,6 +30,7 @@ from billing.paytr.client import PaytrClient
 from billing.paytr.client import timeouts as paytr_timeouts
 from billing.clock import Clock
 from billing.db import Store, write
+from billing.notify.delivery import WebhookSender
 from billing.settings import Settings
 from billing.web import account, admin, auth, checkout, dev, errors, public, subscription
 from billing.web import callback
@@ -100,11 +101,12 @@ class BillingApp(Starlette):
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     # WAL checkpoints run in the background (Checkpointer), never on a commit PayTR waits for.
-    store = Store(settings.database_path, autocheckpoint=False)
+    store = Store(settings.database_path, autocheckpoint=False, settings=settings)
     if clock is None:
         # Outside production the test clock's offset (kept in the database) shifts "now".
         clock = Clock() if settings.is_production else Clock(lambda: clock_module.load_offset(store.db()))
     sender = mail.Sender(store, settings)
+    webhook_sender = WebhookSender(store, settings)
     writer = CallbackWriter(store, settings, clock)
     checkpointer = Checkpointer(store)
     sender.busy = writer.recently_active
@@ -120,6 +122,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         checkpointer.start()
         writer.start()
         sender.start(app.state.clock)
+        webhook_sender.start(app.state.clock)
         async with contextlib.AsyncExitStack() as stack:
             app.state.paytr = PaytrClient(settings, await stack.enter_async_context(_paytr_http(settings, emulator_app)))
             if emulator_app is not None:
@@ -135,6 +138,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             finally:
                 if scheduler is not None:
                     scheduler.shutdown(wait=False)
+                await webhook_sender.stop()
                 await sender.stop()
         await writer.stop()
         await anyio.to_thread.run_sync(checkpointer.stop)
@@ -160,6 +164,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     app.state.store = store
     app.state.clock = clock
     app.state.sender = sender
+    app.state.webhook_sender = webhook_sender
     app.state.callback_writer = writer
     app.state.emulator = emulator_app.state.emulator if emulator_app is not None else None
     app.state.templates = make_templates(_template_context)
