@@ -32,7 +32,7 @@ from billing.clock import Clock
 from billing.db import Store, write
 from billing.notify.delivery import WebhookSender
 from billing.settings import Settings
-from billing.web import account, admin, auth, checkout, dev, errors, public, subscription
+from billing.web import account, admin, admin_webhooks, auth, checkout, dev, errors, public, subscription
 from billing.web import callback
 from billing.web.common import CurrentUserMiddleware
 from billing.web.security import CSRFMiddleware, SecurityHeadersMiddleware, csrf_token
@@ -144,7 +144,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         await anyio.to_thread.run_sync(checkpointer.stop)
         store.close()
 
-    routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *subscription.routes, *admin.routes]
+    routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *subscription.routes, *admin.routes,
+              *admin_webhooks.routes]
     if not settings.is_production:
         routes += dev.routes
     if emulator_app is not None:

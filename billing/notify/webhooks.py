@@ -279,6 +279,10 @@ def send_again(db: Database, now: datetime, message_id: int, *, actor: str = "sy
     return one(db, "SELECT * FROM webhook_messages WHERE id = ?", [message_id])
 
 
+def get_message(db: Database, message_id: int) -> dict | None:
+    return one(db, "SELECT * FROM webhook_messages WHERE id = ?", [message_id])
+
+
 def listing(db: Database) -> list[dict]:
     """Every endpoint with what staff look at first: how it is doing."""
     return rows(db, """SELECT e.*,
@@ -440,8 +444,10 @@ def _write_events(db: Database, items: list[tuple], endpoints: list[dict]) -> No
                     continue
             else:
                 data = customer
-            sequence += 1
-            written += _write_event(db, now, endpoints, event_type, company_id, sequence, data, dedupe_key)
+            queued = _write_event(db, now, endpoints, event_type, company_id, sequence + 1, data, dedupe_key)
+            if queued is not None:  # None: a repeat of an event already announced, no number used
+                sequence += 1
+                written += queued
         db.conn.execute("""INSERT INTO webhook_customers (company_id, sequence, entitlements) VALUES (?, ?, ?)
                            ON CONFLICT (company_id) DO UPDATE SET sequence = excluded.sequence,
                                entitlements = excluded.entitlements""", [company_id, sequence, key])
@@ -450,7 +456,8 @@ def _write_events(db: Database, items: list[tuple], endpoints: list[dict]) -> No
 
 
 def _write_event(db: Database, now: datetime, endpoints: list[dict], event_type: str, company_id: int,
-                 sequence: int, data: dict, dedupe_key: str | None) -> int:
+                 sequence: int, data: dict, dedupe_key: str | None) -> int | None:
+    """-> how many endpoints it was queued for; None if its dedupe key was used already."""
     public_id = "evt_" + secrets.token_hex(12)
     body = json.dumps({"id": public_id, "type": event_type, "created_at": clock.iso(now), "data": data,
                        "sequence": sequence}, ensure_ascii=False, separators=(",", ":"))
@@ -459,7 +466,7 @@ def _write_event(db: Database, now: datetime, endpoints: list[dict], event_type:
            VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING""",
         [public_id, event_type, company_id, sequence, body, dedupe_key, clock.iso(now)])
     if not cursor.rowcount:
-        return 0
+        return None
     event_id = cursor.lastrowid
     wanted = [e["id"] for e in endpoints if wants(e, event_type)]
     db.conn.executemany(
