@@ -32,8 +32,9 @@ from billing.paytr.client import PaytrClient
 from billing.paytr.client import timeouts as paytr_timeouts
 from billing.clock import Clock
 from billing.db import Store, write
+from billing.notify.delivery import WebhookSender
 from billing.settings import Settings
-from billing.web import account, admin, auth, checkout, dev, errors, portal, public, subscription
+from billing.web import account, admin, admin_webhooks, auth, checkout, dev, errors, portal, public, subscription
 from billing.web import api_pages, callback
 from billing.web.common import CurrentUserMiddleware
 from billing.web.security import CSRFMiddleware, SecurityHeadersMiddleware, csrf_token
@@ -109,11 +110,12 @@ class BillingApp(Starlette):
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     # WAL checkpoints run in the background (Checkpointer), never on a commit PayTR waits for.
-    store = Store(settings.database_path, autocheckpoint=False)
+    store = Store(settings.database_path, autocheckpoint=False, settings=settings)
     if clock is None:
         # Outside production the test clock's offset (kept in the database) shifts "now".
         clock = Clock() if settings.is_production else Clock(lambda: clock_module.load_offset(store.db()))
     sender = mail.Sender(store, settings)
+    webhook_sender = WebhookSender(store, settings)
     writer = CallbackWriter(store, settings, clock)
     checkpointer = Checkpointer(store)
     sender.busy = writer.recently_active
@@ -129,6 +131,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         checkpointer.start()
         writer.start()
         sender.start(app.state.clock)
+        webhook_sender.start(app.state.clock)
         async with contextlib.AsyncExitStack() as stack:
             app.state.paytr = PaytrClient(settings, await stack.enter_async_context(_paytr_http(settings, emulator_app)))
             if emulator_app is not None:
@@ -144,13 +147,14 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             finally:
                 if scheduler is not None:
                     scheduler.shutdown(wait=False)
+                await webhook_sender.stop()
                 await sender.stop()
         await writer.stop()
         await anyio.to_thread.run_sync(checkpointer.stop)
         store.close()
 
     routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *subscription.routes, *admin.routes,
-              *portal.routes, *api_pages.routes]
+              *portal.routes, *api_pages.routes, *admin_webhooks.routes]
     if not settings.is_production:
         routes += dev.routes
     if emulator_app is not None:
@@ -170,6 +174,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     app.state.store = store
     app.state.clock = clock
     app.state.sender = sender
+    app.state.webhook_sender = webhook_sender
     app.state.callback_writer = writer
     app.state.emulator = emulator_app.state.emulator if emulator_app is not None else None
     app.state.templates = make_templates(_template_context)

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from billing import payments
-from billing.db import BUSY_TIMEOUT_MS, Store, connect, run_after_commit, write
+from billing.db import BUSY_TIMEOUT_MS, Store, connect, rolled_back, run_after_commit, run_before_commit, write
 from billing.paytr.protocol import Callback
 from billing.settings import Settings
 
@@ -128,11 +128,12 @@ class CallbackWriter:
             try:
                 results = [(job, payments.apply_callback_in(db, now, self.settings, job.callback, job.remote_addr),
                             None) for job in batch]
+                run_before_commit(db)
                 await self._on_thread("COMMIT")
             except BaseException:
                 if db.conn.in_transaction:
                     db.conn.execute("ROLLBACK")
-                db.after_commit.clear()
+                rolled_back(db)
                 raise
         except Exception:
             log.warning("a batch of %d callbacks failed; applying them one by one", len(batch), exc_info=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import os
 import re
@@ -61,7 +62,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
 def _open(settings: Settings) -> tuple[Store, object]:
     """The database, migrated: every operation starts here."""
-    store = Store(settings.database_path)
+    store = Store(settings.database_path, settings=settings)
     db = store.db()
     with write(db):
         migrations.apply(db)
@@ -175,6 +176,45 @@ def _app_clock(settings: Settings, store: Store) -> clock.Clock:
     return clock.Clock(lambda: clock.load_offset(store.db()))
 
 
+def webhook_command(settings: Settings, action: str, url: str | None, events: str | None) -> int:
+    """`webhook add URL` prints the signing secret alone on stdout (for a script to keep);
+    everything else goes to stderr."""
+    from billing.notify import delivery, webhooks
+
+    store, db = _open(settings)
+    try:
+        now = _app_clock(settings, store).now()
+        if action == "add":
+            if not url:
+                print("error: say where to send, e.g. `webhook add https://example.com/hooks/billing`", file=sys.stderr)
+                return 2
+            try:
+                endpoint, secret = webhooks.add(db, now, settings, url, events, actor="cli")
+            except webhooks.WebhookError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            types = ", ".join(json.loads(endpoint["event_types"])) if endpoint["event_types"] else "every event"
+            print(f"endpoint {endpoint['id']} added: {endpoint['url']} receives {types}. Its signing secret "
+                  "(shown once) is on stdout:", file=sys.stderr)
+            print(secret)
+            return 0
+        if action == "list":
+            found = webhooks.listing(db)
+            if not found:
+                print("no webhook endpoints; add one with `python main.py webhook add URL`", file=sys.stderr)
+            for e in found:
+                types = ",".join(json.loads(e["event_types"])) if e["event_types"] else "all"
+                state = "enabled" if e["enabled"] else f"disabled ({e['disabled_reason']})"
+                print(f"{e['id']}\t{e['url']}\t{types}\t{state}\tpending {e['pending']}\tfailed {e['failed']}"
+                      f"\tlast delivered {e['last_delivered_at'] or 'never'}")
+            return 0
+        counts = delivery.deliver_due_once(store, settings, now)
+        print(f"delivered {counts['delivered']}, failed {counts['failed']} (retried later)")
+        return 0
+    finally:
+        store.close()
+
+
 def clock_command(settings: Settings, action: str, amount: str | None) -> int:
     if settings.is_production:
         print("error: there is no test clock in production", file=sys.stderr)
@@ -258,6 +298,11 @@ def parser() -> argparse.ArgumentParser:
     j = sub.add_parser("jobs", help="scheduled work")
     j.add_argument("action", choices=["run"], help="run: one tick of everything due")
     j.add_argument("--at", help="as of this instant, e.g. 2026-12-24T09:00:00Z (default: now)")
+    w = sub.add_parser("webhook", help="webhook endpoints of the host product")
+    w.add_argument("action", choices=["add", "list", "send"],
+                   help="add URL: a new endpoint (prints its secret); list; send: deliver what is due once")
+    w.add_argument("url", nargs="?")
+    w.add_argument("--events", help="comma-separated event types (default: every type)")
     c = sub.add_parser("clock", help="the test clock (not in production)")
     c.add_argument("action", choices=["advance", "reset", "show"])
     c.add_argument("amount", nargs="?", help="with advance: 8d, 36h or 90m")
@@ -312,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         return send_mail(settings, args.retry_now)
     if command == "jobs":
         return jobs_run(settings, args.at)
+    if command == "webhook":
+        return webhook_command(settings, args.action, args.url, args.events)
     if command == "clock":
         return clock_command(settings, args.action, args.amount)
     if command == "api-key":

@@ -80,14 +80,19 @@ def connect(path: str | Path, autocheckpoint: bool = True) -> Database:
         conn.execute("PRAGMA wal_autocheckpoint=0")
     db = Database(conn, execute_plugins=False)
     db.after_commit = []  # callables run once the current write has committed
+    db.before_commit = []  # callables run just before the outermost COMMIT, inside the transaction
+    db.staged = []  # what this transaction's changes announce (see `staged`), dropped with a rollback
     return db
 
 
 class Store:
     """Hands each thread its own connection to one database file."""
 
-    def __init__(self, path: str | Path, autocheckpoint: bool = True):
+    def __init__(self, path: str | Path, autocheckpoint: bool = True, settings=None):
         self.path = Path(path)
+        # What code far from a request needs to describe a change (webhook snapshots name URLs
+        # and grace days); None: loaded from the environment when first needed.
+        self.settings = settings
         self.autocheckpoint = autocheckpoint
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         create_private(self.path)
@@ -98,6 +103,8 @@ class Store:
         self._lock = threading.Lock()
         # Set by the app to wake the mail sender once an email row is committed.
         self.wake_mailer: Callable[[], None] = lambda: None
+        # Set by the app to wake the webhook sender once a webhook message is committed.
+        self.wake_webhooks: Callable[[], None] = lambda: None
 
     def db(self) -> Database:
         db = getattr(self._local, "db", None)
@@ -123,30 +130,66 @@ def write(db: Database) -> Iterator[Database]:
     """One BEGIN IMMEDIATE transaction; nested calls become savepoints.
 
     Hooks queued in `db.after_commit` (waking the mail sender, say) run only
-    after the outermost COMMIT, so a rolled-back change triggers nothing.
+    after the outermost COMMIT, so a rolled-back change triggers nothing. Hooks in
+    `db.before_commit` run just before it, inside the transaction, when the data is final
+    (webhook events snapshot it there). What a rolled-back savepoint staged is dropped with it.
     """
     conn = db.conn
     if conn.in_transaction:
         name = f"sp_{secrets.token_hex(6)}"
+        items = staged(db)
+        mark = len(items)
         conn.execute(f"SAVEPOINT {name}")
         try:
             yield db
         except BaseException:
             conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
             conn.execute(f"RELEASE SAVEPOINT {name}")
+            del items[mark:]
             raise
         conn.execute(f"RELEASE SAVEPOINT {name}")
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        run_before_commit(db)
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        _after_commit(db).clear()
+        rolled_back(db)
         raise
     conn.execute("COMMIT")
     run_after_commit(db)
+
+
+def staged(db: Database) -> list:
+    """Items the current transaction's changes leave for its before-commit hooks."""
+    if not hasattr(db, "staged"):
+        db.staged = []
+    return db.staged
+
+
+def before_commit(db: Database, hook: Callable[[Database], None]) -> None:
+    """Run `hook(db)` just before the current transaction's outermost COMMIT, inside it."""
+    if not hasattr(db, "before_commit"):
+        db.before_commit = []
+    if hook not in db.before_commit:
+        db.before_commit.append(hook)
+
+
+def run_before_commit(db: Database) -> None:
+    hooks = getattr(db, "before_commit", None)
+    while hooks:
+        hooks.pop(0)(db)
+    staged(db).clear()
+
+
+def rolled_back(db: Database) -> None:
+    """The transaction was rolled back: nothing it queued may run."""
+    _after_commit(db).clear()
+    if hasattr(db, "before_commit"):
+        db.before_commit.clear()
+    staged(db).clear()
 
 
 def _after_commit(db: Database) -> list:

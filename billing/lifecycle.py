@@ -33,11 +33,13 @@ from sqlite_utils import Database
 
 from billing import cards, clock, events, mail, plans, subscriptions
 from billing.db import one
+from billing.notify import webhooks
 from billing.paytr import protocol
 from billing.settings import Settings
 from billing.subscriptions import ACTIVE, CANCELED, EXPIRED, PAST_DUE, TRIALING
 
 TRIAL_REMINDER_DAYS = (7, 3, 1)
+TRIAL_WILL_END_DAYS = 3  # the host's subscription.trial_will_end goes with the reminder this close to the end
 DAY = timedelta(days=1)
 CHARGE_CHECK = timedelta(hours=1)  # while a renewal charge is out, look again this often
 
@@ -181,6 +183,11 @@ def advance(db: Database, now: datetime, settings: Settings, sub: dict) -> Due:
         sub = subscriptions.transition(db, now, sub, status, reason, **changes)
     if due.charge_attempt is not None:
         start_renewal_charge(db, now, settings, sub, company, owner, due.charge_attempt)
+    for template, _, extra in due.emails:
+        if template == "trial_reminder" and extra["days_left"] <= TRIAL_WILL_END_DAYS:
+            # The host hears once per trial end, even when the 3-day reminder was missed (downtime).
+            webhooks.emit(db, now, "subscription.trial_will_end", company["id"],
+                          dedupe_key=f"trial-will-end:{company['id']}:{sub['trial_ends_at']}")
     for template, key, extra in due.emails:
         if owner is None:
             break

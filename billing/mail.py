@@ -5,7 +5,8 @@ keyed by a dedupe key, so a rolled-back change sends nothing and a repeated one
 sends once. The row holds a JSON snapshot of the template's context taken in
 that transaction; the sender renders it (HTML and text, templates/emails/) when
 it sends, so a payment callback never waits for Jinja. The sender claims due
-rows with a lease (two senders never send the same row at once), sends over
+rows with a lease (billing/notify/outbox.py, shared with the webhooks: two senders
+never send the same row at once), sends over
 SMTP or into the development capture directory, and on failure retries with
 growing back-off until `MAIL_MAX_ATTEMPTS`, after which the row is marked
 failed for staff to see. Each row's outcome is written right after its send:
@@ -43,7 +44,8 @@ from email_validator import EmailNotValidError, validate_email
 from sqlite_utils import Database
 
 from billing import clock
-from billing.db import on_commit, one, rows, write
+from billing.db import on_commit, rows, write
+from billing.notify.outbox import Outbox
 from billing.settings import Settings
 
 log = logging.getLogger("billing.mail")
@@ -51,6 +53,7 @@ log = logging.getLogger("billing.mail")
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 LEASE = timedelta(minutes=5)
 BATCH = 50
+OUTBOX = Outbox("outbox", LEASE)
 
 
 def _env() -> jinja2.Environment:
@@ -163,29 +166,15 @@ def backoff(attempts: int) -> timedelta:
 
 def claim(db: Database, now: datetime, limit: int = BATCH) -> list[dict]:
     """Lease due rows to this sender; a row leased elsewhere is skipped."""
-    with write(db):
-        claimed = rows(
-            db,
-            """UPDATE outbox SET claimed_until = ?, attempts = attempts + 1
-               WHERE id IN (
-                   SELECT id FROM outbox
-                   WHERE status = 'pending' AND next_attempt_at <= ?
-                     AND (claimed_until IS NULL OR claimed_until <= ?)
-                   ORDER BY next_attempt_at, id LIMIT ?)
-               RETURNING *""",
-            [clock.iso(now + LEASE), clock.iso(now), clock.iso(now), limit],
-        )
-    return sorted(claimed, key=lambda r: r["id"])
+    return OUTBOX.claim(db, now, limit)
 
 
 def record_sent(db: Database, now: datetime, row: dict) -> None:
     """Written as soon as the server has taken the message, before the next is sent: a crash
     later in the batch cannot send this one again (at most the one in flight goes twice)."""
     with write(db):
-        db.conn.execute(
-            """UPDATE outbox SET status = 'sent', sent_at = ?, claimed_until = NULL, last_error = NULL,
-                   subject = ?, body_text = ?, body_html = ? WHERE id = ?""",
-            [clock.iso(now), row["subject"], row["body_text"], row["body_html"], row["id"]])
+        OUTBOX.sent(db, now, row["id"], subject=row["subject"], body_text=row["body_text"],
+                    body_html=row["body_html"])
 
 
 def record_failed(db: Database, now: datetime, failed: list[dict], error: str, max_attempts: int) -> int:
@@ -195,9 +184,7 @@ def record_failed(db: Database, now: datetime, failed: list[dict], error: str, m
         for row in failed:
             final = row["attempts"] >= max_attempts
             final_count += final
-            db.conn.execute(
-                "UPDATE outbox SET status = ?, next_attempt_at = ?, claimed_until = NULL, last_error = ? WHERE id = ?",
-                ["failed" if final else "pending", clock.iso(now + backoff(row["attempts"])), error[:500], row["id"]])
+            OUTBOX.failed(db, row["id"], error, next_at=now + backoff(row["attempts"]), final=final)
     for row in failed:
         if row["attempts"] >= max_attempts:
             log.error("email %s to %s failed for good after %s tries: %s", row["id"], row["to_addr"],
@@ -415,22 +402,17 @@ def deliver_due(db: Database, now: datetime, settings: Settings, transport=None)
 
 def retry_now(db: Database, now: datetime) -> int:
     """Make every pending email due now (its back-off is cut short)."""
-    with write(db):
-        return db.conn.execute("UPDATE outbox SET next_attempt_at = ? WHERE status = 'pending' AND next_attempt_at > ?",
-                               [clock.iso(now), clock.iso(now)]).rowcount
+    return OUTBOX.retry_now(db, now)
 
 
 def next_due(db: Database) -> datetime | None:
     """When the next pending email may be sent: its back-off over and no one else's lease on it."""
-    row = one(db, """SELECT min(CASE WHEN claimed_until > next_attempt_at THEN claimed_until ELSE next_attempt_at END)
-                     AS at FROM outbox WHERE status = 'pending'""")
-    return clock.parse(row["at"]) if row and row["at"] else None
+    return OUTBOX.next_due(db)
 
 
 def leased(db: Database, now: datetime) -> int:
     """Pending emails another sender is working on right now (their lease has not run out)."""
-    return one(db, "SELECT count(*) AS n FROM outbox WHERE status = 'pending' AND claimed_until > ?",
-               [clock.iso(now)])["n"]
+    return OUTBOX.leased(db, now)
 
 
 class Sender:

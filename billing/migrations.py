@@ -508,6 +508,75 @@ def m014_api(db: Database) -> None:
     )
 
 
+@migrations()
+def m015_webhooks(db: Database) -> None:
+    """Webhook endpoints, the events the host is told about (each body written once, in the
+    change's transaction), one outbox message per event and endpoint, and every attempt."""
+    _run(
+        db,
+        """CREATE TABLE webhook_endpoints (
+            id INTEGER PRIMARY KEY,
+            url TEXT NOT NULL CHECK (length(url) BETWEEN 1 AND 2000),
+            event_types TEXT,                     -- JSON list of types; NULL: every type
+            secret TEXT NOT NULL,                 -- whsec_…, needed in clear to sign
+            previous_secret TEXT,                 -- still signs (beside the new one) until:
+            previous_secret_until TEXT,
+            enabled INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+            disabled_reason TEXT,
+            failing_since TEXT,                   -- first failure since the last delivery
+            last_attempt_at TEXT,
+            last_status INTEGER,
+            last_delivered_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE webhook_events (
+            id INTEGER PRIMARY KEY,
+            public_id TEXT NOT NULL UNIQUE,       -- evt_…: the webhook-id header and the body's id
+            type TEXT NOT NULL,
+            company_id INTEGER REFERENCES companies(id) ON DELETE SET NULL,
+            sequence INTEGER,                     -- per customer, increasing
+            body TEXT NOT NULL,
+            dedupe_key TEXT UNIQUE,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE webhook_messages (
+            id INTEGER PRIMARY KEY,
+            event_id INTEGER NOT NULL REFERENCES webhook_events(id) ON DELETE CASCADE,
+            endpoint_id INTEGER NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            claimed_until TEXT,
+            expires_at TEXT NOT NULL,             -- retried until then (3 days; "send again" restarts it)
+            last_error TEXT,
+            sent_at TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (event_id, endpoint_id)
+        )""",
+        "CREATE INDEX webhook_messages_due ON webhook_messages (endpoint_id, next_attempt_at) "
+        "WHERE status = 'pending'",
+        "CREATE INDEX webhook_messages_endpoint ON webhook_messages (endpoint_id, id)",
+        """CREATE TABLE webhook_attempts (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES webhook_messages(id) ON DELETE CASCADE,
+            endpoint_id INTEGER NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+            attempted_at TEXT NOT NULL,
+            status_code INTEGER,
+            duration_ms INTEGER NOT NULL,
+            response TEXT,                        -- the answer's first KiB
+            error TEXT
+        )""",
+        "CREATE INDEX webhook_attempts_endpoint ON webhook_attempts (endpoint_id, id)",
+        "CREATE INDEX webhook_attempts_message ON webhook_attempts (message_id)",
+        """CREATE TABLE webhook_customers (
+            company_id INTEGER PRIMARY KEY REFERENCES companies(id) ON DELETE CASCADE,
+            sequence INTEGER NOT NULL,
+            entitlements TEXT                     -- plan, status, access, limits as last sent
+        )""",
+    )
+
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

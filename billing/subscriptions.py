@@ -70,8 +70,9 @@ def transition(db: Database, now: datetime, sub: dict, status: str, reason: str,
     stored = {column: _store(value) for column, value in values.items()}
     assignments = ", ".join(f"{column} = ?" for column in stored)
     db.conn.execute(f"UPDATE subscriptions SET {assignments} WHERE id = ?", [*stored.values(), sub["id"]])
+    moved = {"previous_plan": sub["plan"]} if stored.get("plan", sub["plan"]) != sub["plan"] else {}
     events.record(db, now, f"subscription.{status}", reason, company_id=sub["company_id"], actor=actor,
-                  previous=sub["status"], **{k: stored[k] for k in changes})
+                  previous=sub["status"], **moved, **{k: stored[k] for k in changes})
     return {**sub, **stored}
 
 

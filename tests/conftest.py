@@ -67,7 +67,7 @@ def client(app):
 def db(settings):
     """A connection to the database the app uses, migrated; no app or mail sender running
     unless the test also asks for `client`."""
-    store = Store(settings.database_path)
+    store = Store(settings.database_path, settings=settings)
     connection = store.db()
     with write(connection):
         migrations.apply(connection)
