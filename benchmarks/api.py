@@ -10,8 +10,9 @@ generator runs on CPU 1) with the same load: authenticated GETs of
 app/bare ratio, then the server time with one connection (no queueing: the p50 is what one
 request costs the server plus a loopback round trip).
 
-Phases are functions in PHASES taking a Context; add one (the webhook fan-out) and name it
-in --phases.
+`--phases entitlements,webhooks` adds the webhook fan-out (benchmarks/webhooks.py): 10,000
+events delivered to a local receiver that verifies every signature, alone and beside an endpoint
+that never answers.
 """
 
 from __future__ import annotations
@@ -117,7 +118,20 @@ def entitlements(ctx: Context) -> None:
                      + (f"; unexpected statuses {unexpected}" if unexpected else ""))
 
 
-PHASES = {"entitlements": entitlements}
+def webhook_fanout(ctx: Context) -> None:
+    """10,000 events to a verifying receiver, alone and beside an endpoint that never answers
+    (benchmarks/webhooks.py, on its own database)."""
+    from benchmarks import webhooks as fanout
+
+    alone = fanout.run(10_000, with_dead_endpoint=False)
+    beside = fanout.run(10_000, with_dead_endpoint=True)
+    ctx.lines.append(f"webhooks: {alone['events']:,} delivered and verified in {alone['seconds']:.1f} s "
+                     f"({alone['events'] / alone['seconds']:,.0f}/s; target 10,000 within 60 s), "
+                     f"{alone['failures']} rejected; beside a dead endpoint {beside['seconds']:.1f} s "
+                     f"({beside['seconds'] / alone['seconds']:.2f}x the time alone)")
+
+
+PHASES = {"entitlements": entitlements, "webhooks": webhook_fanout}
 
 
 def main() -> int:

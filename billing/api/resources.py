@@ -24,7 +24,7 @@ LIMIT_DEFAULT, LIMIT_MAX = 20, 100
 
 
 def _invalid(exc: FormError) -> Problem:
-    return Problem(422, "Some fields are not valid: " + "; ".join(exc.errors.values()), errors=exc.errors)
+    return Problem(422, " ".join(exc.errors.values()), errors=exc.errors)
 
 
 def _company_id(request: Request) -> int:
