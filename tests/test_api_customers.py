@@ -68,6 +68,11 @@ def test_idempotency_key_replays_the_first_answer_and_refuses_another_body(clien
     other = client.post("/api/v1/customers", headers=headers, json={**body, "name": "Acme 2"})
     assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
     assert len(rows(db, "SELECT id FROM companies")) == 1 and len(outbox(db, template="welcome")) == 1
+    # another API key's requests are its own: the same Idempotency-Key there is a new request
+    other_key = make_key(client.app, name="Another service")
+    second = client.post("/api/v1/customers", headers={**bearer(other_key), "Idempotency-Key": "7b0e1c2a"},
+                         json={"external_id": "u_2", "name": "Beta", "email": "b@example.com"})
+    assert second.status_code == 201 and second.json()["id"] != first.json()["id"]
     # a day later the key is forgotten: the same body is a new create (and meets the existing external_id)
     clock.advance(timedelta(hours=24, seconds=1))
     assert client.post("/api/v1/customers", headers=headers, json=body).status_code == 409

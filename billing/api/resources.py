@@ -70,16 +70,19 @@ async def create_customer(request: Request) -> Response:
     settings, who = _settings(request), actor(request)
     fingerprint = idempotency.fingerprint("POST", request.url.path, data)
 
+    # Keys are the caller's own: two services with their own API keys may both send "signup-1".
+    scoped = f"{request.state.api_key['id']}:{key}" if key is not None else None
+
     def go(db, at):
         with write(db):
-            if key is not None:
-                stored = idempotency.replay(db, at, key, fingerprint)
+            if scoped is not None:
+                stored = idempotency.replay(db, at, scoped, fingerprint)
                 if stored is not None:
                     return stored + (True,)
             company_id = customers.create(db, at, settings, values, actor=who)
             body = snapshots.customer_by_id(db, at, settings, company_id)
-            if key is not None:
-                idempotency.remember(db, at, key, fingerprint, 201, body)
+            if scoped is not None:
+                idempotency.remember(db, at, scoped, fingerprint, 201, body)
             return 201, body, False
 
     try:
@@ -327,8 +330,8 @@ def _after(example: str) -> Param:
 ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/customers", create_customer, "createCustomer", "Create a customer", "Customers", "write",
              response="Customer", status=201, request="CustomerCreate", errors=(400, 409, 413, 415, 422),
-             params=(Param("Idempotency-Key", "header", "Any unique string (a UUID). Sent again with the same body "
-                           "within 24 hours, the first answer is replayed (with `Idempotent-Replayed: true`) and "
+             params=(Param("Idempotency-Key", "header", "Any unique string (a UUID), kept per API key. Sent again "
+                           "with the same body within 24 hours, the first answer is replayed (with `Idempotent-Replayed: true`) and "
                            "nothing is created twice; with another body, 422."),),
              description="Creates the company, its owner (who has no password yet: they arrive through a portal "
                          "link, or set one with the reset email) and a trial, exactly as a sign-up on the billing "
