@@ -29,12 +29,28 @@ class RedactTokens(logging.Filter):
         return True
 
 
+class QuietPolls(logging.Filter):
+    """Successful entitlements polls stay out of the access log. Hosts poll them (with ETags)
+    for every customer, often many times a second: a line each would drown the log and cost
+    a third of the server's time per poll (benchmarks/api.py). Failed polls are logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5:
+            _client, method, path, _version, status = args
+            if method == "GET" and status in (200, 304) and isinstance(path, str) \
+                    and path.startswith("/api/v1/customers/") and path.endswith("/entitlements"):
+                return False
+        return True
+
+
 def _logging_config() -> dict:
     from uvicorn.config import LOGGING_CONFIG
 
     config = {**LOGGING_CONFIG}
-    config["filters"] = {"redact": {"()": RedactTokens}}
-    config["handlers"] = {name: {**handler, "filters": ["redact"]} for name, handler in LOGGING_CONFIG["handlers"].items()}
+    config["filters"] = {"redact": {"()": RedactTokens}, "quiet_polls": {"()": QuietPolls}}
+    config["handlers"] = {name: {**handler, "filters": ["quiet_polls", "redact"] if name == "access" else ["redact"]}
+                          for name, handler in LOGGING_CONFIG["handlers"].items()}
     config["loggers"] = {**LOGGING_CONFIG["loggers"],
                          "billing": {"handlers": ["default"], "level": "INFO", "propagate": False},
                          # APScheduler would log every minute's tick; our tick logs when it did something.

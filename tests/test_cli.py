@@ -67,3 +67,21 @@ def test_test_clock_and_a_tick_from_the_command_line(tmp_path):
     assert run(tmp_path, "clock", "advance", "soon").returncode == 2
     reset = run(tmp_path, "clock", "reset")
     assert reset.returncode == 0 and "0:00:00 ahead" in reset.stdout
+
+
+def test_the_access_log_leaves_out_successful_entitlements_polls_only():
+    import logging
+
+    from billing.cli import QuietPolls
+
+    def record(method, path, status):
+        return logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                                 ("127.0.0.1:5000", method, path, "1.1", status), None)
+
+    quiet = QuietPolls()
+    assert not quiet.filter(record("GET", "/api/v1/customers/cus_42/entitlements", 200))
+    assert not quiet.filter(record("GET", "/api/v1/customers/cus_42/entitlements", 304))
+    assert quiet.filter(record("GET", "/api/v1/customers/cus_42/entitlements", 401))  # a bad key is worth a line
+    assert quiet.filter(record("GET", "/api/v1/customers/cus_42/entitlements", 429))
+    assert quiet.filter(record("PUT", "/api/v1/customers/cus_42/usage", 200))
+    assert quiet.filter(record("GET", "/billing/", 200))
