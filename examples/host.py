@@ -26,6 +26,7 @@ import threading
 import httpx
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -137,7 +138,9 @@ def create_host_app(client: BillingClient, inbox: WebhookInbox, public_url: str)
 
     async def open_billing(request: Request) -> Response:
         customer = request.path_params["customer"]
-        return RedirectResponse(client.portal_link(customer, public_url + "/"), status_code=303)
+        # The client is synchronous: call it off the event loop.
+        url = await run_in_threadpool(client.portal_link, customer, public_url + "/")
+        return RedirectResponse(url, status_code=303)
 
     async def home(request: Request) -> Response:
         return JSONResponse({"customers": {c: e for c, (_, e) in inbox.entitlements.items()}})
