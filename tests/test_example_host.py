@@ -98,6 +98,10 @@ def test_webhooks_keep_the_hosts_entitlements_fresh(app, client, db, settings, b
         types = {event["type"] for event in inbox.events}
         assert {"customer.created", "entitlements.updated"} <= types
 
+        # The host's "Billing" button: a redirect to a fresh portal link.
+        opened = httpx.get(f"http://127.0.0.1:{served.port}/billing/{customer['id']}", timeout=10)
+        assert opened.status_code == 303 and "/portal/" in opened.headers["location"]
+
         # An unsigned or forged request is turned away and changes nothing.
         forged = httpx.post(f"http://127.0.0.1:{served.port}/webhooks", content=b'{"type":"x"}', timeout=5,
                             headers={"webhook-id": "msg_1", "webhook-timestamp": str(int(time.time())),
