@@ -8,9 +8,9 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: setup run test test-deep browser clean
+.PHONY: setup run test test-deep browser clean i18n-extract i18n-update i18n-compile translations
 
-setup: $(VENV)/.installed static/vendor/htmx.min.js
+setup: $(VENV)/.installed static/vendor/htmx.min.js translations
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,27 @@ static/vendor/htmx.min.js: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	mkdir -p static/vendor
 	cp node_modules/htmx.org/dist/htmx.min.js $@
+
+# Translations (billing/translations/, see README "Translating"): the .po files are the source;
+# the .mo files the app loads are built here, never committed.
+BABEL  := $(VENV)/bin/pybabel
+CATALOGS := billing/translations
+
+translations: $(VENV)/.installed $(patsubst %.po,%.mo,$(wildcard $(CATALOGS)/*/LC_MESSAGES/messages.po))
+
+$(CATALOGS)/%/LC_MESSAGES/messages.mo: $(CATALOGS)/%/LC_MESSAGES/messages.po
+	$(BABEL) -q compile -d $(CATALOGS) -D messages -l $*
+
+i18n-extract: $(VENV)/.installed
+	$(BABEL) -q extract -F babel.cfg -k lazy_gettext -k pgettext:1c,2 --add-location=file --sort-by-file \
+	  --project="PayTR Billing" --copyright-holder="PayTR Billing" --msgid-bugs-address="" \
+	  -o $(CATALOGS)/messages.pot .
+
+i18n-update: i18n-extract
+	$(BABEL) -q update -i $(CATALOGS)/messages.pot -d $(CATALOGS) -D messages --no-fuzzy-matching --ignore-obsolete
+
+i18n-compile: $(VENV)/.installed
+	$(BABEL) compile --statistics -d $(CATALOGS) -D messages
 
 # Debian's Chromium for the browser tests (Playwright cannot download browsers here).
 browser:

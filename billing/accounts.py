@@ -228,8 +228,10 @@ def register(
     password_hash: str,
     plan: str = plans.DEFAULT_PLAN,
     ip: str | None = None,
+    locale: str | None = None,
 ) -> dict:
-    """Create the company, its owner and a trial, record it and queue the welcome email.
+    """Create the company, its owner and a trial, record it and queue the welcome email
+    (in `locale`, the language the owner signed up in, which is also saved as theirs).
 
     From the web (`ip` given), an address that already has an account counts against the
     client's address like a failed login, so the form cannot be used to list who has an
@@ -239,7 +241,8 @@ def register(
     with write(db):
         taken = _address_taken(db, now, email, ip, "register")
         if not taken:
-            user_id = create_company(db, now, settings, company_name, name, email, password_hash, plan)
+            user_id = create_company(db, now, settings, company_name, name, email, password_hash, plan,
+                                     locale=locale)
     if taken:  # raised after the commit: the attempt must stay recorded
         raise FormError({"email": ADDRESS_TAKEN})
     return user_by_id(db, user_id)
@@ -309,6 +312,17 @@ def create_staff(db: Database, now: datetime, *, email: str, name: str, password
         user_id = _insert_user(db, now, None, email, name, password_hash, "staff")
         events.record(db, now, "staff.created", f"Staff account {email} created", actor="cli")
     return user_by_id(db, user_id)
+
+
+def set_locale(db: Database, user_id: int, locale: str) -> None:
+    """The user's language: pages when they are logged in, and every email to them."""
+    from billing import i18n
+
+    chosen = i18n.normalize(locale)
+    if chosen is None:
+        raise FormError({"locale": "Choose English or Türkçe."})
+    with write(db):
+        db.conn.execute("UPDATE users SET locale = ? WHERE id = ?", [chosen, user_id])
 
 
 def user_by_email(db: Database, email: str) -> dict | None:
@@ -483,8 +497,10 @@ def request_password_reset(db: Database, now: datetime, settings: Settings, emai
         )
         events.record(db, now, "user.password_reset_requested", f"Password reset requested for {user['email']}",
                       company_id=user["company_id"], actor=f"user:{user['id']}")
+        # The user is loaded already: their language is passed, so a known address costs no extra read.
         mail.enqueue(db, now, settings, template="password_reset", to=user["email"],
                      dedupe_key=f"password-reset:{digest}", company_id=user["company_id"],
+                     locale=user.get("locale") or settings.default_locale,
                      context={"name": user["name"], "reset_url": settings.url(f"/auth/reset/{token}"),
                               "minutes": int(RESET_TTL.total_seconds() // 60)})
 

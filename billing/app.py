@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from billing import clock as clock_module
 from billing.api import app as api_app
 from billing.api.resources import ENDPOINTS as API_ENDPOINTS
-from billing import jobs, mail, migrations
+from billing import i18n, jobs, mail, migrations
 from billing.callbacks import CallbackWriter, Checkpointer
 from billing.paytr.client import PaytrClient
 from billing.paytr.client import timeouts as paytr_timeouts
@@ -35,7 +35,7 @@ from billing.db import Store, write
 from billing.notify.delivery import WebhookSender
 from billing.settings import Settings
 from billing.web import account, admin, admin_webhooks, auth, checkout, dev, errors, portal, public, subscription
-from billing.web import api_pages, callback
+from billing.web import api_pages, callback, language
 from billing.web.common import CurrentUserMiddleware
 from billing.web.security import CSRFMiddleware, SecurityHeadersMiddleware, csrf_token
 from billing.web.templating import TEMPLATES_DIR, is_htmx, make_templates
@@ -51,6 +51,7 @@ SESSION_MAX_AGE = 30 * 24 * 3600
 def _template_context(request: Request) -> dict:
     settings: Settings = request.app.state.settings
     context = {
+        "locale": request.scope.get("billing.locale") or i18n.current(),
         "app_name": settings.app_name,
         "host_app_name": settings.host_app_name,
         "is_production": settings.is_production,
@@ -154,7 +155,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         store.close()
 
     routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *subscription.routes, *admin.routes,
-              *portal.routes, *api_pages.routes, *admin_webhooks.routes]
+              *portal.routes, *api_pages.routes, *admin_webhooks.routes,
+              *language.routes]
     if not settings.is_production:
         routes += dev.routes
     if emulator_app is not None:

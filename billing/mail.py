@@ -43,8 +43,8 @@ import jinja2
 from email_validator import EmailNotValidError, validate_email
 from sqlite_utils import Database
 
-from billing import clock
-from billing.db import on_commit, rows, write
+from billing import clock, i18n
+from billing.db import on_commit, one, rows, write
 from billing.notify.outbox import Outbox
 from billing.settings import Settings
 
@@ -80,15 +80,18 @@ def environment() -> jinja2.Environment:
     return _environment
 
 
-def render(template: str, settings: Settings, context: dict) -> tuple[str, str, str]:
-    """-> (subject, text, html). The text template sets `subject`."""
+def render(template: str, settings: Settings, context: dict, locale: str | None = None) -> tuple[str, str, str]:
+    """-> (subject, text, html) in `locale` (default: DEFAULT_LOCALE). The text template sets `subject`."""
     env = environment()
-    ctx = {"app_name": settings.app_name, "base_url": settings.base_url, "tz": settings.timezone, **context}
-    text_module = env.get_template(f"emails/{template}.txt").make_module(ctx)
-    subject = str(getattr(text_module, "subject", "")).strip()
-    if not subject:
-        raise ValueError(f"emails/{template}.txt must set a subject")
-    html = env.get_template(f"emails/{template}.html").render(ctx, subject=subject)
+    locale = i18n.normalize(locale) or settings.default_locale
+    ctx = {"app_name": settings.app_name, "base_url": settings.base_url, "tz": settings.timezone,
+           "locale": locale, **context}
+    with i18n.using(locale):
+        text_module = env.get_template(f"emails/{template}.txt").make_module(ctx)
+        subject = str(getattr(text_module, "subject", "")).strip()
+        if not subject:
+            raise ValueError(f"emails/{template}.txt must set a subject")
+        html = env.get_template(f"emails/{template}.html").render(ctx, subject=subject)
     return subject, str(text_module).strip() + "\n", html
 
 
@@ -114,6 +117,7 @@ def enqueue(
     dedupe_key: str,
     context: dict,
     company_id: int | None = None,
+    locale: str | None = None,
 ) -> bool:
     """Queue an email in the current transaction. False if the key was already used.
 
@@ -122,12 +126,17 @@ def enqueue(
     not needed to queue (the sender renders with its own, `base_url` included), so a
     domain function without them, like `usage.record`, may pass None.
     """
+    if locale is None:
+        # The recipient's own language when they have an account; else the sender's choice or the default.
+        known = one(db, "SELECT locale FROM users WHERE email = ?", [to])
+        locale = known["locale"] if known else None
     cursor = db.conn.execute(
-        """INSERT INTO outbox (dedupe_key, company_id, template, to_addr, context, next_attempt_at, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?)
+        """INSERT INTO outbox (dedupe_key, company_id, template, to_addr, context, next_attempt_at, created_at,
+                               locale)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (dedupe_key) DO NOTHING""",
         [dedupe_key, company_id, template, to, json.dumps(context, default=_json_default, ensure_ascii=False),
-         clock.iso(now), clock.iso(now)],
+         clock.iso(now), clock.iso(now), i18n.normalize(locale)],
     )
     if cursor.rowcount:
         store = getattr(db, "store", None)
@@ -139,7 +148,7 @@ def enqueue(
 def rendered(row: dict, settings: Settings) -> dict:
     """The row with subject and bodies, rendering them from its context if not yet done."""
     if row.get("body_html") is None:
-        subject, text, html = render(row["template"], settings, json.loads(row["context"] or "{}"))
+        subject, text, html = render(row["template"], settings, json.loads(row["context"] or "{}"), row.get("locale"))
         row = {**row, "subject": subject, "body_text": text, "body_html": html}
     return row
 
@@ -255,6 +264,7 @@ def build_message(row: dict, settings: Settings) -> MIMEMultipart:
     # Stable per row, so a resend after a crash is recognisable as the same message.
     msg["Message-ID"] = f"<{row['id']}.{digest}@{sender.domain}>"
     msg["X-Billing-Template"] = row["template"]
+    msg["Content-Language"] = i18n.normalize(row.get("locale")) or settings.default_locale
     msg.attach(MIMEText(row["body_text"], "plain", "utf-8"))
     msg.attach(MIMEText(row["body_html"], "html", "utf-8"))
     return msg

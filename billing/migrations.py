@@ -577,6 +577,12 @@ def m015_webhooks(db: Database) -> None:
     )
 
 
+
+@migrations()
+def m016_languages(db: Database) -> None:
+    """Each email is rendered in its recipient's language, chosen when it is queued."""
+    _run(db, "ALTER TABLE outbox ADD COLUMN locale TEXT CHECK (locale IN ('en', 'tr'))")
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

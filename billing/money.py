@@ -56,9 +56,17 @@ def decimal_string(minor: int) -> str:
     return f"{sign}{whole}.{cents:02d}"
 
 
-def format(minor: int, currency: str) -> str:
-    """3456, 'USD' -> '$34.56'; thousands grouped: 1234567 -> '$12,345.67'."""
+def format(minor: int, currency: str, locale: str | None = None) -> str:
+    """3456, 'USD' -> '$34.56'; thousands grouped: 1234567 -> '$12,345.67'. In Turkish, as
+    Babel writes it: '$34,56', '₺12.345,67'. English keeps our own symbols, because Babel's
+    English writes the lira as 'TRY12,345.67'."""
     _check_int(minor)
+    from billing import i18n
+
+    if (i18n.normalize(locale) or i18n.current()) == "tr":
+        from babel.numbers import format_currency
+
+        return format_currency(Decimal(minor) / 100, currency.upper(), locale="tr")
     symbol, before = CURRENCIES.get(currency.upper(), (currency.upper() + " ", True))
     sign = "-" if minor < 0 else ""
     whole, cents = divmod(abs(minor), 100)

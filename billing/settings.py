@@ -93,6 +93,9 @@ class Settings:
     api_rate_per_second: int = 50  # per key, with a burst of api_rate_burst
     api_rate_burst: int = 100
 
+    # The language of a visitor who has chosen none and whose browser sends no Accept-Language.
+    default_locale: str = "en"
+
     @property
     def is_production(self) -> bool:
         return self.env == PRODUCTION
@@ -196,6 +199,10 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
     except ValueError:
         raise ConfigError("DUNNING_RETRY_DAYS must be comma-separated day numbers, such as 1,3,5") from None
 
+    default_locale = get("DEFAULT_LOCALE", "en").lower()
+    if default_locale not in ("en", "tr"):
+        raise ConfigError(f"DEFAULT_LOCALE must be en or tr, not {default_locale!r}")
+
     smtp_port_default = 465 if smtp_tls == "ssl" else 587
     settings = Settings(
         env=env,
@@ -243,6 +250,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         portal_return_hosts=tuple(h.strip().lower() for h in get("PORTAL_RETURN_HOSTS").split(",") if h.strip()),
         api_rate_per_second=number("API_RATE_PER_SECOND", 50, minimum=1),
         api_rate_burst=number("API_RATE_BURST", 100, minimum=1),
+        default_locale=default_locale,
     )
     if production:
         check_production(settings)

@@ -20,7 +20,7 @@ def test_register_logs_in_and_lands_on_the_dashboard(client, db):
     page = client.get("/billing/")
     assert page.status_code == 200
     assert "Yılmaz Yazılım A.Ş." in page.text
-    assert "14 days left" in page.text and "11 Dec 2026" in page.text
+    assert "14 days left" in page.text and "11 December 2026" in page.text
     assert "Welcome aboard" in page.text
     assert scalar(db, "SELECT email FROM users") == "ayse@example.com"
 

@@ -56,7 +56,7 @@ def test_the_overdue_page_says_which_month_is_overdue(client, app, clock, db):
     login(client)
     text = visible(client.get("/billing/renew"))
     assert "Pay your overdue month" in text and "Pay for the next month" not in text
-    assert "The month from 11 Jan 2027 to 11 Feb 2027 was due on 11 Jan 2027" in text
+    assert "The month from 11 January 2027 to 11 February 2027 was due on 11 January 2027" in text
     assert "Overdue period" in text
 
 

@@ -79,7 +79,7 @@ def test_trial_reminders_go_out_once_each_then_the_trial_expires(client, app, cl
     tick(client, app, clock, TRIAL_END)
     assert sub(db)["status"] == "expired"
     [ended] = emails(db, "trial_ended")
-    assert "11 Dec 2026" in ended["body_text"]
+    assert "11 December 2026" in ended["body_text"]
     login(client)  # two weeks later the session has run out
     assert "Your free trial has ended" in client.get("/billing/").text
 
@@ -130,7 +130,7 @@ def test_pay_link_renewal_notice_then_past_due_then_paying_restores_it(client, a
     tick(client, app, clock, end + 1 * DAY)
     assert len(emails(db, "renewal_failed")) == 2  # dunning step 1
     clock.at = end + 2 * DAY
-    assert "Pay by 18 Jan 2027" in client.get("/billing/renew").text
+    assert "Pay by 18 January 2027" in client.get("/billing/renew").text
     pay_iframe(client, app, token_from="/billing/renew")
     s = sub(db)
     assert s["status"] == "active" and s["current_period_end"] == "2027-02-11T09:00:00Z"  # from the old end
@@ -235,12 +235,12 @@ def test_cancel_at_period_end_then_resume(client, app, clock, db):
     register(client)
     pay_iframe(client, app)
     page = client.get("/billing/cancel")
-    assert "will end on <strong>11 Jan 2027</strong>" in page.text
+    assert "will end on <strong>11 January 2027</strong>" in page.text
     post(client, "/billing/cancel", token_from="/billing/cancel")
     assert sub(db)["cancel_at_period_end"] == 1
-    assert "Ends on 11 Jan 2027" in client.get("/billing/").text
+    assert "Ends on 11 January 2027" in client.get("/billing/").text
     [scheduled] = emails(db, "cancel_scheduled")
-    assert "will end on 11 Jan 2027" in scheduled["body_text"]
+    assert "will end on 11 January 2027" in scheduled["body_text"]
     post(client, "/billing/resume", token_from="/billing/")
     assert sub(db)["cancel_at_period_end"] == 0
     post(client, "/billing/cancel", token_from="/billing/cancel")
@@ -350,10 +350,10 @@ def test_downgrade_waits_for_the_period_end_and_can_be_undone(client, app, clock
     login(client)
     pay_iframe(client, app, plan="team")
     page = client.get("/billing/plan/starter")
-    assert "happens on <strong>12 Jan 2027</strong>" in page.text
+    assert "happens on <strong>12 January 2027</strong>" in page.text
     post(client, "/billing/plan/downgrade", {"plan": "starter"}, token_from="/billing/plan/starter")
     assert sub(db)["scheduled_plan"] == "starter" and sub(db)["plan"] == "team"
-    assert "Moving to Starter on 12 Jan 2027" in client.get("/billing/").text
+    assert "Moving to Starter on 12 January 2027" in client.get("/billing/").text
     post(client, "/billing/plan/undo", token_from="/billing/")
     assert sub(db)["scheduled_plan"] is None
     post(client, "/billing/plan/downgrade", {"plan": "starter"}, token_from="/billing/plan/starter")

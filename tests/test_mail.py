@@ -145,7 +145,7 @@ def test_welcome_email_arrives_over_real_smtp(tmp_path, smtp):
     assert msg["Subject"] == "Welcome to PayTR Billing, your 14-day trial has started"
     text = msg.get_body(("plain",)).get_content()
     html = msg.get_body(("html",)).get_content()
-    assert "Ayşe Yılmaz" in text and "11 Dec 2026" in text and "http://testserver/billing/" in text
+    assert "Ayşe Yılmaz" in text and "11 December 2026" in text and "http://testserver/billing/" in text
     assert "Open your billing dashboard" in html and "Yılmaz Yazılım A.Ş." in html
 
 

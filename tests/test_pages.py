@@ -29,7 +29,7 @@ def test_dashboard_shows_company_plan_status_and_trial(client, clock):
     text = re.sub(r"\s+", " ", page.text)
     assert "Öz Gıda Ticaret" in text
     assert "Team" in text and "Trial" in text
-    assert "14 days left" in text and "ends on 11 Dec 2026" in text
+    assert "14 days left" in text and "ends on 11 December 2026" in text
     from datetime import timedelta
     clock.advance(timedelta(days=13, hours=1))
     assert "1 day left" in client.get("/billing/").text
@@ -39,7 +39,7 @@ def test_dates_are_shown_in_the_configured_time_zone(client, clock):
     from billing.clock import parse
     clock.at = parse("2026-11-27T22:30:00Z")  # already 28 Nov in Istanbul (UTC+3)
     register(client)
-    assert "ends on 12 Dec 2026" in client.get("/billing/").text
+    assert "ends on 12 December 2026" in client.get("/billing/").text
 
 
 def test_staff_cannot_open_customer_pages_and_customers_cannot_open_admin(client, db, password_hash):

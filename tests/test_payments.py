@@ -86,7 +86,7 @@ def test_success_activates_issues_the_invoice_and_queues_the_receipt(db, setting
     assert mail["to_addr"] == "owner@example.com"
     assert "INV-2026-000001" in mail["subject"]
     assert "http://testserver/billing/invoices/INV-2026-000001" in mail["body_text"]
-    assert "paid until 11 Jan 2027" in mail["body_text"]
+    assert "paid until 11 January 2027" in mail["body_text"]
     [raw] = rows(db, "SELECT * FROM callbacks")
     assert raw["outcome"] == "applied" and raw["remote_addr"] == "203.0.113.9"
     assert json.loads(raw["fields"])["merchant_oid"] == p["merchant_oid"]
@@ -245,7 +245,7 @@ def test_invoice_numbers_are_gapless_even_when_a_payment_rolls_back(db, settings
 
 
 def test_the_invoice_year_is_the_local_year(db, settings, owner):
-    new_year_eve = clock.parse("2026-12-31T22:30:00Z")  # 01:30 on 1 Jan 2027 in Istanbul
+    new_year_eve = clock.parse("2026-12-31T22:30:00Z")  # 01:30 on 1 January 2027 in Istanbul
     p = checkout(db, settings, owner, at=new_year_eve).payment
     apply(db, settings, callback(settings, p), at=new_year_eve)
     assert scalar(db, "SELECT number FROM invoices") == "INV-2027-000001"

@@ -176,7 +176,7 @@ def test_usage_outgrowing_a_scheduled_downgrade_warns_the_owner_once_and_keeps_i
     report(db, company, 12)
     report(db, company, 13)
     [warning] = [m for m in warnings(db) if m["template"] == "usage_over_scheduled_plan"]
-    assert warning["subject"] == "Your usage no longer fits Starter, which starts on 1 Jan 2027"
+    assert warning["subject"] == "Your usage no longer fits Starter, which starts on 1 January 2027"
     assert "You use 12 workspaces; Starter allows 5." in warning["body_text"]
     assert "keep Team" in warning["body_text"]
     # The owner agreed to Starter's price: the move still happens; billing never charges more than agreed.
@@ -198,7 +198,7 @@ def test_the_dashboard_shows_usage_against_the_limits(client, db):
     page = visible(response)
     assert "4 of 5 workspaces · 80 % used" in page
     assert "3.3 GB of 10 GB storage Reported" in page  # 3.25 GB, half up
-    assert "Reported by your app on 1 Dec 2026, 12:00" in page  # Istanbul time
+    assert "Reported by your app on 1 December 2026, 12:00" in page  # Istanbul time
     meter = re.search(r'<meter aria-labelledby="usage-workspaces"[^>]*>', response.text).group(0)
     assert 'max="5"' in meter and 'value="4"' in meter
     assert "Over the limits" not in page
@@ -241,7 +241,7 @@ def test_the_dashboard_tells_when_usage_outgrows_a_scheduled_downgrade(client, d
     report(db, company, 8)
     page = visible(client.get("/billing/"))
     assert "Your usage no longer fits Starter. You use 8 workspaces; Starter allows 5. " \
-           "Reduce it before 1 Jan 2027, or keep Team." in page
+           "Reduce it before 1 January 2027, or keep Team." in page
 
 
 def test_storage_figures_round_to_a_tenth_but_never_across_the_limit():

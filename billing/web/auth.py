@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from billing import accounts, plans
 from billing.accounts import FormError, InvalidToken, Throttle, TooManyAttempts
-from billing.web.common import (current_user, flash, form, in_thread, ip, now, redirect, run, safe_next, session_now,
+from billing.web.common import (locale, current_user, flash, form, in_thread, ip, now, redirect, run, safe_next, session_now,
                                 settings, user_agent)
 from billing.web.security import rotate_csrf_token
 from billing.web.templating import render
@@ -61,7 +61,7 @@ async def register(request: Request):
         password_hash = await in_thread(accounts.hash_password, password)
         user = await run(request, accounts.register, now(request), settings(request), company_name=company_name,
                          name=name, email=email, password_hash=password_hash,
-                         plan=data.get("plan") or plans.DEFAULT_PLAN, ip=ip(request))
+                         plan=data.get("plan") or plans.DEFAULT_PLAN, ip=ip(request), locale=locale(request))
     except FormError as exc:
         context["errors"] = exc.errors
         return render(request, "auth/register.html", context, status=422, fragment="auth/_register_form.html")

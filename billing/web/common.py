@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from billing import accounts, clock, payments
+from billing import accounts, clock, i18n, payments
 from billing.web.security import client_ip
 from billing.web.templating import is_htmx
 
@@ -66,14 +66,18 @@ class CurrentUserMiddleware:
     (error pages included) knows. Static files and server-to-server calls skip it."""
 
     SKIP = ("/static/", "/billing/callback", "/paytr-emulator/", "/healthz")
+    QUIET = ("/static/", "/billing/callback", "/healthz")  # no language to choose
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and not scope["path"].startswith(self.SKIP):
+        if scope["type"] == "http" and not scope["path"].startswith(self.QUIET):
             request = Request(scope)
-            user = await current_user(request)
+            user = None if scope["path"].startswith(self.SKIP) else await current_user(request)
+            # Every page speaks the visitor's language (the emulator's too), chosen before anything renders.
+            scope["billing.locale"] = choose_locale(request, user)
+            i18n.activate(scope["billing.locale"])
             if user and user.get("subscription_status") == "past_due" and not await run(
                     request, payments.renewal_confirming, now(request), user["company_id"]):
                 # While PayTR confirms a payment for it, "pay now" would invite paying twice.
@@ -81,14 +85,33 @@ class CurrentUserMiddleware:
         await self.app(scope, receive, send)
 
 
+LANG_COOKIE = "lang"
+
+
+def choose_locale(request: Request, user: dict | None) -> str:
+    """The user's saved language; else the switch's cookie; else the browser's Accept-Language
+    (Turkish for tr, English for anything else); with no header at all, DEFAULT_LOCALE."""
+    saved = i18n.normalize((user or {}).get("locale"))
+    if saved:
+        return saved
+    chosen = i18n.normalize(request.cookies.get(LANG_COOKIE))
+    if chosen:
+        return chosen
+    return i18n.from_accept_language(request.headers.get("accept-language"), settings(request).default_locale)
+
+
+def locale(request: Request) -> str:
+    return request.scope.get("billing.locale") or i18n.current()
+
+
 def past_due_alert(request: Request, user: dict) -> dict:
     """The banner every page shows while a renewal is unpaid."""
     due = clock.parse(user["subscription_period_end"])
     grace_end = due + timedelta(days=settings(request).grace_days)
     tz = settings(request).tz
-    return {"message": f"Your payment was due on {due.astimezone(tz).day} {due.astimezone(tz):%b %Y}. "
-                       f"Pay by {grace_end.astimezone(tz).day} {grace_end.astimezone(tz):%b %Y} "
-                       f"to keep your subscription."}
+    return {"message": i18n.gettext("Your payment was due on %(due)s. Pay by %(grace_end)s to keep your subscription.",
+                                    due=i18n.date_text(due.astimezone(tz)),
+                                    grace_end=i18n.date_text(grace_end.astimezone(tz)))}
 
 
 def safe_next(target: str | None, default: str = "/billing/") -> str:

@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
-from billing import clock, money
+from billing import clock, i18n, money
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
 DEFAULT_TZ = "Europe/Istanbul"
@@ -31,19 +31,31 @@ def _local(value, tz: str | None) -> datetime | None:
 
 @jinja2.pass_context
 def date_filter(ctx, value, tz: str | None = None) -> str:
-    """'2026-12-11T02:20:36Z' -> '11 Dec 2026' in the page's or email's time zone."""
+    """'2026-12-11T02:20:36Z' -> '11 December 2026' / '11 Aralık 2026' in the page's or email's
+    time zone and language."""
     dt = _local(value, tz or ctx.get("tz"))
-    return "" if dt is None else f"{dt.day} {dt:%b %Y}"
+    return "" if dt is None else i18n.date_text(dt)
+
+
+@jinja2.pass_context
+def short_date_filter(ctx, value, tz: str | None = None) -> str:
+    """'11 Dec 2026' / '11 Ara 2026': for table cells."""
+    dt = _local(value, tz or ctx.get("tz"))
+    return "" if dt is None else i18n.short_date_text(dt)
 
 
 @jinja2.pass_context
 def datetime_filter(ctx, value, tz: str | None = None) -> str:
     dt = _local(value, tz or ctx.get("tz"))
-    return "" if dt is None else f"{dt.day} {dt:%b %Y, %H:%M}"
+    return "" if dt is None else i18n.datetime_text(dt)
 
 
 def money_filter(minor, currency: str = "USD") -> str:
     return money.format(int(minor), currency)
+
+
+def number_filter(value) -> str:
+    return i18n.number_text(value)
 
 
 _URL = re.compile(r"https?://[^\s<>\"']+")
@@ -61,10 +73,33 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
 
 def register_filters(env: jinja2.Environment) -> None:
     env.filters["date"] = date_filter
+    env.filters["short_date"] = short_date_filter
     env.filters["datetime"] = datetime_filter
     env.filters["money"] = money_filter
+    env.filters["number"] = number_filter
     env.filters["linkify"] = linkify
+    env.filters["upper_tr"] = i18n.upper
     env.globals["plural"] = plural
+    env.globals["current_locale"] = i18n.current
+    env.globals["locale_names"] = i18n.NAMES
+    install_translations(env)
+
+
+def install_translations(env: jinja2.Environment) -> None:
+    """`_()`, `ngettext()`, `pgettext()` and `{% trans %}` in templates, in the active language.
+    Newstyle: `_("Hello %(name)s", name=x)` formats and escapes the variables itself."""
+    if "jinja2.ext.InternationalizationExtension" not in env.extensions:
+        env.add_extension("jinja2.ext.i18n")
+    # {% trans %} blocks lose their line breaks and indentation, as babel.cfg extracts them.
+    env.policies["ext.i18n.trimmed"] = True
+    env.install_gettext_callables(
+        lambda message: i18n.translations(i18n.current()).ugettext(message),
+        lambda singular, plural, n: i18n.translations(i18n.current()).ungettext(singular, plural, n),
+        newstyle=True,
+        pgettext=lambda context, message: i18n.translations(i18n.current()).upgettext(context, message),
+        npgettext=lambda context, singular, plural, n: i18n.translations(i18n.current()).unpgettext(
+            context, singular, plural, n),
+    )
 
 
 def make_templates(context_processor) -> Jinja2Templates:

@@ -57,7 +57,7 @@ def test_subscribe_pay_with_a_test_card_and_see_it_active(page):
     expect(page).to_have_url(re.compile(r"/billing/payment/success\?oid=\w+"))
     # The redirect proves nothing; the page turns active once PayTR's callback is applied.
     expect(page.get_by_role("heading", name="Your Starter plan is active")).to_be_visible(timeout=20_000)
-    expect(page.get_by_text("Paid until 11 Jan 2027").or_(page.get_by_text(re.compile(r"Paid until \d+")))).to_be_visible()
+    expect(page.get_by_text("Paid until 11 January 2027").or_(page.get_by_text(re.compile(r"Paid until \d+")))).to_be_visible()
 
     page.get_by_role("link", name="Go to billing").click()
     expect(page.locator(".badge.active")).to_have_text("Active")
