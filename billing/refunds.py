@@ -51,12 +51,12 @@ MESSAGES = {
 # The kinds of payment anomaly (billing/payments.py records them, with an English detail for the record).
 ANOMALY_LABELS = {
     "unknown_order": lazy_gettext("Unknown order"),
-    "success_after_failure": lazy_gettext("Success after a failure"),
-    "mismatch": lazy_gettext("Does not match the order"),
-    "paid_after_cancel": lazy_gettext("Paid after cancellation"),
-    "stale_renewal": lazy_gettext("Renewal for a changed plan"),
-    "second_success": lazy_gettext("Possible double payment"),
-    "stale_upgrade": lazy_gettext("Outdated upgrade"),
+    "success_after_failure": lazy_gettext("Success after failure"),
+    "mismatch": lazy_gettext("Mismatch"),
+    "paid_after_cancel": lazy_gettext("Paid after cancel"),
+    "stale_renewal": lazy_gettext("Stale renewal"),
+    "second_success": lazy_gettext("Second success"),
+    "stale_upgrade": lazy_gettext("Stale upgrade"),
     "replaced_checkout_paid": lazy_gettext("Replaced checkout paid"),
 }
 ANOMALY_EXPLANATIONS = {

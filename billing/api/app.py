@@ -26,7 +26,7 @@ from billing import i18n
 from billing.api import keys, problems
 from billing.api.problems import Problem
 from billing.api.ratelimit import TokenBuckets, retry_after
-from billing.i18n import gettext as _, ngettext
+from billing.i18n import gettext as _
 
 log = logging.getLogger("billing.api")
 
@@ -185,11 +185,9 @@ def guarded(endpoint: Endpoint):
             wait = request.app.state.buckets.take(key["id"])
             if wait:
                 settings = request.app.state.settings
-                raise Problem(429, ngettext("This key may send %(num)d request a second (bursts of %(burst)d). "
-                                            "Wait and try again.",
-                                            "This key may send %(num)d requests a second (bursts of %(burst)d). "
-                                            "Wait and try again.", settings.api_rate_per_second,
-                                            burst=settings.api_rate_burst),
+                # a rate, not a count: "requests a second" whatever the number
+                raise Problem(429, _("This key may send %(rate)s requests a second (bursts of %(burst)s). Wait and "
+                                     "try again.", rate=settings.api_rate_per_second, burst=settings.api_rate_burst),
                               headers={"Retry-After": retry_after(wait)})
             if endpoint.scope == "write" and key["scope"] != "write":
                 raise Problem(403, _("This key (%(prefix)s…) is read-only; %(method)s %(path)s needs a write key.",
