@@ -13,6 +13,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
+from billing.i18n import gettext as _, ngettext
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -50,10 +52,12 @@ def parse_duration(value: str) -> timedelta:
     """`8d`, `36h`, `90m` -> timedelta (the test clock's step), at most MAX_STEP."""
     match = _DURATION.fullmatch(str(value or "").lower())
     if not match:
-        raise ValueError(f"{str(value)[:40]!r} is not a duration like 8d, 36h or 90m")
+        raise ValueError(_("%(value)s is not a duration like 8d, 36h or 90m.", value=repr(str(value)[:40])))
     minutes = int(match.group(1)) * {"d": 1440, "h": 60, "m": 1}[match.group(2)]
     if minutes > MAX_STEP // timedelta(minutes=1):  # compared as integers: timedelta itself would overflow
-        raise ValueError(f"{str(value)[:40]!r} is too far: at most {MAX_STEP.days} days at a time")
+        raise ValueError(ngettext("%(value)s is too far: at most %(num)d day at a time.",
+                                  "%(value)s is too far: at most %(num)d days at a time.", MAX_STEP.days,
+                                  value=repr(str(value)[:40])))
     return timedelta(minutes=minutes)
 
 
@@ -119,9 +123,11 @@ def save_offset(db, offset: timedelta) -> None:
 
     seconds = int(offset.total_seconds())
     if seconds < 0:
-        raise ValueError("the test clock only moves forward; reset it to go back to real time")
+        raise ValueError(_("The test clock only moves forward; reset it to go back to real time."))
     if offset > MAX_OFFSET:
-        raise ValueError(f"the test clock goes at most {MAX_OFFSET.days // 365} years ahead; reset it first")
+        raise ValueError(ngettext("The test clock goes at most %(num)d year ahead; reset it first.",
+                                  "The test clock goes at most %(num)d years ahead; reset it first.",
+                                  MAX_OFFSET.days // 365))
     with write(db):
         if seconds:
             db.conn.execute("INSERT INTO app_state (key, value) VALUES (?, ?) "

@@ -26,16 +26,78 @@ from sqlite_utils import Database
 from billing import clock, events, mail, money, payments
 from billing.accounts import FormError
 from billing.db import one, rows, scalar, write
+from billing.i18n import gettext as _, lazy_gettext
 from billing.settings import Settings
 from billing.text import UnsafeText, clean as clean_text
 
 PENDING, SUCCEEDED, FAILED, UNKNOWN = "pending", "succeeded", "failed", "unknown"
 SPENT = (PENDING, SUCCEEDED, UNKNOWN)  # money that is, or may be, on its way back
-STATUS_LABELS = {PENDING: "Sending to PayTR", SUCCEEDED: "Refunded", FAILED: "Refused by PayTR",
-                 UNKNOWN: "Checking with PayTR"}
+STATUS_LABELS = {PENDING: lazy_gettext("Sending to PayTR"), SUCCEEDED: lazy_gettext("Refunded"),
+                 FAILED: lazy_gettext("Refused by PayTR"), UNKNOWN: lazy_gettext("Checking with PayTR")}
+# What we record about a refund's outcome (refunds.message) is stored in English, the staff's
+# record; these are shown in the reader's language. PayTR's own reasons are shown as PayTR sent them.
+ACCEPTED = "PayTR accepted the refund."
+LISTED = "PayTR's status query lists this refund."
+NO_RECORD = "PayTR has no record of this refund, so no money was returned. You can refund again."
+SAME_AMOUNT = "PayTR's status query shows a refund of this amount."
+NOT_SHOWN = "PayTR's status query does not show this refund, so no money was returned."
+MESSAGES = {
+    ACCEPTED: lazy_gettext("PayTR accepted the refund."),
+    LISTED: lazy_gettext("PayTR's status query lists this refund."),
+    NO_RECORD: lazy_gettext("PayTR has no record of this refund, so no money was returned. You can refund again."),
+    SAME_AMOUNT: lazy_gettext("PayTR's status query shows a refund of this amount."),
+    NOT_SHOWN: lazy_gettext("PayTR's status query does not show this refund, so no money was returned."),
+}
+# The kinds of payment anomaly (billing/payments.py records them, with an English detail for the record).
+ANOMALY_LABELS = {
+    "unknown_order": lazy_gettext("Unknown order"),
+    "success_after_failure": lazy_gettext("Success after failure"),
+    "mismatch": lazy_gettext("Mismatch"),
+    "paid_after_cancel": lazy_gettext("Paid after cancel"),
+    "stale_renewal": lazy_gettext("Stale renewal"),
+    "second_success": lazy_gettext("Second success"),
+    "stale_upgrade": lazy_gettext("Stale upgrade"),
+    "replaced_checkout_paid": lazy_gettext("Replaced checkout paid"),
+}
+ANOMALY_EXPLANATIONS = {
+    "unknown_order": lazy_gettext("PayTR reported a payment for an order we never created."),
+    "success_after_failure": lazy_gettext(
+        "PayTR reported a success for an order it had reported as failed. The money is recorded; the "
+        "subscription was not changed."),
+    "mismatch": lazy_gettext(
+        "The payment does not match our order. The money is recorded; the subscription was not changed."),
+    "paid_after_cancel": lazy_gettext(
+        "A renewal was paid for a subscription its owner had canceled. The money is recorded; the subscription "
+        "was not changed. Consider a refund."),
+    "stale_renewal": lazy_gettext(
+        "A renewal was paid for a plan the owner has since changed away from. The money is recorded; the "
+        "subscription was not changed. Consider a refund."),
+    "second_success": lazy_gettext(
+        "A payment arrived for a period that was already paid or has changed since the checkout began. The "
+        "money is recorded; the subscription was not changed. Consider a refund."),
+    "stale_upgrade": lazy_gettext(
+        "An upgrade was paid whose quote was made from a plan or period the subscription is no longer on. The "
+        "money is recorded; the subscription was not changed. Consider a refund."),
+    "replaced_checkout_paid": lazy_gettext(
+        "A checkout that a newer one had replaced was paid. It was applied because nothing else had paid this "
+        "period; watch for the newer one being paid too."),
+}
 CHECK_AFTER = timedelta(minutes=5)  # long enough for a refund PayTR was still processing to show up
 CHECK_RETRY = timedelta(minutes=10)
 REASON_MAX = 500
+
+
+def message_text(message: str | None) -> str:
+    """A refund's recorded outcome in the reader's language (PayTR's own words stay as they are)."""
+    return str(MESSAGES.get(message or "", message or ""))
+
+
+def anomaly_label(kind: str) -> str:
+    return str(ANOMALY_LABELS.get(kind, kind.replace("_", " ").capitalize()))
+
+
+def anomaly_explanation(kind: str) -> str:
+    return str(ANOMALY_EXPLANATIONS.get(kind, ""))
 
 
 def new_request_key() -> str:
@@ -74,13 +136,13 @@ def start(db: Database, now: datetime, *, payment_id: int, amount: str, reason: 
         minor = money.parse(amount or "")
     except money.MoneyError:
         minor = None
-        errors["amount"] = "Enter the amount to refund, like 29.00."
+        errors["amount"] = _("Enter the amount to refund, like 29.00.")
     if not reason:
-        errors.setdefault("reason", "Say why: the customer sees it in the refund email, and it stays on the record.")
+        errors.setdefault("reason", _("Say why: the customer sees it in the refund email, and it stays on the record."))
     elif len(reason) > REASON_MAX:
-        errors["reason"] = f"Keep it under {REASON_MAX} characters."
+        errors["reason"] = _("Keep it under %(max)d characters.", max=REASON_MAX)
     if not request_key or len(request_key) > 64:
-        raise FormError({"form": "This form has expired; open it again."})
+        raise FormError({"form": _("This form has expired; open it again.")})
     with write(db):
         again = one(db, "SELECT * FROM refunds WHERE request_key = ?", [request_key])
         if again is not None:
@@ -90,8 +152,9 @@ def start(db: Database, now: datetime, *, payment_id: int, amount: str, reason: 
             raise LookupError(payment_id)
         available = refundable(db, payment)
         if minor is not None and not 0 < minor <= available:
-            errors["amount"] = (f"At most {money.format(available, payment['currency'])} can be refunded."
-                                if available else "Nothing is left to refund on this payment.")
+            errors["amount"] = (_("At most %(amount)s can be refunded.",
+                                  amount=money.format(available, payment["currency"]))
+                                if available else _("Nothing is left to refund on this payment."))
         if errors:  # in the form's order, so the cursor lands on the first field to fix
             raise FormError({name: errors[name] for name in ("amount", "reason") if name in errors})
         reference_no = f"RF{payment['id']}X{secrets.token_hex(6).upper()}"  # PayTR: alphanumeric, ≤ 64
@@ -182,9 +245,9 @@ def outcome_from_status(db: Database, refund: dict, answer: dict) -> tuple[bool,
     if answer.get("status") != "success" or not isinstance(returns, list):
         return None  # only a readable list of the payment's refunds can tell
     if any(isinstance(r, dict) and r.get("reference_no") == refund["reference_no"] for r in returns):
-        return True, "PayTR's status query lists this refund."
+        return True, LISTED
     if any(isinstance(r, dict) and r.get("reference_no") for r in returns) or not returns:
-        return False, "PayTR has no record of this refund, so no money was returned. You can refund again."
+        return False, NO_RECORD
     # Refunds listed without reference numbers: match amounts. Each return PayTR lists accounts
     # for at most one of our refunds: those already recorded as made take theirs first, and this
     # one is made only if a return of exactly its amount is left. (Comparing sums would credit a
@@ -198,8 +261,8 @@ def outcome_from_status(db: Database, refund: dict, answer: dict) -> tuple[bool,
         if listed[made]:
             listed[made] -= 1
     if listed[refund["amount"]]:
-        return True, "PayTR's status query shows a refund of this amount."
-    return False, "PayTR's status query does not show this refund, so no money was returned."
+        return True, SAME_AMOUNT
+    return False, NOT_SHOWN
 
 
 # --- anomalies -----------------------------------------------------------------------------
@@ -212,9 +275,9 @@ def resolve_anomaly(db: Database, now: datetime, anomaly_id: int, note: str, act
     except UnsafeText as exc:
         raise FormError({"note": str(exc)}) from None
     if not note:
-        raise FormError({"note": "Say what was done, for whoever looks at this payment next."})
+        raise FormError({"note": _("Say what was done, for whoever looks at this payment next.")})
     if len(note) > REASON_MAX:
-        raise FormError({"note": f"Keep it under {REASON_MAX} characters."})
+        raise FormError({"note": _("Keep it under %(max)d characters.", max=REASON_MAX)})
     with write(db):
         anomaly = one(db, "SELECT * FROM anomalies WHERE id = ?", [anomaly_id])
         if anomaly is None:

@@ -22,9 +22,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from billing import i18n
 from billing.api import keys, problems
 from billing.api.problems import Problem
 from billing.api.ratelimit import TokenBuckets, retry_after
+from billing.i18n import gettext as _
 
 log = logging.getLogger("billing.api")
 
@@ -107,36 +109,37 @@ def actor(request: Request) -> str:
 
 
 def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
+    raise ValueError(f"{name} is not a JSON number")  # Python's own parser message follows it: stays English
 
 
 async def json_object(request: Request, allowed: tuple[str, ...]) -> dict:
     """The body as a JSON object with only `allowed` fields; 413, 415, 400 or 422 otherwise."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media and media != "application/json" and not media.endswith("+json"):
-        raise Problem(415, f"Send the body as application/json, not {media}.")
+        raise Problem(415, _("Send the body as application/json, not %(media)s.", media=media))
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-        raise Problem(413, f"The body may be at most {MAX_BODY // 1024} KiB.")
+        raise Problem(413, _("The body may be at most %(size)d KiB.", size=MAX_BODY // 1024))
     chunks, size = [], 0
     async for chunk in request.stream():  # a chunked body has no Content-Length: count as it comes
         size += len(chunk)
         if size > MAX_BODY:
-            raise Problem(413, f"The body may be at most {MAX_BODY // 1024} KiB.")
+            raise Problem(413, _("The body may be at most %(size)d KiB.", size=MAX_BODY // 1024))
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw.strip():
-        raise Problem(400, "The body is empty: send a JSON object.")
+        raise Problem(400, _("The body is empty: send a JSON object."))
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
-        raise Problem(400, f"The body is not valid JSON: {str(exc)[:200]}") from None
+        raise Problem(400, _("The body is not valid JSON: %(error)s", error=str(exc)[:200])) from None
     if not isinstance(data, dict):
-        raise Problem(400, f"The body must be a JSON object ({{...}}), not {type(data).__name__}.")
+        raise Problem(400, _("The body must be a JSON object ({...}), not %(kind)s.", kind=type(data).__name__))
     unknown = [name for name in data if name not in allowed]
     if unknown:
-        raise Problem(422, "The body has fields this route does not take.",
-                      errors={name[:100]: f"Unknown field; this route takes {', '.join(allowed)}." for name in unknown})
+        raise Problem(422, _("The body has fields this route does not take."),
+                      errors={name[:100]: _("Unknown field; this route takes %(fields)s.", fields=", ".join(allowed))
+                              for name in unknown})
     return data
 
 
@@ -145,8 +148,9 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     if value is None:
         return default
     if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
-        raise Problem(422, f"{name} must be a whole number from {low} to {high}.",
-                      errors={name: f"A whole number from {low} to {high}."})
+        raise Problem(422, _("%(name)s must be a whole number from %(low)d to %(high)d.", name=name, low=low,
+                             high=high),
+                      errors={name: _("A whole number from %(low)d to %(high)d.", low=low, high=high)})
     return int(value)
 
 
@@ -170,23 +174,24 @@ def guarded(endpoint: Endpoint):
         if endpoint.scope is not None:
             presented = _bearer(request)
             if presented is None:
-                raise _unauthorized("Send your API key as `Authorization: Bearer <key>`.")
+                raise _unauthorized(_("Send your API key as `Authorization: Bearer <key>`."))
             key = read(request, keys.authenticate, presented)
             if key is None:
                 # The presented key is never repeated back: it may be a live secret pasted in the wrong place.
-                raise _unauthorized("This API key is not valid: unknown, mistyped or revoked.")
+                raise _unauthorized(_("This API key is not valid: unknown, mistyped or revoked."))
             if keys.needs_touch(key, now(request)):
                 await run(request, keys.touch, now(request), key["id"])
             request.state.api_key = key
             wait = request.app.state.buckets.take(key["id"])
             if wait:
                 settings = request.app.state.settings
-                raise Problem(429, f"This key may send {settings.api_rate_per_second} requests a second (bursts of "
-                                   f"{settings.api_rate_burst}). Wait and try again.",
+                # a rate, not a count: "requests a second" whatever the number
+                raise Problem(429, _("This key may send %(rate)s requests a second (bursts of %(burst)s). Wait and "
+                                     "try again.", rate=settings.api_rate_per_second, burst=settings.api_rate_burst),
                               headers={"Retry-After": retry_after(wait)})
             if endpoint.scope == "write" and key["scope"] != "write":
-                raise Problem(403, f"This key ({key['prefix']}…) is read-only; {endpoint.method} "
-                                   f"{endpoint.full_path} needs a write key.")
+                raise Problem(403, _("This key (%(prefix)s…) is read-only; %(method)s %(path)s needs a write key.",
+                                     prefix=key["prefix"], method=endpoint.method, path=endpoint.full_path))
         return await endpoint.handler(request)
 
     call.__name__ = endpoint.operation_id
@@ -206,9 +211,11 @@ async def _problem(request: Request, exc: Problem) -> Response:
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 404:
-        detail = f"There is no {request.url.path} in this API; see {PREFIX}/openapi.json."
+        detail = _("There is no %(path)s in this API; see %(document)s.", path=request.url.path,
+                   document=f"{PREFIX}/openapi.json")
     elif exc.status_code == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {exc.headers.get('Allow', '')}."
+        detail = _("%(method)s is not allowed on %(path)s; allowed: %(allowed)s.", method=request.method,
+                   path=request.url.path, allowed=(exc.headers or {}).get("Allow", ""))
     else:
         detail = str(exc.detail)
     return problems.response(_base_url(request), Problem(exc.status_code, detail, headers=exc.headers))
@@ -217,7 +224,33 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 async def _server_error(request: Request, exc: Exception) -> Response:
     # Method and path only: headers (the key) and bodies stay out of the log.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problems.response(_base_url(request), Problem(500, "The error was logged. Try again in a moment."))
+    # Answered outside ApiLanguage (Starlette's outermost middleware): choose the language again.
+    with i18n.using(language(request.headers.get("accept-language"))):
+        return problems.response(_base_url(request), Problem(500, _("The error was logged. Try again in a moment.")))
+
+
+def language(accept_language: str | None) -> str:
+    """The caller's language for problem details: Turkish for `tr`, English for anything else
+    (no header at all included: an API's callers are programs, and its document is English)."""
+    return i18n.from_accept_language(accept_language, "en")
+
+
+class ApiLanguage:
+    """Problem titles and details in the caller's language, from Accept-Language. The API is
+    answered ahead of the web app's middleware, so it chooses here; a user's saved language and
+    the `lang` cookie are for pages, not for a program holding an API key."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        header = None
+        for name, value in scope.get("headers") or ():
+            if name == b"accept-language":
+                header = value.decode("latin-1")
+                break
+        with i18n.using(language(header)):
+            await self.app(scope, receive, send)
 
 
 class JsonSecurityHeaders:
@@ -248,7 +281,8 @@ def create_api(settings, store, clock, endpoints: list[Endpoint]) -> Starlette:
     # Routes are tried in order: the GET hosts poll most is matched first (no two paths overlap).
     hot_first = sorted(endpoints, key=lambda e: e.operation_id != "getEntitlements")
     routes = [Route(e.full_path, guarded(e), methods=[e.method], name=e.operation_id) for e in hot_first]
-    app = Starlette(routes=routes, middleware=[Middleware(JsonSecurityHeaders, hsts=settings.https)],
+    app = Starlette(routes=routes, middleware=[Middleware(JsonSecurityHeaders, hsts=settings.https),
+                                               Middleware(ApiLanguage)],
                     exception_handlers={Problem: _problem, HTTPException: _http_error, 500: _server_error})
     app.state.settings = settings
     app.state.store = store

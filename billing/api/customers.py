@@ -17,6 +17,7 @@ from billing import accounts, events, plans
 from billing.accounts import FormError
 from billing.db import one, rows, write
 from billing.entitlements import customer_id
+from billing.i18n import gettext as _, lazy_gettext
 from billing.settings import Settings
 from billing.text import UnsafeText, clean
 
@@ -42,7 +43,7 @@ def _zones() -> frozenset[str]:
 
 def _string(value, field: str) -> str:
     if not isinstance(value, str):
-        raise FormError({field: f"{field} must be a string."})
+        raise FormError({field: _("%(field)s must be a string.", field=field)})
     return value
 
 
@@ -51,14 +52,14 @@ def check_external_id(value) -> str | None:
         return None
     text = _string(value, "external_id")
     if not text or len(text) > EXTERNAL_ID_MAX:
-        raise FormError({"external_id": f"external_id must be 1 to {EXTERNAL_ID_MAX} characters."})
+        raise FormError({"external_id": _("external_id must be 1 to %(max)d characters.", max=EXTERNAL_ID_MAX)})
     try:
         cleaned = clean(text)
     except UnsafeText as exc:
         raise FormError({"external_id": str(exc)}) from None
     if cleaned != text or " " in text:
         # Stored exactly as sent: an id with spaces would never match what the host sends next time.
-        raise FormError({"external_id": "external_id must not contain spaces or invisible characters."})
+        raise FormError({"external_id": _("external_id must not contain spaces or invisible characters.")})
     return text
 
 
@@ -66,7 +67,7 @@ def check_locale(value) -> str | None:
     if value is None:
         return None
     if value not in LOCALES:
-        raise FormError({"locale": "locale is tr or en."})
+        raise FormError({"locale": _("locale is tr or en.")})
     return value
 
 
@@ -74,7 +75,7 @@ def check_timezone(value) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or value not in _zones():
-        raise FormError({"timezone": "timezone must be an IANA time zone such as Europe/Istanbul."})
+        raise FormError({"timezone": _("timezone must be an IANA time zone such as Europe/Istanbul.")})
     return value
 
 
@@ -82,10 +83,11 @@ def _checks(settings: Settings, data: dict) -> dict:
     """Check the fields present in `data`; one FormError naming every bad one."""
     checks = {
         "external_id": lambda v: check_external_id(v),
-        "name": lambda v: accounts.check_text(_string(v, "name"), "name", "the company's name", accounts.COMPANY_MAX),
+        "name": lambda v: accounts.check_text(_string(v, "name"), "name", lazy_gettext("the company's name"),
+                                              accounts.COMPANY_MAX),
         "email": lambda v: accounts.check_email(_string(v, "email"), smtputf8=settings.smtp_smtputf8),
         "owner_name": lambda v: None if v is None else accounts.check_text(
-            _string(v, "owner_name"), "owner_name", "the owner's name", accounts.NAME_MAX),
+            _string(v, "owner_name"), "owner_name", lazy_gettext("the owner's name"), accounts.NAME_MAX),
         "locale": check_locale,
         "timezone": check_timezone,
     }
@@ -101,7 +103,7 @@ def _checks(settings: Settings, data: dict) -> dict:
 
 
 def check_create(settings: Settings, data: dict) -> dict:
-    missing = {f: f"{f} is required." for f in ("external_id", "name", "email") if data.get(f) is None}
+    missing = {f: _("%(field)s is required.", field=f) for f in ("external_id", "name", "email") if data.get(f) is None}
     try:
         values = _checks(settings, data)
     except FormError as exc:
@@ -114,10 +116,10 @@ def check_create(settings: Settings, data: dict) -> dict:
 
 def check_update(settings: Settings, data: dict) -> dict:
     if not data:
-        raise FormError({"": f"Send at least one of {', '.join(UPDATE_FIELDS)}."})
+        raise FormError({"": _("Send at least one of %(fields)s.", fields=", ".join(UPDATE_FIELDS))})
     for field in ("name", "email"):
         if field in data and data[field] is None:
-            raise FormError({field: f"{field} cannot be removed."})
+            raise FormError({field: _("%(field)s cannot be removed.", field=field)})
     return _checks(settings, data)
 
 
@@ -129,16 +131,18 @@ def _refuse_taken(db: Database, company_id: int | None, external_id: str | None,
     if external_id is not None:
         other = one(db, "SELECT id FROM companies WHERE external_id = ?", [external_id])
         if other and other["id"] != company_id:
-            raise Conflict(f"A customer with external_id {external_id!r} exists already: {customer_id(other['id'])}.",
-                           customer_id(other["id"]))
+            raise Conflict(_("A customer with external_id %(external_id)s exists already: %(id)s.",
+                             external_id=repr(external_id), id=customer_id(other["id"])), customer_id(other["id"]))
     if email is not None:
         user = accounts.user_by_email(db, email)
         if user and user["company_id"] != company_id:
             owner_of = customer_id(user["company_id"]) if user["company_id"] else None
-            raise Conflict(f"A user with the email {email} exists already"
-                           + (f", in customer {owner_of}." if owner_of else "."), owner_of)
+            raise Conflict(_("A user with the email %(email)s exists already, in customer %(id)s.", email=email,
+                             id=owner_of) if owner_of else
+                           _("A user with the email %(email)s exists already.", email=email), owner_of)
         if user and user["company_id"] == company_id and user["role"] != "owner":
-            raise Conflict(f"{email} belongs to a member of this customer, not its owner.", customer_id(company_id))
+            raise Conflict(_("%(email)s belongs to a member of this customer, not its owner.", email=email),
+                           customer_id(company_id))
 
 
 def create(db: Database, now: datetime, settings: Settings, values: dict, *, actor: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from billing import i18n
 from billing.api import problems, schemas
 from billing.api.app import Endpoint
 
@@ -40,7 +41,8 @@ def _parameter(param) -> dict:
 
 
 def _problem_response(status: int) -> dict:
-    title = problems.TITLES[status][1]
+    with i18n.using("en"):  # the document is written in English, like its descriptions
+        title = str(problems.TITLES[status][1])
     return {"description": title, "content": {"application/problem+json": {
         "schema": {"$ref": "#/components/schemas/Problem"}}}}
 

@@ -19,19 +19,20 @@ from billing.api.app import Endpoint, Param, actor, int_param, json_object, json
 from billing.api.problems import Problem
 from billing.db import one, rows, write
 from billing.entitlements import customer_id, parse_customer_id
+from billing.i18n import gettext as _
 
 LIMIT_DEFAULT, LIMIT_MAX = 20, 100
 
 
 def _invalid(exc: FormError) -> Problem:
-    return Problem(422, " ".join(exc.errors.values()), errors=exc.errors)
+    return Problem(422, " ".join(str(message) for message in exc.errors.values()), errors=exc.errors)
 
 
 def _company_id(request: Request) -> int:
     value = request.path_params["customer_id"]
     company_id = parse_customer_id(value)
     if company_id is None:
-        raise Problem(404, f"Customer ids look like cus_42; {value[:40]!r} is not one.")
+        raise Problem(404, _("Customer ids look like cus_42; %(value)s is not one.", value=repr(value[:40])))
     return company_id
 
 
@@ -46,7 +47,7 @@ def _customer_snapshot(db, at, settings, company_id: int) -> dict | None:
 async def _customer_or_404(request: Request, company_id: int) -> dict:
     customer = await run(request, _customer_snapshot, now(request), _settings(request), company_id)
     if customer is None:
-        raise Problem(404, f"There is no customer {customer_id(company_id)}.")
+        raise Problem(404, _("There is no customer %(id)s.", id=customer_id(company_id)))
     return customer
 
 
@@ -61,8 +62,8 @@ async def create_customer(request: Request) -> Response:
     data = await json_object(request, customers.CREATE_FIELDS)
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= idempotency.KEY_MAX):
-        raise Problem(422, f"Idempotency-Key must be 1 to {idempotency.KEY_MAX} characters.",
-                      errors={"Idempotency-Key": f"1 to {idempotency.KEY_MAX} characters."})
+        raise Problem(422, _("Idempotency-Key must be 1 to %(max)d characters.", max=idempotency.KEY_MAX),
+                      errors={"Idempotency-Key": _("1 to %(max)d characters.", max=idempotency.KEY_MAX)})
     try:
         values = customers.check_create(_settings(request), data)
     except FormError as exc:
@@ -88,8 +89,9 @@ async def create_customer(request: Request) -> Response:
     try:
         status, body, replayed = await run(request, go, now(request))
     except idempotency.Mismatch:
-        raise Problem(422, "This Idempotency-Key was used in the last 24 hours for a different request; use a new "
-                           "key for a new request.", errors={"Idempotency-Key": "Used for another request."}) from None
+        raise Problem(422, _("This Idempotency-Key was used in the last 24 hours for a different request; use a "
+                             "new key for a new request."),
+                      errors={"Idempotency-Key": _("Used for another request.")}) from None
     except customers.Conflict as exc:
         raise Problem(409, exc.detail, customer=exc.customer) from None
     except FormError as exc:
@@ -119,8 +121,8 @@ async def list_customers(request: Request) -> Response:
     if after is not None:
         before = parse_customer_id(after)
         if before is None:
-            raise Problem(422, "starting_after is a customer id like cus_42.",
-                          errors={"starting_after": "A customer id like cus_42."})
+            raise Problem(422, _("starting_after is a customer id like cus_42."),
+                          errors={"starting_after": _("A customer id like cus_42.")})
 
     def page(db):
         companies, more = customers.page(db, limit, before)
@@ -141,7 +143,7 @@ async def update_customer(request: Request) -> Response:
     except customers.Conflict as exc:
         raise Problem(409, exc.detail, customer=exc.customer) from None
     if not found:
-        raise Problem(404, f"There is no customer {customer_id(company_id)}.")
+        raise Problem(404, _("There is no customer %(id)s.", id=customer_id(company_id)))
     return json_response(await _customer_or_404(request, company_id))
 
 
@@ -178,7 +180,7 @@ async def get_entitlements(request: Request) -> Response:
     company_id = _company_id(request)
     data = read(request, _entitlements, now(request), _settings(request), company_id)
     if data is None:
-        raise Problem(404, f"There is no customer {customer_id(company_id)}.")
+        raise Problem(404, _("There is no customer %(id)s.", id=customer_id(company_id)))
     body, tag = _serialize(data)
     # no-cache: a client may keep the answer but asks again (cheaply, with If-None-Match) each time.
     headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
@@ -204,7 +206,7 @@ async def put_usage(request: Request) -> Response:
     except FormError as exc:
         raise _invalid(exc) from None
     if result is None:
-        raise Problem(404, f"There is no customer {customer_id(company_id)}.")
+        raise Problem(404, _("There is no customer %(id)s.", id=customer_id(company_id)))
     body, tag = _serialize(result)
     return Response(body, headers={"ETag": tag}, media_type="application/json")
 
@@ -218,7 +220,8 @@ def _cursor(request: Request, prefix: str) -> int | None:
         return None
     digits = after.removeprefix(prefix)
     if not after.startswith(prefix) or not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
-        raise Problem(422, f"starting_after is an id like {prefix}7.", errors={"starting_after": f"Like {prefix}7."})
+        raise Problem(422, _("starting_after is an id like %(example)s.", example=f"{prefix}7"),
+                      errors={"starting_after": _("Like %(example)s.", example=f"{prefix}7")})
     return int(digits)
 
 
@@ -233,7 +236,7 @@ async def _company_page(request: Request, fetch):
 
     result = await run(request, go)
     if result is None:
-        raise Problem(404, f"There is no customer {customer_id(company_id)}.")
+        raise Problem(404, _("There is no customer %(id)s.", id=customer_id(company_id)))
     data, more = result
     return json_response(_list(data, more))
 
@@ -258,8 +261,8 @@ async def list_invoices(request: Request) -> Response:
         if after is not None:
             cursor = one(db, "SELECT id FROM invoices WHERE number = ? AND company_id = ?", [after, company_id])
             if cursor is None:
-                raise Problem(422, "starting_after is the number of one of this customer's invoices.",
-                              errors={"starting_after": "Not an invoice of this customer."})
+                raise Problem(422, _("starting_after is the number of one of this customer's invoices."),
+                              errors={"starting_after": _("Not an invoice of this customer.")})
             before = cursor["id"]
         found = rows(db, "SELECT * FROM invoices WHERE company_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
                      [company_id, before, limit + 1])
@@ -272,7 +275,7 @@ async def get_invoice(request: Request) -> Response:
     number = request.path_params["number"]
     row = await run(request, one, "SELECT * FROM invoices WHERE number = ?", [number])
     if row is None:
-        raise Problem(404, f"There is no invoice {number[:40]!r}.")
+        raise Problem(404, _("There is no invoice %(number)s.", number=repr(number[:40])))
     return json_response(snapshots.invoice(_settings(request), row))
 
 
@@ -292,13 +295,13 @@ async def create_portal_session(request: Request) -> Response:
     data = await json_object(request, ("customer", "return_url", "flow", "plan"))
     company_id = parse_customer_id(data.get("customer"))
     if company_id is None:
-        raise Problem(422, "Name the customer, like cus_42.", errors={"customer": "A customer id like cus_42."})
+        raise Problem(422, _("Name the customer, like cus_42."), errors={"customer": _("A customer id like cus_42.")})
     settings, who = _settings(request), actor(request)
 
     def go(db, at):
         with write(db):
             if one(db, "SELECT 1 FROM companies WHERE id = ?", [company_id]) is None:
-                raise FormError({"customer": f"There is no customer {customer_id(company_id)}."})
+                raise FormError({"customer": _("There is no customer %(id)s.", id=customer_id(company_id))})
             return portal.create(db, at, settings, company_id, data.get("return_url"), flow=data.get("flow"),
                                  plan=data.get("plan"), created_by=who)
 

@@ -27,6 +27,7 @@ from sqlite_utils import Database
 
 from billing import clock, entitlements, snapshots
 from billing.db import on_commit, one, rows, staged, write
+from billing.i18n import gettext as _, lazy_gettext
 from billing.settings import Settings
 
 log = logging.getLogger("billing.webhooks")
@@ -48,22 +49,26 @@ TYPES = (
     "refund.succeeded",
     "entitlements.updated",
 )
+# Shown beside each type on the admin page, in the reader's language.
 TYPE_DESCRIPTIONS = {
-    "customer.created": "a customer signed up (on the site or through the API)",
-    "subscription.trial_started": "a trial began (at sign-up, or staff reopened an ended trial)",
-    "subscription.trial_will_end": "the trial ends in 3 days",
-    "subscription.activated": "the first payment made the subscription active (after a trial, or again after it ended)",
-    "subscription.renewed": "a new period was paid",
-    "subscription.plan_changed": "the plan changed (an upgrade now, or a downgrade at renewal)",
-    "subscription.updated": "a cancellation or plan change was scheduled or undone, or the trial extended",
-    "subscription.past_due": "a renewal was not paid; the grace period runs",
-    "subscription.canceled": "the subscription ended (canceled, or unpaid after the grace period)",
-    "subscription.expired": "the trial ended without a payment",
-    "payment.succeeded": "a payment went through",
-    "payment.failed": "a payment was declined",
-    "invoice.issued": "an invoice was issued for a payment",
-    "refund.succeeded": "money was refunded",
-    "entitlements.updated": "plan, status, access or limits changed: what the product should allow now",
+    "customer.created": lazy_gettext("A customer signed up (on the site or through the API)."),
+    "subscription.trial_started": lazy_gettext("A trial began (at sign-up, or staff reopened an ended trial)."),
+    "subscription.trial_will_end": lazy_gettext("The trial ends in 3 days."),
+    "subscription.activated": lazy_gettext(
+        "The first payment made the subscription active (after a trial, or again after it ended)."),
+    "subscription.renewed": lazy_gettext("A new period was paid."),
+    "subscription.plan_changed": lazy_gettext("The plan changed (an upgrade now, or a downgrade at renewal)."),
+    "subscription.updated": lazy_gettext(
+        "A cancellation or plan change was scheduled or undone, or the trial extended."),
+    "subscription.past_due": lazy_gettext("A renewal was not paid; the grace period runs."),
+    "subscription.canceled": lazy_gettext("The subscription ended (canceled, or unpaid after the grace period)."),
+    "subscription.expired": lazy_gettext("The trial ended without a payment."),
+    "payment.succeeded": lazy_gettext("A payment went through."),
+    "payment.failed": lazy_gettext("A payment was declined."),
+    "invoice.issued": lazy_gettext("An invoice was issued for a payment."),
+    "refund.succeeded": lazy_gettext("Money was refunded."),
+    "entitlements.updated": lazy_gettext(
+        "Plan, status, access or limits changed: what the product should allow now."),
 }
 ROTATION_OVERLAP = timedelta(hours=24)
 TRIAL_WILL_END = timedelta(days=3)
@@ -90,7 +95,8 @@ def parse_types(value: str | Iterable[str] | None) -> list[str] | None:
     chosen = [item.strip() for item in items if item and item.strip()]
     unknown = [item for item in chosen if item not in TYPES]
     if unknown:
-        raise WebhookError(f"Unknown event type {', '.join(unknown)}; the types are: {', '.join(TYPES)}.")
+        raise WebhookError(_("Unknown event type %(unknown)s; the types are: %(types)s.", unknown=", ".join(unknown),
+                             types=", ".join(TYPES)))
     if not chosen or set(chosen) == set(TYPES):
         return None
     return [t for t in TYPES if t in chosen]
@@ -112,41 +118,42 @@ def _forbidden(address: str) -> bool:
 def check_url(url: str, *, production: bool) -> tuple[str, int]:
     """The URL's shape; -> (host, port) to resolve. In production only https is allowed."""
     if not isinstance(url, str) or not url.strip():
-        raise WebhookError("Enter the endpoint's URL.")
+        raise WebhookError(_("Enter the endpoint's URL."))
     url = url.strip()
     if len(url) > URL_MAX:
-        raise WebhookError(f"Keep the URL under {URL_MAX} characters.")
+        raise WebhookError(_("Keep the URL under %(max)d characters.", max=URL_MAX))
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise WebhookError("That is not a valid URL.") from None
+        raise WebhookError(_("That is not a valid URL.")) from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise WebhookError("The URL must start with https:// and name a host.")
+        raise WebhookError(_("The URL must start with https:// and name a host."))
     if production and parts.scheme != "https":
-        raise WebhookError("In production an endpoint must use https://.")
+        raise WebhookError(_("In production an endpoint must use https://."))
     if parts.username is not None or parts.password is not None:
-        raise WebhookError("Leave credentials out of the URL; check the signature instead.")
+        raise WebhookError(_("Leave credentials out of the URL; check the signature instead."))
     if parts.fragment:
-        raise WebhookError("A URL with a #fragment cannot be posted to.")
+        raise WebhookError(_("A URL with a #fragment cannot be posted to."))
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 def check_addresses(host: str, addresses: Iterable[str]) -> None:
     addresses = list(addresses)
     if not addresses:
-        raise WebhookError(f"{host} does not resolve to any address.")
+        raise WebhookError(_("%(host)s does not resolve to any address.", host=host))
     bad = sorted({a for a in addresses if _forbidden(a)})
     if bad:
-        raise WebhookError(f"{host} resolves to {', '.join(bad)}, a loopback, private or link-local address; "
-                           "in production an endpoint must be on the public internet.")
+        raise WebhookError(_("%(host)s resolves to %(addresses)s, a loopback, private or link-local address; in "
+                             "production an endpoint must be on the public internet.", host=host,
+                             addresses=", ".join(bad)))
 
 
 def resolve(host: str, port: int) -> list[str]:
     try:
         return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
     except (socket.gaierror, UnicodeError) as exc:
-        raise WebhookError(f"{host} cannot be resolved ({exc}).") from None
+        raise WebhookError(_("%(host)s cannot be resolved (%(error)s).", host=host, error=exc)) from None
 
 
 def check_destination(url: str, *, production: bool, resolver: Callable[[str, int], list[str]] = resolve) -> str:

@@ -32,6 +32,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
+from billing.i18n import gettext as _
 from billing.paytr import emulator_api, emulator_pages
 from billing.paytr.emulator_model import (
     OUTCOMES, Attempt, Card, Decline, EmulatorConfig, Faults, Refund, StoredCard, Transaction, utcnow,
@@ -226,9 +227,9 @@ class Emulator:
         """Program how charges of a stored card end, until changed (full number beats last 4)."""
         digits = card_number_or_last4.replace(" ", "")
         if not (digits.isdigit() and (len(digits) == 4 or 12 <= len(digits) <= 19)):
-            raise ValueError("give a card number or its last 4 digits")
+            raise ValueError(_("Give a card number or its last 4 digits."))
         if outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
+            raise ValueError(_("%(name)s must be one of %(choices)s", name="outcome", choices=", ".join(OUTCOMES)))
         self._card_outcomes[digits] = outcome
         self.save()
 

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from billing import money
+from billing.i18n import gettext as _
 from billing.paytr import protocol
 from billing.paytr.emulator_model import (
     DECLINE_CARDS, DEFAULT_CURRENCY, DEFAULT_TIMEOUT_LIMIT, OUTCOMES, TEST_CARDS, Transaction, card_decline,
@@ -153,12 +154,12 @@ def _payable(request: Request) -> Transaction | Response:
     """The transaction behind the page's token, or the page a browser sees instead."""
     transaction = _emulator(request).by_token(request.path_params["token"])
     if transaction is None or (not transaction.decided and transaction.expired(utcnow())):
-        return message_page(request, "Payment page not found",
-                            "This payment link is unknown or has expired. Go back to the shop and start "
-                            "the payment again.", status=404)
+        return message_page(request, _("Payment page not found"),
+                            _("This payment link is unknown or has expired. Go back to the shop and start "
+                              "the payment again."), status=404)
     if transaction.decided:
-        return message_page(request, "Payment already processed",
-                            "This payment was already processed. Go back to the shop to see its result.",
+        return message_page(request, _("Payment already processed"),
+                            _("This payment was already processed. Go back to the shop to see its result."),
                             status=409)
     return transaction
 
@@ -285,7 +286,7 @@ def _pay_from_browser(request: Request, form: dict) -> Response:
     if not problem and errors:
         problem = "Kart bilgileri geçersiz: " + "; ".join(f"{name}: {text}" for name, text in errors.items())
     if problem:
-        return message_page(request, "Payment refused", problem, status=400)
+        return message_page(request, _("Payment refused"), problem, status=400)
     transaction = emulator.add(_new_transaction(form, "direct", amount=parse_decimal_amount(form["payment_amount"])))
     emulator.decide(transaction, card, card_decline(card.number),
                     store_card=form.get("store_card") == "1", utoken=utoken)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from billing import money
+from billing.i18n import gettext as _
 from billing.paytr import protocol
 
 PAYTR_CURRENCIES = ("TL", "TRY", "USD", "EUR", "GBP", "RUB")
@@ -88,23 +89,23 @@ class Faults:
         _check_range("drop_first", self.drop_first, 0, 1000)
         _check_range("timeout_seconds", self.timeout_seconds, 0, 3600)
         if self.get_token not in GET_TOKEN_FAULTS:
-            raise ValueError(f"get_token must be one of {', '.join(GET_TOKEN_FAULTS)}")
+            raise ValueError(_("%(name)s must be one of %(choices)s", name="get_token", choices=", ".join(GET_TOKEN_FAULTS)))
         if self.refund not in REFUND_FAULTS:
-            raise ValueError(f"refund must be one of {', '.join(REFUND_FAULTS)}")
+            raise ValueError(_("%(name)s must be one of %(choices)s", name="refund", choices=", ".join(REFUND_FAULTS)))
         if not self.refuse_reason.strip() or len(self.refuse_reason) > 200:
-            raise ValueError("refuse_reason must be 1 to 200 characters")
+            raise ValueError(_("%(name)s must be 1 to %(max)d characters", name="refuse_reason", max=200))
 
     def changed(self, changes: Mapping[str, object]) -> Faults:
         """A copy with `changes` applied; form strings and JSON values are both accepted."""
         unknown = sorted(set(changes) - set(_COERCE))
         if unknown:
-            raise ValueError(f"unknown fault {unknown[0]!r}; known: {', '.join(_COERCE)}")
+            raise ValueError(_("unknown fault %(name)s; known: %(known)s", name=repr(unknown[0]), known=", ".join(_COERCE)))
         return replace(self, **{name: _COERCE[name](name, value) for name, value in changes.items()})
 
 
 def _check_range(name: str, value, low: float, high: float) -> None:
     if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}")
+        raise ValueError(_("%(name)s must be between %(low)s and %(high)s", name=name, low=low, high=high))
 
 
 def _as_int(name: str, value) -> int:
@@ -112,24 +113,24 @@ def _as_int(name: str, value) -> int:
         return value
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
-    raise ValueError(f"{name} must be a whole number")
+    raise ValueError(_("%(name)s must be a whole number", name=name))
 
 
 def _as_float(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{name} must be a number of seconds")
+        raise ValueError(_("%(name)s must be a number of seconds", name=name))
     try:
         number = float(value)
     except ValueError:
-        raise ValueError(f"{name} must be a number of seconds") from None
+        raise ValueError(_("%(name)s must be a number of seconds", name=name)) from None
     if not math.isfinite(number):
-        raise ValueError(f"{name} must be a number of seconds")
+        raise ValueError(_("%(name)s must be a number of seconds", name=name))
     return number
 
 
 def _as_str(name: str, value) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{name} must be text")
+        raise ValueError(_("%(name)s must be text", name=name))
     return value.strip()
 
 
@@ -206,17 +207,17 @@ def read_card(*, owner: str, number: str, month: str, year: str, cvv: str, now: 
     owner = owner.strip()
     digits = number.replace(" ", "").strip()
     if not owner:
-        errors["cc_owner"] = "Enter the name printed on the card."
+        errors["cc_owner"] = _("Enter the name printed on the card.")
     if not (digits.isdigit() and 12 <= len(digits) <= 19 and luhn_valid(digits)):
-        errors["card_number"] = "This card number is not valid."
+        errors["card_number"] = _("This card number is not valid.")
     parsed_month = int(month) if month.strip().isdigit() else 0
     parsed_year = _four_digit_year(year.strip())
     if not 1 <= parsed_month <= 12 or parsed_year is None:
-        errors["expiry"] = "Enter the expiry date as MM/YY."
+        errors["expiry"] = _("Enter the expiry date as MM/YY.")
     elif (parsed_year, parsed_month) < (now.year, now.month):
-        errors["expiry"] = "This card has expired."
+        errors["expiry"] = _("This card has expired.")
     if not (len(cvv.strip()) == 3 and cvv.strip().isdigit()):
-        errors["cvv"] = "The CVV is the 3 digits on the back of the card."
+        errors["cvv"] = _("The CVV is the 3 digits on the back of the card.")
     if errors:
         return None, errors
     return Card(number=digits, owner=owner, month=parsed_month, year=parsed_year), {}

@@ -17,9 +17,15 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from billing import i18n
+from billing.i18n import gettext as _
 from billing.paytr.emulator_model import GET_TOKEN_FAULTS, OUTCOMES, REFUND_FAULTS, display_amount
+from billing.web.templating import install_translations
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "paytr_emulator"
+# A transaction's status as PayTR's panel would show it, in the visitor's language.
+STATUSES = {"pending": i18n.lazy_gettext("pending"), "success": i18n.lazy_gettext("success"),
+            "failed": i18n.lazy_gettext("failed")}
 
 
 def make_templates() -> Jinja2Templates:
@@ -27,6 +33,10 @@ def make_templates() -> Jinja2Templates:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["amount"] = display_amount
     env.filters["when"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
+    # The visitor's language (chosen by the web app's middleware when mounted; English standalone).
+    install_translations(env)
+    env.globals["current_locale"] = i18n.current
+    env.globals["statuses"] = STATUSES
     return Jinja2Templates(env=env, context_processors=[_root])
 
 
@@ -72,8 +82,9 @@ def _index(request: Request, *, faults_error: str = "", cards_error: str = "", s
 async def transaction_detail(request: Request) -> Response:
     transaction = _emulator(request).transaction(request.path_params["merchant_oid"])
     if transaction is None:
-        return message_page(request, "No such transaction",
-                            f"The emulator has no transaction {request.path_params['merchant_oid']}.", status=404)
+        return message_page(request, _("No such transaction"),
+                            _("The emulator has no transaction %(oid)s.", oid=request.path_params["merchant_oid"]),
+                            status=404)
     return render(request, "transaction.html", {
         "transaction": transaction,
         "callback": transaction.callback_form(_emulator(request).config) if transaction.decided else None,
@@ -84,8 +95,8 @@ async def send_callback_again(request: Request) -> Response:
     form = await request.form()
     transaction = _emulator(request).transaction(request.path_params["merchant_oid"])
     if transaction is None or not transaction.decided:
-        return message_page(request, "Nothing to send",
-                            "Only a paid or failed transaction has a callback to send.", status=409)
+        return message_page(request, _("Nothing to send"),
+                            _("Only a paid or failed transaction has a callback to send."), status=409)
     _emulator(request).resend(transaction)
     # Back to the page the button was on; only these two, so this is no open redirect.
     back = f"/transactions/{transaction.merchant_oid}" if form.get("back") == "detail" else "/"

@@ -8,7 +8,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import clock, dashboard, events, jobs, money, payments, refunds, staff, subscriptions
+from billing import clock, dashboard, events, i18n, jobs, money, payments, refunds, staff, subscriptions
+from billing.i18n import gettext as _, ngettext
 from billing.accounts import FormError
 from billing.paytr.client import PaytrRefused, PaytrUnavailable
 from billing.db import write
@@ -22,6 +23,8 @@ log = logging.getLogger("billing.admin")
 async def home(request: Request):
     query = request.query_params.get("q", "")[:100]
     data = await run(request, staff.overview, now(request), query)
+    data.update(anomaly_label=refunds.anomaly_label, anomaly_explanation=refunds.anomaly_explanation,
+                status_labels=subscriptions.STATUS_LABELS)
     return render(request, "admin/home.html", data, fragment="admin/_companies.html")
 
 
@@ -29,10 +32,12 @@ async def _company_page(request: Request, error: str | None = None, status: int 
     company_id = request.path_params["company_id"]
     data = await run(request, staff.company, company_id)
     if data is None:
-        raise HTTPException(404, "No customer with that number.")
+        raise HTTPException(404, _("No customer with that number."))
     data["entries"] = await run(request, dashboard.timeline, company_id, settings(request))
     data["status_label"] = subscriptions.STATUS_LABELS[data["subscription"]["status"]]
-    data.update(error=error, payment_labels=payments.STATUS_LABELS, refund_labels=refunds.STATUS_LABELS)
+    data.update(error=error, payment_labels=payments.STATUS_LABELS, refund_labels=refunds.STATUS_LABELS,
+                refund_message=refunds.message_text, anomaly_label=refunds.anomaly_label,
+                anomaly_explanation=refunds.anomaly_explanation)
     return render(request, "admin/company.html", data, status=status)
 
 
@@ -49,7 +54,7 @@ async def extend_trial(request: Request):
         if not 1 <= days <= 90:
             raise ValueError
     except ValueError:
-        return await _company_page(request, "Enter a number of days from 1 to 90.", status=422)
+        return await _company_page(request, _("Enter a number of days from 1 to 90."), status=422)
     user = await current_user(request)
 
     def extend(db, at):
@@ -62,10 +67,13 @@ async def extend_trial(request: Request):
     try:
         sub = await run(request, extend, now(request))
     except LookupError:
-        raise HTTPException(404, "No customer with that number.") from None
+        raise HTTPException(404, _("No customer with that number.")) from None
     except subscriptions.TransitionError as exc:
         return await _company_page(request, str(exc), status=409)
-    flash(request, f"Trial extended by {days} days, to {sub['trial_ends_at'][:10]}. New reminders will go out.")
+    ends = clock.parse(sub["trial_ends_at"]).astimezone(settings(request).tz)
+    flash(request, ngettext("Trial extended by %(num)d day, to %(date)s. New reminders will go out.",
+                            "Trial extended by %(num)d days, to %(date)s. New reminders will go out.", days,
+                            date=i18n.date_text(ends)))
     return redirect(request, f"/admin/companies/{request.path_params['company_id']}")
 
 
@@ -73,12 +81,12 @@ async def _refund_page(request: Request, values: dict | None = None, errors: dic
                        status: int = 200):
     data = await run(request, staff.refund_form, request.path_params["payment_id"])
     if data is None:
-        raise HTTPException(404, "No payment with that number.")
+        raise HTTPException(404, _("No payment with that number."))
     if values is None:
         values = {"amount": money.decimal_string(data["refundable"]) if data["refundable"] else ""}
     # A fresh key per form: submitting this form twice makes one refund, never two.
     data.update(values={"request_key": refunds.new_request_key(), **values}, errors=errors or {},
-                refund_labels=refunds.STATUS_LABELS)
+                refund_labels=refunds.STATUS_LABELS, anomaly_label=refunds.anomaly_label)
     return render(request, "admin/refund.html", data, status=status, fragment="admin/_refund_form.html")
 
 
@@ -97,13 +105,14 @@ async def make_refund(request: Request):
                                     reason=data.get("reason", ""), request_key=data.get("request_key", ""),
                                     actor=events.user_actor(user))
     except LookupError:
-        raise HTTPException(404, "No payment with that number.") from None
+        raise HTTPException(404, _("No payment with that number.")) from None
     except FormError as exc:
         return await _refund_page(request, values=data, errors=exc.errors, status=422)
     back = f"/admin/companies/{refund['company_id']}"
     amount = money.format(refund["amount"], refund["currency"])
     if not created:  # the same form sent again (a double click): the first request sends it, once
-        flash(request, f"This refund of {amount} was already sent ({refunds.STATUS_LABELS[refund['status']]}).")
+        flash(request, _("This refund of %(amount)s was already sent (%(status)s).", amount=amount,
+                         status=refunds.STATUS_LABELS[refund["status"]]))
         return redirect(request, back)
     oid = (await run(request, staff.refund_form, refund["payment_id"]))["payment"]["merchant_oid"]
     try:
@@ -111,18 +120,23 @@ async def make_refund(request: Request):
     except PaytrRefused as exc:
         await run(request, refunds.settle, now(request), settings(request), refund["id"], ok=False,
                   message=exc.reason)
-        flash(request, f"PayTR refused the refund of {amount}: {exc.reason}. Nothing was refunded.", "error")
+        flash(request, _("PayTR refused the refund of %(amount)s: %(reason)s. Nothing was refunded.", amount=amount,
+                         reason=exc.reason), "error")
     except Exception as exc:  # PayTR did not answer (or we broke after asking): only its status query can tell
         if not isinstance(exc, PaytrUnavailable):
             log.exception("refund %s: unexpected error while asking PayTR", refund["reference_no"])
         await run(request, refunds.unknown, now(request), refund["id"], str(exc))
-        flash(request, f"PayTR did not answer, so we don't know yet whether {amount} went back. Don't refund "
-                       f"again: within {int(refunds.CHECK_AFTER.total_seconds() // 60)} minutes we ask PayTR's "
-                       "status query and record the outcome here.", "error")
+        minutes = int(refunds.CHECK_AFTER.total_seconds() // 60)
+        flash(request, ngettext("PayTR did not answer, so we don't know yet whether %(amount)s went back. Don't "
+                                "refund again: within %(num)d minute we ask PayTR's status query and record the "
+                                "outcome here.",
+                                "PayTR did not answer, so we don't know yet whether %(amount)s went back. Don't "
+                                "refund again: within %(num)d minutes we ask PayTR's status query and record the "
+                                "outcome here.", minutes, amount=amount), "error")
     else:
         await run(request, refunds.settle, now(request), settings(request), refund["id"], ok=True,
-                  message="PayTR accepted the refund.")
-        flash(request, f"Refunded {amount}. The customer gets an email.")
+                  message=refunds.ACCEPTED)
+        flash(request, _("Refunded %(amount)s. The customer gets an email.", amount=amount))
     return redirect(request, back)
 
 
@@ -132,7 +146,7 @@ async def settle_refund(request: Request):
     user, data = await current_user(request), await form(request)
     made = data.get("outcome") == "made"
     if data.get("outcome") not in ("made", "not_made"):
-        raise HTTPException(400, "Say whether PayTR's panel shows the refund.")
+        raise HTTPException(400, _("Say whether PayTR's panel shows the refund."))
 
     def go(db, at):
         refund = refunds.one_refund(db, request.path_params["refund_id"])
@@ -147,8 +161,8 @@ async def settle_refund(request: Request):
     try:
         refund = await run(request, go, now(request))
     except LookupError:
-        raise HTTPException(404, "No refund with that number.") from None
-    flash(request, "Recorded." if refund["status"] in (refunds.SUCCEEDED, refunds.FAILED) else "Nothing to record.")
+        raise HTTPException(404, _("No refund with that number.")) from None
+    flash(request, _("Recorded.") if refund["status"] in (refunds.SUCCEEDED, refunds.FAILED) else _("Nothing to record."))
     return redirect(request, f"/admin/companies/{refund['company_id']}")
 
 
@@ -159,13 +173,13 @@ async def resolve_anomaly(request: Request):
         anomaly = await run(request, refunds.resolve_anomaly, now(request), request.path_params["anomaly_id"],
                             data.get("note", ""), events.user_actor(user))
     except LookupError:
-        raise HTTPException(404, "No such anomaly.") from None
+        raise HTTPException(404, _("No such anomaly.")) from None
     except FormError as exc:
         flash(request, exc.errors["note"], "error")
         anomaly = None
     back = safe_next(data.get("back"), "/admin/")
     if anomaly is not None:
-        flash(request, "Marked as resolved.")
+        flash(request, _("Marked as resolved."))
     return redirect(request, back)
 
 
@@ -198,8 +212,9 @@ async def test_clock(request: Request):
 def _ahead(offset) -> str:
     if not offset:
         return ""
+    days = ngettext("%(num)d day", "%(num)d days", offset.days)
     hours = offset.seconds // 3600
-    return f"{offset.days} days {hours} h" if hours else f"{offset.days} days"
+    return _("%(days)s %(hours)d h", days=days, hours=hours) if hours else days
 
 
 routes = [

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from billing import events
+from billing.i18n import gettext as _
 from billing.notify import webhooks
 from billing.web.common import current_user, flash, now, redirect, run, settings, staff_required
 from billing.web.templating import render
@@ -59,7 +60,7 @@ async def _endpoint_page(request: Request, endpoint_id: int, *, error: str | Non
                          secret: str | None = None):
     endpoint = await run(request, webhooks.get, endpoint_id)
     if endpoint is None:
-        raise HTTPException(404, "No webhook endpoint with that number.")
+        raise HTTPException(404, _("No webhook endpoint with that number."))
     try:
         before = int(request.query_params["before"]) if "before" in request.query_params else None
     except ValueError:
@@ -85,7 +86,7 @@ async def _change(request: Request, fn, *args, **kwargs):
         return await run(request, fn, now(request), request.path_params["endpoint_id"], *args,
                          actor=events.user_actor(user), **kwargs)
     except LookupError:
-        raise HTTPException(404, "No webhook endpoint with that number.") from None
+        raise HTTPException(404, _("No webhook endpoint with that number.")) from None
 
 
 @staff_required
@@ -95,7 +96,8 @@ async def set_events(request: Request):
         await _change(request, webhooks.set_events, chosen)
     except webhooks.WebhookError as exc:
         return await _endpoint_page(request, request.path_params["endpoint_id"], error=str(exc), status=422)
-    flash(request, "Saved: " + (", ".join(webhooks.parse_types(chosen) or []) or "every event") + ".")
+    types = webhooks.parse_types(chosen)
+    flash(request, _("Saved: %(types)s.", types=", ".join(types)) if types else _("Saved: every event."))
     return redirect(request, f"/admin/webhooks/{request.path_params['endpoint_id']}")
 
 
@@ -103,8 +105,8 @@ async def set_events(request: Request):
 async def set_enabled(request: Request):
     enable = (await request.form()).get("enabled") == "1"
     await _change(request, webhooks.set_enabled, enable)
-    flash(request, "Enabled: what was waiting goes out now." if enable else
-          "Disabled: nothing is sent to it, and new events are not queued for it.")
+    flash(request, _("Enabled: what was waiting goes out now.") if enable else
+          _("Disabled: nothing is sent to it, and new events are not queued for it."))
     return redirect(request, f"/admin/webhooks/{request.path_params['endpoint_id']}")
 
 
@@ -118,9 +120,9 @@ async def rotate(request: Request):
 async def delete(request: Request):
     if (await request.form()).get("confirm") != "yes":
         return await _endpoint_page(request, request.path_params["endpoint_id"], status=422,
-                                    error="Tick the box to confirm that the endpoint and its delivery log go.")
+                                    error=_("Tick the box to confirm that the endpoint and its delivery log go."))
     await _change(request, webhooks.delete)
-    flash(request, "Endpoint deleted.")
+    flash(request, _("Endpoint deleted."))
     return redirect(request, "/admin/webhooks")
 
 
@@ -138,8 +140,8 @@ async def send_again(request: Request):
     try:
         await run(request, again, now(request))
     except LookupError:
-        raise HTTPException(404, "No such message for this endpoint.") from None
-    flash(request, "Queued to be sent again now.")
+        raise HTTPException(404, _("No such message for this endpoint.")) from None
+    flash(request, _("Queued to be sent again now."))
     return redirect(request, f"/admin/webhooks/{endpoint_id}")
 
 

@@ -17,6 +17,7 @@ from billing import events
 from billing.accounts import FormError
 from billing.api import keys, openapi, problems
 from billing.api.resources import ENDPOINTS
+from billing.i18n import gettext as _
 from billing.web.common import current_user, flash, form, now, redirect, run, settings, staff_required
 from billing.web.templating import render
 
@@ -47,7 +48,7 @@ async def api_keys(request: Request):
 async def _key_or_404(request: Request) -> dict:
     row = await run(request, lambda db: keys.one_key(db, request.path_params["key_id"]))
     if row is None:
-        raise HTTPException(404, "No API key with that number.")
+        raise HTTPException(404, _("No API key with that number."))
     return row
 
 
@@ -59,9 +60,10 @@ async def revoke_key(request: Request):
     user = await current_user(request)
     await run(request, keys.revoke, now(request), row["id"], actor=events.user_actor(user))
     if row["revoked_at"]:
-        flash(request, f"{row['name']} was already revoked.")
+        flash(request, _("%(name)s was already revoked.", name=row["name"]))
     else:
-        flash(request, f"Revoked {row['name']} ({row['prefix']}…). Requests with it are refused from now on.")
+        flash(request, _("Revoked %(name)s (%(prefix)s…). Requests with it are refused from now on.", name=row["name"],
+                         prefix=row["prefix"]))
     return redirect(request, "/admin/api-keys")
 
 
@@ -112,7 +114,7 @@ async def api_docs(request: Request):
         "doc": document, "sections": sections, "intro": document["info"]["description"].split("\n\n"),
         "schemas": [{"name": name, "description": s.get("description", ""), "fields": _fields(s)}
                     for name, s in components.items() if s.get("properties")],
-        "problems": [{"status": status, "slug": slug, "title": title}
+        "problems": [{"status": status, "slug": slug, "title": str(title)}
                      for status, (slug, title) in sorted(problems.TITLES.items())],
         "inline": inline,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from email.utils import parsedate_to_datetime
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -10,25 +11,35 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from billing import mail
+from billing.i18n import gettext as _
 from billing.web.common import in_thread, settings
 from billing.web.templating import render
 
 
+def _with_time(message: dict) -> dict:
+    """The Date header as an instant, so the page shows it in the reader's language and time zone."""
+    try:
+        when = parsedate_to_datetime(message.get("date") or "")
+    except (TypeError, ValueError):
+        when = None
+    return {**message, "when": when if when is not None and when.tzinfo is not None else None}
+
+
 async def mailbox(request: Request):
     messages = await in_thread(mail.captured, settings(request).mail_capture_dir)
-    return render(request, "dev/mail.html", {"messages": messages})
+    return render(request, "dev/mail.html", {"messages": [_with_time(m) for m in messages]})
 
 
 async def _find(request: Request) -> dict:
     messages = await in_thread(mail.captured, settings(request).mail_capture_dir)
     found = next((m for m in messages if m["id"] == request.path_params["message_id"]), None)
     if found is None:
-        raise HTTPException(404, "No captured email with that number.")
+        raise HTTPException(404, _("No captured email with that number."))
     return found
 
 
 async def message(request: Request):
-    return render(request, "dev/message.html", {"message": await _find(request)})
+    return render(request, "dev/message.html", {"message": _with_time(await _find(request))})
 
 
 _HEAD = re.compile(r"<head(\s[^>]*)?>", re.IGNORECASE)
