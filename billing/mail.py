@@ -67,7 +67,17 @@ def _env() -> jinja2.Environment:
     from billing.web.templating import register_filters  # one set of filters for pages and mail
 
     register_filters(env)
+    env.globals["failure_reason"] = _failure_reason
     return env
+
+
+def _failure_reason(code) -> str | None:
+    """Our own sentence, in the email's language, for PayTR's failed_reason_code (PayTR's raw
+    words stay a labelled detail, never part of our sentence)."""
+    from billing import payments
+
+    explain = getattr(payments, "failure_reason", None)  # billing/payments.py, the customer pages' side
+    return str(explain(code)) if explain and code else None
 
 
 _environment: jinja2.Environment | None = None

@@ -65,5 +65,5 @@ def english_left(html_or_text: str, also_allowed: tuple[str, ...] = ()) -> list[
     for name in sorted([*ALLOWED, *also_allowed], key=len, reverse=True):
         text = text.replace(name, " ")
     text = re.sub(r"\S+@\S+|https?://\S+|/\S*|\b[A-Z]{2,}-\d{4}-\d+\b|\b\w*\d\w*\b", " ", text)  # addresses, codes
-    words = re.findall(r"[A-Za-z]+", text)
+    words = re.findall(r"[^\W\d_]+", text)  # whole words: "için" is not "in"
     return sorted({w for w in words if w.lower() in ENGLISH})

@@ -22,8 +22,15 @@ def turkish(client: TestClient) -> TestClient:
     return client
 
 
+def main_part(html: str) -> str:
+    """What this area's templates write: a page's <main> (the header and footer around it, and
+    the flashes inside it, are tests/test_i18n_customer.py's), or a whole email."""
+    found = re.search(r"<main\b.*?</main>", html, re.S)
+    return found.group(0) if found else html
+
+
 def no_english(html: str, *extra: str) -> None:
-    assert english_left(html, also_allowed=(*NAMES, *extra)) == []
+    assert english_left(main_part(html), also_allowed=(*NAMES, *extra)) == []
 
 
 # --- the pages ----------------------------------------------------------------------------
@@ -74,7 +81,7 @@ def test_registration_in_turkish_saves_the_language_and_sends_a_turkish_welcome(
 
     [row] = outbox(db, template="welcome")
     assert row["locale"] == "tr"
-    assert row["subject"] == "PayTR Billing'e hoş geldiniz, 14 günlük deneme süreniz başladı"
+    assert row["subject"] == "Hoş geldiniz! 14 günlük PayTR Billing deneme süreniz başladı"
     message = message_from_bytes(mail.build_message(row, EMAIL_SETTINGS).as_bytes(), policy=policy.default)
     assert message["Content-Language"] == "tr"
     text = message.get_body(("plain",)).get_content()
@@ -206,7 +213,7 @@ def test_team_page_and_invite_in_turkish(app, client, db):
     assert gone.status_code == 410 and "Bu davetin süresi dolmuş" in visible(gone)
     no_english(gone.text)
     team = client.get("/billing/team")
-    assert "Üye" in visible(team) and "Hesap sahibi" in visible(team)
+    assert "Ekip üyesi" in visible(team) and "Hesap sahibi" in visible(team)
     no_english(team.text, "ayse@example.com", "can@example.com")
 
 
@@ -242,7 +249,7 @@ def test_the_account_page_changes_the_language_of_pages_and_emails(client, db):
 
 
 def test_the_account_page_needs_a_login(client):
-    response = client.get("/billing/account")
+    response = client.get("/billing/account", follow_redirects=False)
     assert response.status_code in (302, 303) and "/auth/login" in response.headers["location"]
 
 
@@ -332,7 +339,9 @@ def render(sample: str, locale: str):
     context = dict(SAMPLES[sample])
     if locale == "tr":
         context.update(IN_TURKISH.get(template, {}))
-        if template == "usage_warning" and sample != "usage_warning":
+        if sample == "usage_warning:full":
+            context.update(amount="5 çalışma alanından 5'i")
+        if sample == "usage_warning:over":
             context.update(amount="10,1 GB / 10 GB depolama", suggested_limits=None)
     return mail.render(template, EMAIL_SETTINGS, json.loads(json.dumps(context)), locale)
 
@@ -390,7 +399,7 @@ def test_turkish_dates_and_money_in_emails():
 
 def test_the_receipt_and_refund_read_naturally_in_turkish():
     subject, text, html = render("payment_succeeded", "tr")
-    assert "Teşekkürler! Acme şirketinin Starter planı için $29,00 tutarında ödemenizi aldık." in text
+    assert "Teşekkürler! Acme şirketinin Starter planı için $29,00 tutarındaki ödemenizi aldık." in text
     assert "Aboneliğiniz etkin ve 11 Ocak 2027 tarihine kadar ödendi." in text
     subject, text, html = render("payment_succeeded:automatic", "tr")
     assert "Yenilendi: Starter planı, fatura INV-2026-000001" == subject
@@ -430,3 +439,21 @@ def test_staff_alerts_go_in_the_default_language(db, settings, password_hash):
     [row] = outbox(db, template="staff_alert")
     assert row["locale"] == settings.default_locale == "en"
     assert "Open the admin console" in row["body_text"]
+
+
+def test_a_failed_payment_email_gives_our_own_reason_first(monkeypatch):
+    """With PayTR's failed_reason_code in the context, the email says our sentence (billing.payments.
+    failure_reason, in the email's language); PayTR's own words follow only as a labelled detail."""
+    from billing import payments
+
+    def failure_reason(code):
+        return i18n.gettext("Enter your email address.") if code == "0" else "?"  # any translated sentence
+
+    monkeypatch.setattr(payments, "failure_reason", failure_reason, raising=False)
+    for sample in ("payment_failed", "renewal_failed"):
+        context = {**SAMPLES[sample], "reason_code": "0"}
+        subject, text, html = mail.render(sample, EMAIL_SETTINGS, context, "tr")
+        assert "E-posta adresinizi girin." in text and "E-posta adresinizi girin." in html
+        assert text.index("E-posta adresinizi girin.") < text.index("PayTR mesajı: Kartın bakiyesi yetersiz")
+        subject, text, html = mail.render(sample, EMAIL_SETTINGS, context, "en")
+        assert "Enter your email address." in text and "PayTR's message: Kartın bakiyesi yetersiz" in text
