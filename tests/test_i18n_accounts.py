@@ -456,4 +456,4 @@ def test_a_failed_payment_email_gives_our_own_reason_first(monkeypatch):
         assert "E-posta adresinizi girin." in text and "E-posta adresinizi girin." in html
         assert text.index("E-posta adresinizi girin.") < text.index("PayTR mesajı: Kartın bakiyesi yetersiz")
         subject, text, html = mail.render(sample, EMAIL_SETTINGS, context, "en")
-        assert "Enter your email address." in text and "PayTR's message: Kartın bakiyesi yetersiz" in text
+        assert "Enter your email address." in text and "PayTR said: Kartın bakiyesi yetersiz" in text
