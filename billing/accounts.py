@@ -22,10 +22,17 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
 from sqlite_utils import Database
 
-from billing import clock, events, mail, plans, subscriptions
+from billing import clock, events, i18n, mail, plans, subscriptions
 from billing.db import one, rows, scalar, write
 from billing.settings import Settings
+from billing.i18n import gettext as _, ngettext
 from billing.text import UnsafeText, clean as clean_text
+
+
+def N_(message: str) -> str:
+    """Marks a module constant for the catalog; it is translated where it is shown (`_(CONSTANT)`)."""
+    return message
+
 
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024  # long passphrases are welcome; argon2 hashes all of it, no truncation
@@ -75,8 +82,10 @@ class Throttle:
     @property
     def message(self) -> str:
         minutes = max(1, math.ceil(self.locked_for.total_seconds() / 60)) if self.locked_for else 0
-        return (f"Too many failed login attempts. For your security, try again in "
-                f"{minutes} minute{'s' if minutes != 1 else ''}, or reset your password.")
+        return ngettext("Too many failed login attempts. For your security, try again in %(num)d minute, "
+                        "or reset your password.",
+                        "Too many failed login attempts. For your security, try again in %(num)d minutes, "
+                        "or reset your password.", minutes)
 
 
 class TooManyAttempts(Exception):
@@ -90,8 +99,9 @@ class TooManyAttempts(Exception):
     @property
     def message(self) -> str:
         minutes = max(1, math.ceil(self.throttle.locked_for.total_seconds() / 60))
-        return (f"Too many attempts from your network. For your security, try again in "
-                f"{minutes} minute{'s' if minutes != 1 else ''}.")
+        return ngettext("Too many attempts from your network. For your security, try again in %(num)d minute.",
+                        "Too many attempts from your network. For your security, try again in %(num)d minutes.",
+                        minutes)
 
 
 # --- input ------------------------------------------------------------------------
@@ -119,36 +129,57 @@ def check_email(value: str, field: str = "email", *, smtputf8: bool = False) -> 
     address would be accepted here and could never be mailed, so it is refused."""
     text = (value or "").strip()
     if not text:
-        raise FormError({field: "Enter your email address."})
+        raise FormError({field: _("Enter your email address.")})
     if any(unicodedata.category(ch) == "Cc" for ch in text):
-        raise FormError({field: "An email address cannot contain control characters. Type it again."})
+        raise FormError({field: _("An email address cannot contain control characters. Type it again.")})
     if "," in text or ";" in text:
-        raise FormError({field: "Enter one email address, without commas or semicolons."})
+        raise FormError({field: _("Enter one email address, without commas or semicolons.")})
     try:
         parsed = _parse_email(text)
     except EmailNotValidError as exc:
-        raise FormError({field: f"Enter a valid email address, like name@company.com. {exc}"}) from None
+        message = _("Enter a valid email address, like name@company.com.")
+        if i18n.current() == "en":  # the library explains what is wrong, in English only
+            message = f"{message} {exc}"
+        raise FormError({field: message}) from None
     email = parsed.normalized.lower()
     if len(email) > EMAIL_MAX:
-        raise FormError({field: f"An email address can be at most {EMAIL_MAX} characters."})
+        raise FormError({field: _("An email address can be at most %(max)d characters.", max=EMAIL_MAX)})
     if parsed.ascii_email is None and not smtputf8:
         # An IDNA domain is fine (it travels as xn--...); only the part before the @ needs SMTPUTF8.
         local = email.rpartition("@")[0]
         odd = "".join(dict.fromkeys(ch for ch in local if not ch.isascii()))
-        raise FormError({field: f"This address has characters our mail server cannot deliver to ({odd}); "
-                                "use another address."})
+        raise FormError({field: _("This address has characters our mail server cannot deliver to "
+                                  "(%(characters)s); use another address.", characters=odd)})
     return email
 
 
+# What `check_text` says for each label its callers use, as whole sentences (Turkish puts the
+# name of the field in a different case in each sentence, so a label cannot be slotted in).
+TEXT_MESSAGES = {
+    "your company's name": (N_("Enter your company's name."),
+                            N_("Your company's name must be at most %(max)d characters.")),
+    "your name": (N_("Enter your name."), N_("Your name must be at most %(max)d characters.")),
+    "the company's name": (N_("Enter the company's name."),
+                           N_("The company's name must be at most %(max)d characters.")),
+    "the owner's name": (N_("Enter the owner's name."), N_("The owner's name must be at most %(max)d characters.")),
+    "a name for the key": (N_("Enter a name for the key."),
+                           N_("A name for the key must be at most %(max)d characters.")),
+}
+
+
 def check_text(value: str, field: str, label: str, maximum: int) -> str:
+    """Free text a person typed (a name): cleaned, present, not too long. `label` names it in the
+    messages ("your name"); the labels of TEXT_MESSAGES have whole translated sentences."""
     try:
         cleaned = clean_text(value)
     except UnsafeText as exc:
         raise FormError({field: str(exc)}) from None
+    missing, too_long = TEXT_MESSAGES.get(label, (None, None))
     if not cleaned:
-        raise FormError({field: f"Enter {label}."})
+        raise FormError({field: _(missing) if missing else _("Enter %(label)s.", label=label)})
     if len(cleaned) > maximum:
-        raise FormError({field: f"{label[0].upper()}{label[1:]} must be at most {maximum} characters."})
+        raise FormError({field: _(too_long, max=maximum) if too_long else
+                         _("%(label)s: at most %(max)d characters.", label=label, max=maximum)})
     return cleaned
 
 
@@ -165,13 +196,13 @@ def common_passwords() -> frozenset[str]:
 def check_password(password: str, email: str = "", field: str = "password") -> str:
     password = password or ""
     if len(password) < PASSWORD_MIN:
-        raise FormError({field: f"Use at least {PASSWORD_MIN} characters."})
+        raise FormError({field: _("Use at least %(min)d characters.", min=PASSWORD_MIN)})
     if len(password) > PASSWORD_MAX:
-        raise FormError({field: f"Use at most {PASSWORD_MAX} characters."})
+        raise FormError({field: _("Use at most %(max)d characters.", max=PASSWORD_MAX)})
     if password.casefold() in common_passwords():
-        raise FormError({field: "This password is too common and easy to guess. Choose another."})
+        raise FormError({field: _("This password is too common and easy to guess. Choose another.")})
     if email and password.casefold() == email.casefold():
-        raise FormError({field: "Your password must not be your email address."})
+        raise FormError({field: _("Your password must not be your email address.")})
     return password
 
 
@@ -244,11 +275,11 @@ def register(
             user_id = create_company(db, now, settings, company_name, name, email, password_hash, plan,
                                      locale=locale)
     if taken:  # raised after the commit: the attempt must stay recorded
-        raise FormError({"email": ADDRESS_TAKEN})
+        raise FormError({"email": _(ADDRESS_TAKEN)})
     return user_by_id(db, user_id)
 
 
-ADDRESS_TAKEN = "An account with this email already exists. Log in or reset your password."
+ADDRESS_TAKEN = N_("An account with this email already exists. Log in or reset your password.")
 
 
 def _address_taken(db: Database, now: datetime, email: str, ip: str | None, kind: str) -> bool:
@@ -304,7 +335,7 @@ def _insert_user(db, now, company_id, email, name, password_hash, role) -> int:
             [company_id, email, name, password_hash, role, clock.iso(now), clock.iso(now)],
         ).lastrowid
     except sqlite3.IntegrityError:
-        raise FormError({"email": ADDRESS_TAKEN}) from None
+        raise FormError({"email": _(ADDRESS_TAKEN)}) from None
 
 
 def create_staff(db: Database, now: datetime, *, email: str, name: str, password_hash: str) -> dict:
@@ -320,7 +351,7 @@ def set_locale(db: Database, user_id: int, locale: str) -> None:
 
     chosen = i18n.normalize(locale)
     if chosen is None:
-        raise FormError({"locale": "Choose English or Türkçe."})
+        raise FormError({"locale": _("Choose English or Türkçe.")})
     with write(db):
         db.conn.execute("UPDATE users SET locale = ? WHERE id = ?", [chosen, user_id])
 
@@ -513,7 +544,7 @@ def reset_token_user(db: Database, now: datetime, token: str) -> dict:
         [token_hash(token or "")],
     )
     if row is None or row["used_at"] or now >= clock.parse(row["expires_at"]):
-        raise InvalidToken("This password reset link has expired or was already used.")
+        raise InvalidToken(_("This password reset link has expired or was already used."))
     return row
 
 
@@ -545,8 +576,8 @@ def team(db: Database, now: datetime, company_id: int) -> dict:
     }
 
 
-INVITEE_HAS_ACCOUNT = ("This address already has an account, and an account belongs to one team. "
-                       "They can log in, or reset their password if they forgot it.")
+INVITEE_HAS_ACCOUNT = N_("This address already has an account, and an account belongs to one team. "
+                         "They can log in, or reset their password if they forgot it.")
 
 
 def invite(db: Database, now: datetime, settings: Settings, inviter: dict, email: str, role: str = "member",
@@ -556,13 +587,13 @@ def invite(db: Database, now: datetime, settings: Settings, inviter: dict, email
     if inviter["role"] != "owner":
         raise PermissionError("Only the owner can invite colleagues.")
     if role not in ("member", "owner"):
-        raise FormError({"role": "Choose member or owner."})
+        raise FormError({"role": _("Choose member or owner.")})
     with write(db):
         taken = _address_taken(db, now, email, ip, "invite")
         if not taken:
             _send_invite(db, now, settings, inviter, email, role)
     if taken:  # raised after the commit: the attempt must stay recorded
-        raise FormError({"email": INVITEE_HAS_ACCOUNT})
+        raise FormError({"email": _(INVITEE_HAS_ACCOUNT)})
 
 
 def _send_invite(db: Database, now: datetime, settings: Settings, inviter: dict, email: str, role: str) -> None:
@@ -578,8 +609,9 @@ def _send_invite(db: Database, now: datetime, settings: Settings, inviter: dict,
     the_company = company(db, inviter["company_id"])
     events.record(db, now, "team.invited", f"{inviter['name']} invited {email} as {role}",
                   company_id=inviter["company_id"], actor=f"user:{inviter['id']}", email=email, role=role)
+    # The invitee has no account, so no language of their own yet: they get the inviter's.
     mail.enqueue(db, now, settings, template="invite", to=email, dedupe_key=f"invite:{invite_id}",
-                 company_id=inviter["company_id"],
+                 company_id=inviter["company_id"], locale=i18n.normalize(inviter.get("locale")) or i18n.current(),
                  context={"inviter": inviter["name"], "company": the_company["name"], "role": role,
                           "invite_url": settings.url(f"/auth/invite/{token}"),
                           "days": INVITE_TTL.days})
@@ -593,7 +625,7 @@ def invite_for_token(db: Database, now: datetime, token: str) -> dict:
         [token_hash(token or "")],
     )
     if row is None or row["accepted_at"] or row["revoked_at"] or now >= clock.parse(row["expires_at"]):
-        raise InvalidToken("This invitation has expired, was withdrawn, or was already used.")
+        raise InvalidToken(_("This invitation has expired, was withdrawn, or was already used."))
     return row
 
 
@@ -623,7 +655,7 @@ def remove_member(db: Database, now: datetime, actor: dict, user_id: int) -> Non
     if actor["role"] != "owner":
         raise PermissionError("Only the owner can remove colleagues.")
     if user_id == actor["id"]:
-        raise FormError({"member": "You cannot remove yourself."})
+        raise FormError({"member": _("You cannot remove yourself.")})
     with write(db):
         member = one(db, "SELECT * FROM users WHERE id = ? AND company_id = ?", [user_id, actor["company_id"]])
         if member is None:

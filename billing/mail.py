@@ -67,7 +67,17 @@ def _env() -> jinja2.Environment:
     from billing.web.templating import register_filters  # one set of filters for pages and mail
 
     register_filters(env)
+    env.globals["failure_reason"] = _failure_reason
     return env
+
+
+def _failure_reason(code) -> str | None:
+    """Our own sentence, in the email's language, for PayTR's failed_reason_code (PayTR's raw
+    words stay a labelled detail, never part of our sentence)."""
+    from billing import payments
+
+    explain = getattr(payments, "failure_reason", None)  # billing/payments.py, the customer pages' side
+    return str(explain(code)) if explain and code else None
 
 
 _environment: jinja2.Environment | None = None
@@ -126,10 +136,14 @@ def enqueue(
     not needed to queue (the sender renders with its own, `base_url` included), so a
     domain function without them, like `usage.record`, may pass None.
     """
-    if locale is None:
+    if locale is None or "name" not in context:
         # The recipient's own language when they have an account; else the sender's choice or the default.
-        known = one(db, "SELECT locale FROM users WHERE email = ?", [to])
-        locale = known["locale"] if known else None
+        # Their name too, for the greeting, when the caller did not give one (a receipt, a refund).
+        known = one(db, "SELECT locale, name FROM users WHERE email = ?", [to])
+        if locale is None:
+            locale = known["locale"] if known else None
+        if known and known["name"] and "name" not in context:
+            context = {**context, "name": known["name"]}
     cursor = db.conn.execute(
         """INSERT INTO outbox (dedupe_key, company_id, template, to_addr, context, next_attempt_at, created_at,
                                locale)
@@ -155,13 +169,14 @@ def rendered(row: dict, settings: Settings) -> dict:
 
 def alert_staff(db: Database, now: datetime, settings: Settings, *, dedupe_key: str, title: str,
                 body: str, company_id: int | None = None) -> None:
-    """Email the operator's staff about something that needs a human (an anomaly)."""
+    """Email the operator's staff about something that needs a human (an anomaly). Titles and bodies
+    are written in English by their callers: staff read the default language, DEFAULT_LOCALE."""
     recipients = [settings.staff_alert_email] if settings.staff_alert_email else [
         r["email"] for r in rows(db, "SELECT email FROM users WHERE role = 'staff' ORDER BY id")
     ]
     for address in recipients:
         enqueue(db, now, settings, template="staff_alert", to=address,
-                dedupe_key=f"{dedupe_key}:{address}", company_id=company_id,
+                dedupe_key=f"{dedupe_key}:{address}", company_id=company_id, locale=settings.default_locale,
                 context={"title": title, "body": body})
 
 

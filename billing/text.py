@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from billing.i18n import gettext as _
+
 # Tab, newline and carriage return are ordinary whitespace in a pasted value.
 _WHITESPACE_CONTROLS = frozenset("\t\n\r")
 # Embeddings, overrides (U+202A..U+202E) and isolates (U+2066..U+2069).
@@ -32,9 +34,9 @@ def clean(value: str | None, *, multiline: bool = False) -> str:
         if ch in _WHITESPACE_CONTROLS:
             continue
         if unicodedata.category(ch) == "Cc":
-            raise UnsafeText("Remove the control characters (such as NUL) from this text.")
+            raise UnsafeText(_("Remove the control characters (such as NUL) from this text."))
         if ch in BIDI_CONTROLS:
-            raise UnsafeText("Remove the hidden characters that change the direction of the text.")
+            raise UnsafeText(_("Remove the hidden characters that change the direction of the text."))
     text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
     if multiline:
         lines = (" ".join(line.split()) for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))

@@ -17,7 +17,7 @@ from billing import accounts, events, plans
 from billing.accounts import FormError
 from billing.db import one, rows, write
 from billing.entitlements import customer_id
-from billing.i18n import gettext as _, lazy_gettext
+from billing.i18n import gettext as _
 from billing.settings import Settings
 from billing.text import UnsafeText, clean
 
@@ -83,11 +83,11 @@ def _checks(settings: Settings, data: dict) -> dict:
     """Check the fields present in `data`; one FormError naming every bad one."""
     checks = {
         "external_id": lambda v: check_external_id(v),
-        "name": lambda v: accounts.check_text(_string(v, "name"), "name", lazy_gettext("the company's name"),
+        "name": lambda v: accounts.check_text(_string(v, "name"), "name", "the company's name",
                                               accounts.COMPANY_MAX),
         "email": lambda v: accounts.check_email(_string(v, "email"), smtputf8=settings.smtp_smtputf8),
         "owner_name": lambda v: None if v is None else accounts.check_text(
-            _string(v, "owner_name"), "owner_name", lazy_gettext("the owner's name"), accounts.NAME_MAX),
+            _string(v, "owner_name"), "owner_name", "the owner's name", accounts.NAME_MAX),
         "locale": check_locale,
         "timezone": check_timezone,
     }

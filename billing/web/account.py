@@ -1,4 +1,4 @@
-"""The customer's side: the billing dashboard and the team page."""
+"""The customer's side: the billing dashboard, the team page and the account page (the user's language)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import accounts, billing_details, dashboard, subscriptions
+from billing import accounts, billing_details, dashboard, i18n, subscriptions
 from billing.accounts import FormError
-from billing.web.common import (current_user, flash, form, ip, login_required, now, owner_required, redirect, run,
-                                settings)
+from billing.i18n import gettext as _, ngettext
+from billing.web.common import (LANG_COOKIE, current_user, flash, form, ip, login_required, now, owner_required,
+                                redirect, run, settings)
 from billing.web import wallet
 from billing.web.templating import render
 
@@ -48,7 +49,7 @@ async def save_details(request: Request):
         await run(request, billing_details.update, now(request), user, data)
     except FormError as exc:
         return await _details_page(request, values=data, errors=exc.errors, status=422)
-    flash(request, "Billing details saved. New invoices will be made out to them.")
+    flash(request, _("Billing details saved. New invoices will be made out to them."))
     return redirect(request, "/billing/details")
 
 
@@ -76,7 +77,9 @@ async def invite(request: Request):
         return await _team_page(request, errors=exc.errors, values=data, status=422)
     except accounts.TooManyAttempts as exc:
         return await _team_page(request, errors={"email": exc.message}, values=data, status=429)
-    flash(request, f"Invitation sent to {email}. The link works for {accounts.INVITE_TTL.days} days.")
+    flash(request, ngettext("Invitation sent to %(email)s. The link works for %(num)d day.",
+                            "Invitation sent to %(email)s. The link works for %(num)d days.",
+                            accounts.INVITE_TTL.days, email=email))
     return redirect(request, "/billing/team")
 
 
@@ -84,7 +87,7 @@ async def invite(request: Request):
 async def withdraw_invite(request: Request):
     user = await current_user(request)
     await run(request, accounts.revoke_invite, now(request), user, request.path_params["invite_id"])
-    flash(request, "Invitation withdrawn.")
+    flash(request, _("Invitation withdrawn."))
     return redirect(request, "/billing/team")
 
 
@@ -98,11 +101,49 @@ async def remove_member(request: Request):
     except FormError as exc:
         flash(request, exc.errors["member"], "error")
         return redirect(request, "/billing/team")
-    flash(request, "Colleague removed; their sessions have ended.")
+    flash(request, _("Colleague removed; their sessions have ended."))
     return redirect(request, "/billing/team")
 
 
+ONE_YEAR = 365 * 24 * 3600
+
+
+async def _account_page(request: Request, errors: dict | None = None, status: int = 200):
+    user = await current_user(request)
+    company = await run(request, accounts.company, user["company_id"])
+    return render(request, "billing/account.html",
+                  {"company": company, "errors": errors or {}, "locale_choice": user.get("locale") or i18n.current()},
+                  status=status)
+
+
+@login_required
+async def account_page(request: Request):
+    return await _account_page(request)
+
+
+@login_required
+async def save_language(request: Request):
+    """The user's language: their pages, and every email to them from now on."""
+    user = await current_user(request)
+    data = await form(request)
+    try:
+        await run(request, accounts.set_locale, user["id"], data.get("locale", ""))
+    except FormError as exc:
+        return await _account_page(request, errors=exc.errors, status=422)
+    chosen = i18n.normalize(data.get("locale"))
+    with i18n.using(chosen):  # said in the language just chosen
+        flash(request, _("Language saved. Pages and emails will be in English from now on.") if chosen == "en"
+              else _("Language saved. Pages and emails will be in Turkish from now on."))
+    response = redirect(request, "/billing/account")
+    # After logging out, this browser keeps the choice too.
+    response.set_cookie(LANG_COOKIE, chosen, max_age=ONE_YEAR, httponly=True, samesite="lax",
+                        secure=settings(request).https)
+    return response
+
+
 routes = [
+    Route("/billing/account", account_page),
+    Route("/billing/account/language", save_language, methods=["POST"]),
     Route("/billing/", billing_home),
     Route("/billing/details", details),
     Route("/billing/details", save_details, methods=["POST"]),

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from billing import accounts, plans
+from billing.i18n import gettext as _, ngettext
 from billing.accounts import FormError, InvalidToken, Throttle, TooManyAttempts
 from billing.web.common import (locale, current_user, flash, form, in_thread, ip, now, redirect, run, safe_next, session_now,
                                 settings, user_agent)
@@ -70,7 +71,8 @@ async def register(request: Request):
         return render(request, "auth/register.html", context, status=429, fragment="auth/_register_form.html",
                       headers=retry_after(exc.throttle))
     await _log_in(request, user)
-    flash(request, f"Welcome aboard! Your {settings(request).trial_days}-day free trial has started.")
+    flash(request, ngettext("Welcome aboard! Your %(num)d-day free trial has started.",
+                            "Welcome aboard! Your %(num)d-day free trial has started.", settings(request).trial_days))
     return redirect(request, "/billing/")
 
 
@@ -90,11 +92,11 @@ async def login(request: Request):
     context["values"] = {"email": email, "next": next_url}
 
     if not email or not password:
-        context["errors"] = {k: v for k, v in (("email", "Enter your email address." if not email else None),
-                                               ("password", "Enter your password." if not password else None)) if v}
+        context["errors"] = {k: v for k, v in (("email", _("Enter your email address.") if not email else None),
+                                               ("password", _("Enter your password.") if not password else None)) if v}
         return render(request, "auth/login.html", context, status=422, fragment="auth/_login_form.html")
     if len(password) > accounts.PASSWORD_MAX or len(email) > accounts.EMAIL_MAX:
-        context["message"] = "Email or password is incorrect."
+        context["message"] = _("Email or password is incorrect.")
         return render(request, "auth/login.html", context, status=422, fragment="auth/_login_form.html")
 
     # Counted before the password is checked, in the same transaction as the decision.
@@ -107,7 +109,7 @@ async def login(request: Request):
         await asyncio.sleep(attempt.delay)  # slows guessing without tying up a worker thread
     user = await run(request, accounts.finish_login, now(request), attempt, email, password)
     if user is None:
-        context["message"] = "Email or password is incorrect."
+        context["message"] = _("Email or password is incorrect.")
         return render(request, "auth/login.html", context, status=422, fragment="auth/_login_form.html")
     await _log_in(request, user)
     return redirect(request, safe_next(next_url, _home(user)))
@@ -117,7 +119,7 @@ async def logout(request: Request):
     token = request.session.get("sid")
     await run(request, accounts.end_session, token)
     request.session.clear()
-    flash(request, "You have been logged out.")
+    flash(request, _("You have been logged out."))
     return redirect(request, "/auth/login")
 
 
@@ -150,7 +152,7 @@ async def reset_password(request: Request):
         user = await run(request, accounts.reset_token_user, now(request), token)
     except InvalidToken as exc:
         return render(request, "auth/link_invalid.html", {"message": str(exc), "again_url": "/auth/forgot-password",
-                                                          "again_label": "Send a new link"}, status=410)
+                                                          "again_label": _("Send a new link")}, status=410)
     context["email"] = user["email"]
     if request.method != "POST":
         return render(request, "auth/reset_password.html", context)
@@ -158,7 +160,7 @@ async def reset_password(request: Request):
     try:
         password = accounts.check_password(data.get("password"), user["email"])
         if data.get("password") != data.get("password_confirm"):
-            raise FormError({"password_confirm": "The two passwords do not match."})
+            raise FormError({"password_confirm": _("The two passwords do not match.")})
         password_hash = await in_thread(accounts.hash_password, password)
         await run(request, accounts.reset_password, now(request), token, password_hash)
     except FormError as exc:
@@ -167,10 +169,10 @@ async def reset_password(request: Request):
                       fragment="auth/_reset_password_form.html")
     except InvalidToken as exc:  # used in another tab a moment ago
         return render(request, "auth/link_invalid.html", {"message": str(exc), "again_url": "/auth/forgot-password",
-                                                          "again_label": "Send a new link"}, status=410)
+                                                          "again_label": _("Send a new link")}, status=410)
     request.session.clear()
-    flash(request, "Your password has been changed and you were logged out everywhere. "
-                   "Log in with your new password.")
+    flash(request, _("Your password has been changed and you were logged out everywhere. "
+                     "Log in with your new password."))
     return redirect(request, "/auth/login")
 
 
@@ -180,7 +182,7 @@ async def accept_invite(request: Request):
         invite = await run(request, accounts.invite_for_token, now(request), token)
     except InvalidToken as exc:
         return render(request, "auth/link_invalid.html", {"message": str(exc), "again_url": "/auth/login",
-                                                          "again_label": "Go to login"}, status=410)
+                                                          "again_label": _("Go to login")}, status=410)
     context = {"invite": invite, "errors": {}, "values": {}, "token": token}
     if request.method != "POST":
         return render(request, "auth/accept_invite.html", context)
@@ -198,9 +200,9 @@ async def accept_invite(request: Request):
         return render(request, "auth/accept_invite.html", context, status=422, fragment="auth/_accept_invite_form.html")
     except InvalidToken as exc:
         return render(request, "auth/link_invalid.html", {"message": str(exc), "again_url": "/auth/login",
-                                                          "again_label": "Go to login"}, status=410)
+                                                          "again_label": _("Go to login")}, status=410)
     await _log_in(request, user)
-    flash(request, f"Welcome to {invite['company_name']}!")
+    flash(request, _("Welcome to %(company)s!", company=invite["company_name"]))
     return redirect(request, "/billing/")
 
 
