@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from billing.i18n import gettext as _, lazy_gettext, ngettext
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -14,23 +16,25 @@ class Plan:
     currency: str
     workspaces: int | None  # None = unlimited
     storage_gb: int
-    blurb: str
+    blurb: str  # a lazy string: shown in the reader's language
 
     @property
     def workspaces_label(self) -> str:
-        return "Unlimited workspaces" if self.workspaces is None else f"{self.workspaces} workspaces"
+        if self.workspaces is None:
+            return _("Unlimited workspaces")
+        return ngettext("%(num)d workspace", "%(num)d workspaces", self.workspaces)
 
     @property
     def storage_label(self) -> str:
-        return f"{self.storage_gb} GB storage"
+        return _("%(gb)d GB storage", gb=self.storage_gb)
 
 
 PLANS: dict[str, Plan] = {
     plan.code: plan
     for plan in (
-        Plan("starter", "Starter", 2900, "USD", 5, 10, "For small teams getting started."),
-        Plan("team", "Team", 9900, "USD", 20, 50, "For growing teams that collaborate daily."),
-        Plan("enterprise", "Enterprise", 29900, "USD", None, 250, "For organisations that need room to grow."),
+        Plan("starter", "Starter", 2900, "USD", 5, 10, lazy_gettext("For small teams getting started.")),
+        Plan("team", "Team", 9900, "USD", 20, 50, lazy_gettext("For growing teams that collaborate daily.")),
+        Plan("enterprise", "Enterprise", 29900, "USD", None, 250, lazy_gettext("For organisations that need room to grow.")),
     )
 }
 DEFAULT_PLAN = "starter"
