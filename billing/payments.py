@@ -384,13 +384,13 @@ def _failed(db, now, settings, payment, cb) -> str:
     events.record(db, now, "payment.failed", f"Payment failed: {message}", company_id=payment["company_id"],
                   actor="paytr", merchant_oid=payment["merchant_oid"], reason_code=code)
     if payment["method"] == "recurring" and payment["kind"] == "renewal":
-        _renewal_charge_failed(db, now, settings, payment, message)
+        _renewal_charge_failed(db, now, settings, payment, message, code)
     elif payment["status"] == PENDING:  # a replaced checkout failing is the customer moving on
-        _email_failure(db, now, settings, payment, message)
+        _email_failure(db, now, settings, payment, message, code)
     return "failed"
 
 
-def _renewal_charge_failed(db, now, settings, payment, message) -> None:
+def _renewal_charge_failed(db, now, settings, payment, message, code=None) -> None:
     """Dunning: the first failure makes the subscription past due; each failure emails a pay link."""
     sub = subscriptions.for_company(db, payment["company_id"])
     if sub["current_period_end"] != payment["base_period_end"]:
@@ -415,6 +415,7 @@ def _renewal_charge_failed(db, now, settings, payment, message) -> None:
                           "next_plan_name": plan.name, "price": payment["amount"], "currency": payment["currency"],
                           "period_end": sub["current_period_end"], "grace_days": settings.grace_days,
                           "tz": _tz(company, settings).key, "step": step, "card": True, "reason": message,
+                          "reason_code": code,  # payments.failure_reason(reason_code): our sentence
                           "pay_url": settings.url("/billing/renew"), "dashboard_url": settings.url("/billing/")})
 
 
@@ -466,13 +467,14 @@ def _keep_raw(db, now, cb, remote_addr, outcome) -> None:
                 json.dumps(cb.fields, sort_keys=True, ensure_ascii=False), remote_addr, outcome])
 
 
-def _email_failure(db, now, settings, payment, message) -> None:
+def _email_failure(db, now, settings, payment, message, code=None) -> None:
     company = accounts.company(db, payment["company_id"])
     plan = plans.get(payment["plan"])
     mail.enqueue(db, now, settings, template="payment_failed", to=payment["email"],
                  dedupe_key=f"payment-failed:{payment['merchant_oid']}", company_id=company["id"],
                  context={"company": company["name"], "plan_name": plan.name, "amount": payment["amount"],
                           "currency": payment["currency"], "reason": message,
+                          "reason_code": code,  # payments.failure_reason(reason_code): our sentence
                           "retry_url": settings.url(f"/billing/payment/fail?oid={payment['merchant_oid']}")})
 
 

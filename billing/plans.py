@@ -16,7 +16,11 @@ class Plan:
     currency: str
     workspaces: int | None  # None = unlimited
     storage_gb: int
-    blurb: str  # a lazy string: shown in the reader's language
+    blurb: str  # in English, as stored in emails' contexts; `blurb_text` is the reader's language
+
+    @property
+    def blurb_text(self) -> str:
+        return _(self.blurb)
 
     @property
     def workspaces_label(self) -> str:
@@ -32,12 +36,15 @@ class Plan:
 PLANS: dict[str, Plan] = {
     plan.code: plan
     for plan in (
-        Plan("starter", "Starter", 2900, "USD", 5, 10, lazy_gettext("For small teams getting started.")),
-        Plan("team", "Team", 9900, "USD", 20, 50, lazy_gettext("For growing teams that collaborate daily.")),
-        Plan("enterprise", "Enterprise", 29900, "USD", None, 250, lazy_gettext("For organisations that need room to grow.")),
+        Plan("starter", "Starter", 2900, "USD", 5, 10, "For small teams getting started."),
+        Plan("team", "Team", 9900, "USD", 20, 50, "For growing teams that collaborate daily."),
+        Plan("enterprise", "Enterprise", 29900, "USD", None, 250, "For organisations that need room to grow."),
     )
 }
 DEFAULT_PLAN = "starter"
+# The blurbs above, for the catalog (Plan.blurb_text translates them when shown).
+_BLURBS = (lazy_gettext("For small teams getting started."), lazy_gettext("For growing teams that collaborate daily."),
+           lazy_gettext("For organisations that need room to grow."))
 
 
 class UnknownPlan(LookupError):
