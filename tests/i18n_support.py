@@ -65,5 +65,6 @@ def english_left(html_or_text: str, also_allowed: tuple[str, ...] = ()) -> list[
     for name in sorted([*ALLOWED, *also_allowed], key=len, reverse=True):
         text = text.replace(name, " ")
     text = re.sub(r"\S+@\S+|https?://\S+|/\S*|\b[A-Z]{2,}-\d{4}-\d+\b|\b\w*\d\w*\b", " ", text)  # addresses, codes
-    words = re.findall(r"[A-Za-z]+", text)
+    # whole words, Turkish letters included: "çalışan" must not read as "al" + "an"
+    words = re.findall(r"[^\W\d_]+", text)
     return sorted({w for w in words if w.lower() in ENGLISH})
