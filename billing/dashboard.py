@@ -71,7 +71,7 @@ def event_text(event: dict, currencies: dict[str, str] | None = None) -> tuple[s
     after = message.partition(": ")[2] or None  # "Payment failed: <PayTR's words>"
 
     if kind == "company.registered":
-        return _("Account opened; the free trial started."), None
+        return _("Account registered; the free trial started."), None
     if kind.startswith("subscription."):
         status = kind.split(".", 1)[1]
         plan = plans.PLANS.get(data.get("plan") or "")

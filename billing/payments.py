@@ -104,7 +104,7 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
                                       date=i18n.date_text(begins.astimezone(settings.tz))))
             base_plan = sub["plan"]
             # What the basket tells PayTR; the invoice line is written from the period actually granted.
-            start, end, _ = subscriptions.next_period(sub, now, settings.tz)
+            start, end, _anchor = subscriptions.next_period(sub, now, settings.tz)
             amount, description = plan.price, line_description(plan, start, end, settings.tz)
         superseded = db.conn.execute(
             "UPDATE payments SET status = ?, updated_at = ? WHERE company_id = ? AND status = ? AND method != ?",

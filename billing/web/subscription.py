@@ -32,7 +32,7 @@ async def renew(request: Request):
     sub = await _subscription(request)
     if not subscriptions.is_paid(sub):
         return redirect(request, "/billing/#plans")
-    start, end, _ = subscriptions.next_period(sub, now(request), settings(request).tz)
+    start, end, _anchor = subscriptions.next_period(sub, now(request), settings(request).tz)
     company = await run(request, accounts.company, sub["company_id"])
     return render(request, "billing/renew.html", {
         "subscription": sub, "plan": lifecycle.renewal_plan(sub), "period_start": start, "period_end": end,

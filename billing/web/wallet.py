@@ -42,7 +42,7 @@ async def after_saving_payment(request: Request, payment: dict) -> dict | None:
     if company.get("card_saved_by") != payment["merchant_oid"] or not company.get("paytr_utoken"):
         return None  # already learnt (or another payment saved a card since)
     try:
-        company, _ = await listed(request, company)
+        company, _found = await listed(request, company)
     except PaytrError:
         return None  # the dashboard or the next renewal learns it instead
     return {"label": cards.shown(company["paytr_card_label"])} if company.get("paytr_card_label") else None
