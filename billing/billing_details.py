@@ -19,15 +19,16 @@ from datetime import datetime
 from sqlite_utils import Database
 from stdnum.tr import tckimlik, vkn
 
-from billing import accounts, events
+from billing import accounts, events, i18n
 from billing.accounts import FormError
 from billing.db import write
+from billing.i18n import gettext as _, lazy_gettext
 from billing.text import UnsafeText, clean as clean_text
 
 PLACEHOLDER_PHONE = "05000000000"
 LIMITS = {"legal_name": 200, "tax_office": 100, "address": 400}  # address: PayTR's user_address limit
-LABELS = {"legal_name": "Legal name", "tax_office": "Tax office", "tax_id": "Tax number", "address": "Billing address",
-          "phone": "Phone"}
+LABELS = {"legal_name": lazy_gettext("Legal name"), "tax_office": lazy_gettext("Tax office"),
+          "tax_id": lazy_gettext("Tax number"), "address": lazy_gettext("Billing address"), "phone": lazy_gettext("Phone")}
 COLUMNS = {name: f"billing_{name}" for name in LABELS}
 
 _PHONE = re.compile(r"^\+?[0-9 ()\-]+$")
@@ -55,7 +56,7 @@ def check(data: dict) -> dict:
             values[name], errors[name] = "", str(exc)
     for name, limit in LIMITS.items():
         if len(values[name]) > limit:
-            errors[name] = f"Keep it under {limit} characters."
+            errors[name] = _("Keep it under %(limit)d characters.", limit=limit)
 
     # Spaces are how people group the digits; anything else (dashes, dots, '٤٥٤' Arabic-Indic
     # digits that str.isdigit() takes) is refused rather than guessed at.
@@ -63,19 +64,19 @@ def check(data: dict) -> dict:
     values["tax_id"] = tax_id
     if tax_id:
         if not _TAX_ID.fullmatch(tax_id):
-            errors["tax_id"] = "A tax number is 10 digits (VKN), or 11 digits for a sole trader's TC kimlik number."
+            errors["tax_id"] = _("A tax number is 10 digits (VKN), or 11 digits for a sole trader's TC kimlik number.")
         elif len(tax_id) == 10 and not vkn.is_valid(tax_id):
-            errors["tax_id"] = "This tax number (VKN) is not valid; check the digits."
+            errors["tax_id"] = _("This tax number (VKN) is not valid; check the digits.")
         elif len(tax_id) == 11 and not tckimlik.is_valid(tax_id):  # check digits only, no online lookup
-            errors["tax_id"] = "This TC kimlik number is not valid; check the digits."
+            errors["tax_id"] = _("This TC kimlik number is not valid; check the digits.")
         elif not values["tax_office"]:
-            errors.setdefault("tax_office", "Enter the tax office that goes with the tax number.")
+            errors.setdefault("tax_office", _("Enter the tax office that goes with the tax number."))
 
     phone = values["phone"]
     if phone:
         digits = re.sub(r"\D", "", phone)
         if not _PHONE.match(phone) or not 10 <= len(digits) <= 15:
-            errors["phone"] = "Enter a phone number with its area code, for example 0532 123 45 67."
+            errors["phone"] = _("Enter a phone number with its area code, for example 0532 123 45 67.")
         else:
             values["phone"] = ("+" if phone.startswith("+") else "") + digits
     if errors:  # in the form's order, so the cursor lands on the first field to fix
@@ -96,9 +97,10 @@ def update(db: Database, now: datetime, user: dict, data: dict) -> dict:
             assignments = ", ".join(f"{COLUMNS[name]} = ?" for name in changed)
             db.conn.execute(f"UPDATE companies SET {assignments} WHERE id = ?",
                             [*(values[name] or None for name in changed), company["id"]])
+            with i18n.using("en"):  # the audit trail is written in English; the timeline translates it
+                fields = ", ".join(str(LABELS[name]).lower() for name in changed)
             events.record(db, now, "company.billing_details_updated",
-                          f"{user['name']} updated the billing details: "
-                          + ", ".join(LABELS[name].lower() for name in changed),
+                          f"{user['name']} updated the billing details: {fields}",
                           company_id=company["id"], actor=f"user:{user['id']}", fields=changed)
         return accounts.company(db, company["id"])
 

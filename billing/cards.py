@@ -17,12 +17,14 @@ a transaction and never in the callback.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 
 from sqlite_utils import Database
 
 from billing import accounts, clock, events, mail, plans, subscriptions
 from billing.db import one, write
+from billing.i18n import gettext as _
 from billing.settings import Settings
 
 # The mark of cards saved before the chosen card existed: renewals charged PayTR's first card.
@@ -42,7 +44,21 @@ def describe(card: dict) -> dict:
 
 
 def label(card: dict) -> str:
+    """The card's name as stored (companies.paytr_card_label, events): always in English."""
     return f"{card['brand']} ending {card['last4']}" if card.get("last4") else card.get("brand", "card")
+
+
+_STORED_LABEL = re.compile(r"^(?P<brand>.+) ending (?P<last4>\d{4})$")
+
+
+def shown(stored: str | None) -> str | None:
+    """A stored label ("Visa ending 4242") in the reader's language."""
+    if not stored:
+        return stored
+    found = _STORED_LABEL.match(stored)
+    if found:
+        return _("%(brand)s ending %(last4)s", brand=found["brand"], last4=found["last4"])
+    return _("Saved card") if stored in ("card", "Card", "saved card", "Saved card") else stored
 
 
 def renews_by_card(company: dict) -> bool:
@@ -56,7 +72,7 @@ def wallet(company: dict, listed: list[dict]) -> dict:
     chosen = next((c for c in cards if c["ctoken"] == company.get("paytr_ctoken")), None)
     missing = company.get("paytr_ctoken") and chosen is None
     return {"card": chosen, "other_cards": [c for c in cards if c is not chosen],
-            "missing_card": (company.get("paytr_card_label") or "The chosen card") if missing else None}
+            "missing_card": shown(company.get("paytr_card_label")) or _("The chosen card") if missing else None}
 
 
 def find(listed: list[dict], ctoken: str) -> dict | None:
@@ -155,12 +171,12 @@ def choose(db: Database, now: datetime, user: dict, before: dict, listed: list[d
     """The owner chose which saved card renewals charge (`listed`: PayTR's list, just fetched)."""
     found = find(listed, ctoken)
     if found is None:
-        raise CardError("That card is no longer saved at PayTR. Here are the cards it has now.")
+        raise CardError(_("That card is no longer saved at PayTR. Here are the cards it has now."))
     card = describe(found)
     with write(db):
         company = accounts.company(db, user["company_id"])
         if not _sync_in(db, now, company, before, listed):
-            raise CardError("Your saved cards changed a moment ago. Please choose again.")
+            raise CardError(_("Your saved cards changed a moment ago. Please choose again."))
         company = accounts.company(db, company["id"])
         if company["paytr_ctoken"] != card["ctoken"]:
             _choose_in(db, now, company, card, f"{user['name']} chose {label(card)} for renewals",
@@ -189,6 +205,7 @@ def removed(db: Database, now: datetime, settings: Settings, user: dict, before:
         if was != renews_by_card(company):
             _replan(db, now, company["id"])
         renewals = (company["paytr_card_label"] or "the card you saved last") if renews_by_card(company) else None
+        renewals_shown = (shown(company["paytr_card_label"]) or _("the card you saved last")) if renewals else None
         events.record(db, now, "card.removed", f"{user['name']} removed the saved card {label(card)}",
                       company_id=company["id"], actor=events.user_actor(user), card=label(card))
         sub = subscriptions.for_company(db, company["id"])
@@ -202,4 +219,4 @@ def removed(db: Database, now: datetime, settings: Settings, user: dict, before:
                                   "renewals_card": renewals, "other_cards": len(remaining),
                                   "period_end": sub["current_period_end"] if subscriptions.is_paid(sub) else None,
                                   "tz": company["timezone"], "dashboard_url": settings.url("/billing/")})
-    return {"label": label(card), "renewals_card": renewals, "remaining": len(remaining)}
+    return {"label": shown(label(card)), "renewals_card": renewals_shown, "remaining": len(remaining)}

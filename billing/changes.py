@@ -26,6 +26,7 @@ from sqlite_utils import Database
 
 from billing import accounts, clock, events, mail, money, plans, subscriptions, usage
 from billing.db import one, write
+from billing.i18n import gettext as _
 from billing.settings import Settings
 from billing.subscriptions import ACTIVE, PAST_DUE
 
@@ -73,8 +74,8 @@ def _email(db, now, settings, template, key, sub, company, **extra) -> None:
 def _active_sub(db, company_id: int) -> dict:
     sub = subscriptions.for_company(db, company_id)
     if sub["status"] != ACTIVE:
-        raise ChangeError("Plans can be changed while the subscription is active and paid."
-                          if sub["status"] != PAST_DUE else "Please pay the overdue month first.")
+        raise ChangeError(_("Plans can be changed while the subscription is active and paid.")
+                          if sub["status"] != PAST_DUE else _("Please pay the overdue month first."))
     return sub
 
 
@@ -95,7 +96,7 @@ def cancel_at_period_end(db: Database, now: datetime, settings: Settings, user: 
             return sub
         if renewal_charge_in_flight(db, sub):
             # Its success would have to be refunded, or would undo the cancel: let it finish first.
-            raise ChangeError("A renewal charge is being processed; try again in a minute.")
+            raise ChangeError(_("A renewal charge is being processed; try again in a minute."))
         company = accounts.company(db, user["company_id"])
         sub = _update(db, now, sub, cancel_at_period_end=1, scheduled_plan=None)
         events.record(db, now, "subscription.cancel_scheduled",
@@ -113,7 +114,7 @@ def resume(db: Database, now: datetime, settings: Settings, user: dict) -> dict:
         if not sub["cancel_at_period_end"]:
             return sub
         if now >= clock.parse(sub["current_period_end"]):
-            raise ChangeError("The subscription has already ended; subscribe again instead.")
+            raise ChangeError(_("The subscription has already ended; subscribe again instead."))
         sub = _update(db, now, sub, cancel_at_period_end=0)
         events.record(db, now, "subscription.resumed", f"resumed by {user['name']}; it renews as usual",
                       company_id=sub["company_id"], actor=events.user_actor(user))
@@ -142,7 +143,7 @@ def quote(sub: dict, new_code: str, now: datetime, vat_rate: Decimal,
     period = int((end - start).total_seconds())
     left = int((end - max(now, start)).total_seconds())
     if left <= 0 or period <= 0:
-        raise ChangeError("The current period has ended; renew first.")
+        raise ChangeError(_("The current period has ended; renew first."))
     share = Fraction(left, period)
     running = [(s_, e_) for s_, e_ in earlier if e_ > now and e_ <= start and e_ > s_]
     for s_, e_ in running:
@@ -186,12 +187,12 @@ def preview(db: Database, now: datetime, settings: Settings, company_id: int,
     sub = _active_sub(db, company_id)
     if renewal_charge_in_flight(db, sub):
         # The charge is for the current plan; a change now would have to undo or refund it.
-        raise ChangeError("A renewal charge is being processed; try again in a minute.")
+        raise ChangeError(_("A renewal charge is being processed; try again in a minute."))
     kind = direction(sub, new_code)
     if kind == "same":
-        raise ChangeError(f"You're already on {plans.get(new_code).name}.")
+        raise ChangeError(_("You're already on %(plan)s.", plan=plans.get(new_code).name))
     if sub["cancel_at_period_end"]:
-        raise ChangeError("The subscription is set to end; resume it before changing plans.")
+        raise ChangeError(_("The subscription is set to end; resume it before changing plans."))
     if kind == "downgrade" and (too_big := usage.refusals(plans.get(new_code), accounts.company(db, company_id))):
         # Checked against the latest report the host product sent; a later report that outgrows
         # a downgrade already scheduled warns the owner instead (usage.record).
@@ -202,7 +203,7 @@ def preview(db: Database, now: datetime, settings: Settings, company_id: int,
 def upgrade_quote(db: Database, now: datetime, settings: Settings, company_id: int, new_code: str) -> Quote:
     kind, upgrade = preview(db, now, settings, company_id, new_code)
     if kind != "upgrade":
-        raise ChangeError("That plan is not an upgrade.")
+        raise ChangeError(_("That plan is not an upgrade."))
     return upgrade
 
 
@@ -212,7 +213,7 @@ def upgrade_for_free(db: Database, now: datetime, settings: Settings, user: dict
         sub = _active_sub(db, user["company_id"])
         q = current_quote(db, now, settings, sub, new_code)
         if q.amount:
-            raise ChangeError("This upgrade has a charge; pay it at checkout.")
+            raise ChangeError(_("This upgrade has a charge; pay it at checkout."))
         return switch_plan_now(db, now, settings, sub, q.new.code, f"upgraded by {user['name']} (no charge: "
                                f"{q.exact} cents is below PayTR's minimum)", actor=events.user_actor(user))
 
@@ -232,7 +233,7 @@ def switch_plan_now(db: Database, now: datetime, settings: Settings, sub: dict, 
 def schedule_downgrade(db: Database, now: datetime, settings: Settings, user: dict, new_code: str) -> dict:
     with write(db):
         if preview(db, now, settings, user["company_id"], new_code)[0] != "downgrade":
-            raise ChangeError("That plan is not a downgrade.")
+            raise ChangeError(_("That plan is not a downgrade."))
         sub = subscriptions.for_company(db, user["company_id"])
         company = accounts.company(db, user["company_id"])
         sub = _update(db, now, sub, scheduled_plan=new_code)
@@ -251,7 +252,7 @@ def undo_scheduled_change(db: Database, now: datetime, settings: Settings, user:
         if not sub["scheduled_plan"]:
             return sub
         if renewal_charge_in_flight(db, sub):
-            raise ChangeError("A renewal charge is being processed; try again in a minute.")
+            raise ChangeError(_("A renewal charge is being processed; try again in a minute."))
         undone = plans.get(sub["scheduled_plan"])
         sub = _update(db, now, sub, scheduled_plan=None)
         events.record(db, now, "subscription.downgrade_undone",

@@ -7,14 +7,51 @@ gives its number back and two payments can never take the same one.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlite_utils import Database
 
-from billing import billing_details, clock, money
+from billing import billing_details, clock, i18n, money
+from billing.i18n import gettext as _, ngettext
 from billing.db import one, rows
 from billing.settings import Settings
+
+
+# Invoice lines are stored as written when issued (they also go to PayTR in the basket):
+# "Team plan, 14.12.2026 – 14.01.2027", "Upgrade Starter → Team, 12 of 30 days until 14.01.2027".
+# Shown, they are rewritten in the reader's language and the document's one date style.
+_D = r"(\d{2})\.(\d{2})\.(\d{4})"
+_PERIOD_LINE = re.compile(rf"^(?P<plan>.+) plan, {_D} – {_D}$")
+_UPGRADE_LINE = re.compile(rf"^Upgrade (?P<old>.+) → (?P<new>.+), (?P<days>\d+) (?:of (?P<of>\d+) )?days until {_D}$")
+
+
+def _day(day: str, month: str, year: str) -> str:
+    return i18n.date_text(date(int(year), int(month), int(day)))
+
+
+def line_text(description: str | None) -> str:
+    """An invoice line (or a payment's description) as the reader reads it: "Team plan,
+    14 December 2026 – 14 January 2027" / "Team planı, 14 Aralık 2026 – 14 Ocak 2027"."""
+    text = description or ""
+    try:
+        if found := _PERIOD_LINE.match(text):
+            g = found.groups()
+            return _("%(plan)s plan, %(start)s – %(end)s", plan=found["plan"], start=_day(*g[1:4]), end=_day(*g[4:7]))
+        if found := _UPGRADE_LINE.match(text):
+            until = _day(*found.groups()[-3:])
+            days = int(found["days"])
+            if found["of"]:
+                return ngettext("Upgrade %(old)s → %(new)s, %(days)d of %(num)d day until %(date)s",
+                                "Upgrade %(old)s → %(new)s, %(days)d of %(num)d days until %(date)s",
+                                int(found["of"]), old=found["old"], new=found["new"], days=days, date=until)
+            return ngettext("Upgrade %(old)s → %(new)s, %(num)d day until %(date)s",
+                            "Upgrade %(old)s → %(new)s, %(num)d days until %(date)s",
+                            days, old=found["old"], new=found["new"], date=until)
+    except ValueError:  # not a real date: show the line as stored
+        pass
+    return text
 
 
 def next_number(db: Database, year: int) -> tuple[int, str]:

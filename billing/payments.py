@@ -19,8 +19,9 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from billing import accounts, billing_details, cards, changes, clock, events, invoices, mail, plans, subscriptions
+from billing import accounts, billing_details, cards, changes, clock, events, i18n, invoices, mail, plans, subscriptions
 from billing.db import one, rows, write
+from billing.i18n import gettext as _, lazy_gettext
 from billing.paytr import protocol
 from billing.settings import Settings
 
@@ -29,8 +30,29 @@ log = logging.getLogger("billing.payments")
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 ABANDONED, SUPERSEDED, NEEDS_REVIEW = "abandoned", "superseded", "needs_review"
 OPEN = (PENDING, SUPERSEDED, ABANDONED)  # not decided by PayTR yet
-STATUS_LABELS = {PENDING: "Waiting for PayTR", SUCCEEDED: "Paid", FAILED: "Failed", ABANDONED: "Not completed",
-                 SUPERSEDED: "Replaced", NEEDS_REVIEW: "Under review"}
+STATUS_LABELS = {PENDING: lazy_gettext("Waiting for PayTR"), SUCCEEDED: lazy_gettext("Paid"),
+                 FAILED: lazy_gettext("Failed"), ABANDONED: lazy_gettext("Not completed"),
+                 SUPERSEDED: lazy_gettext("Replaced"), NEEDS_REVIEW: lazy_gettext("Under review")}
+
+# Why a payment failed, in our words and the customer's language, from PayTR's failed_reason_code
+# (https://dev.paytr.com/hata-kodlari). PayTR's own failed_reason_msg (Turkish, and for code 0 the
+# bank's words) stays in the payment row and the timeline for staff; it is never shown as the reason.
+FAILURE_REASONS = {
+    "0": lazy_gettext("Your bank declined the payment. Please try another card, or ask your bank why."),
+    "1": lazy_gettext("The identity check was not completed. Please try again and finish it."),
+    "2": lazy_gettext("The identity check failed: the code entered was not right. Please try again."),
+    "3": lazy_gettext("The payment did not pass the security check. Please try another card."),
+    "6": lazy_gettext("The payment page was closed or timed out before the payment was made."),
+    "8": lazy_gettext("This card cannot pay in instalments."),
+    "9": lazy_gettext("This card cannot be used for this payment. Please try another card."),
+    "10": lazy_gettext("This payment needs 3D Secure. Please try again with 3D Secure."),
+    "11": lazy_gettext("The payment was stopped by a security warning. Please try another card."),
+    "99": lazy_gettext("The payment could not be completed because of a technical problem. Please try again later."),
+    "charge": lazy_gettext("Your saved card could not be charged."),  # PayTR refused a saved-card charge
+}
+DECLINED = lazy_gettext("The payment was declined.")
+# PayTR refused to open its payment page (get-token): the customer sees this; staff see PayTR's reason.
+CHECKOUT_REFUSED = lazy_gettext("The payment page could not be opened; please try again.")
 RECONCILE_AFTER = timedelta(minutes=30)
 TOKEN_MINUTES = 30  # how long PayTR's iframe token stays valid (timeout_limit)
 
@@ -61,8 +83,8 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
         if upgrade is not None:
             if method == "recurring" and one(db, "SELECT id FROM payments WHERE company_id = ? AND kind = 'upgrade' "
                                                  "AND method = 'recurring' AND status = ?", [company["id"], PENDING]):
-                raise CheckoutError("Your upgrade is already being charged to your saved card; "
-                                    "see the outcome on your billing page in a moment.")
+                raise CheckoutError(_("Your upgrade is already being charged to your saved card; "
+                                      "see the outcome on your billing page in a moment."))
             kind, amount, base_plan = "upgrade", upgrade.amount, upgrade.old.code
             until = upgrade.period_end.astimezone(settings.tz)
             description = (f"Upgrade {upgrade.old.name} → {upgrade.new.name}, {upgrade.days_left} days until "
@@ -75,13 +97,14 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
             except subscriptions.TransitionError as exc:
                 raise CheckoutError(str(exc)) from None
             if kind == "renewal" and sub["cancel_at_period_end"]:
-                raise CheckoutError("Your subscription is set to end. Resume it first if you want to keep it.")
+                raise CheckoutError(_("Your subscription is set to end. Resume it first if you want to keep it."))
             if kind == "renewal" and (begins := subscriptions.waits_for_scheduled_change(sub, now)):
-                raise CheckoutError(f"Your move to {plan.name} begins on {begins.astimezone(settings.tz):%d.%m.%Y}; "
-                                    "you can pay for it from that day, or undo the change to renew now.")
+                raise CheckoutError(_("Your move to %(plan)s begins on %(date)s; you can pay for it from that day, "
+                                      "or undo the change to renew now.", plan=plan.name,
+                                      date=i18n.date_text(begins.astimezone(settings.tz))))
             base_plan = sub["plan"]
             # What the basket tells PayTR; the invoice line is written from the period actually granted.
-            start, end, _ = subscriptions.next_period(sub, now, settings.tz)
+            start, end, _anchor = subscriptions.next_period(sub, now, settings.tz)
             amount, description = plan.price, line_description(plan, start, end, settings.tz)
         superseded = db.conn.execute(
             "UPDATE payments SET status = ?, updated_at = ? WHERE company_id = ? AND status = ? AND method != ?",
@@ -105,8 +128,15 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
     return Checkout(payment=payment, request=request)
 
 
-def paytr_request(settings: Settings, payment: dict, user_name: str, company: dict) -> dict:
-    """What the browser or our server sends PayTR for this payment (pure: no I/O)."""
+def failure_reason(payment_or_code) -> str:
+    """The customer's sentence for a failed payment (a payment row, or its failed_reason_code)."""
+    code = payment_or_code.get("failed_reason_code") if isinstance(payment_or_code, dict) else payment_or_code
+    return str(FAILURE_REASONS.get(str(code or "").strip(), DECLINED))
+
+
+def paytr_request(settings: Settings, payment: dict, user_name: str, company: dict, lang: str | None = None) -> dict:
+    """What the browser or our server sends PayTR for this payment (pure: no I/O). PayTR's page
+    speaks `lang` (default: the language of the request or email being handled)."""
     oid = payment["merchant_oid"]
     common = dict(merchant_id=settings.paytr_merchant_id, key=str(settings.paytr_merchant_key),
                   salt=str(settings.paytr_merchant_salt), user_ip=payment["user_ip"] or "127.0.0.1",
@@ -115,7 +145,7 @@ def paytr_request(settings: Settings, payment: dict, user_name: str, company: di
                   **billing_details.paytr_contact(company),
                   basket=protocol.encode_basket([(payment["description"], payment["amount"], 1)]),
                   ok_url=settings.url(f"/billing/payment/success?oid={oid}"),
-                  fail_url=settings.url(f"/billing/payment/fail?oid={oid}"))
+                  fail_url=settings.url(f"/billing/payment/fail?oid={oid}"), lang=lang or i18n.current())
     if payment["method"] == "direct":
         return protocol.direct_form_fields(**common, store_card=True, utoken=company.get("paytr_utoken") or "")
     return protocol.get_token_request(**common, timeout_limit=TOKEN_MINUTES)
@@ -354,13 +384,13 @@ def _failed(db, now, settings, payment, cb) -> str:
     events.record(db, now, "payment.failed", f"Payment failed: {message}", company_id=payment["company_id"],
                   actor="paytr", merchant_oid=payment["merchant_oid"], reason_code=code)
     if payment["method"] == "recurring" and payment["kind"] == "renewal":
-        _renewal_charge_failed(db, now, settings, payment, message)
+        _renewal_charge_failed(db, now, settings, payment, message, code)
     elif payment["status"] == PENDING:  # a replaced checkout failing is the customer moving on
-        _email_failure(db, now, settings, payment, message)
+        _email_failure(db, now, settings, payment, message, code)
     return "failed"
 
 
-def _renewal_charge_failed(db, now, settings, payment, message) -> None:
+def _renewal_charge_failed(db, now, settings, payment, message, code=None) -> None:
     """Dunning: the first failure makes the subscription past due; each failure emails a pay link."""
     sub = subscriptions.for_company(db, payment["company_id"])
     if sub["current_period_end"] != payment["base_period_end"]:
@@ -385,6 +415,7 @@ def _renewal_charge_failed(db, now, settings, payment, message) -> None:
                           "next_plan_name": plan.name, "price": payment["amount"], "currency": payment["currency"],
                           "period_end": sub["current_period_end"], "grace_days": settings.grace_days,
                           "tz": _tz(company, settings).key, "step": step, "card": True, "reason": message,
+                          "reason_code": code,  # payments.failure_reason(reason_code): our sentence
                           "pay_url": settings.url("/billing/renew"), "dashboard_url": settings.url("/billing/")})
 
 
@@ -436,13 +467,14 @@ def _keep_raw(db, now, cb, remote_addr, outcome) -> None:
                 json.dumps(cb.fields, sort_keys=True, ensure_ascii=False), remote_addr, outcome])
 
 
-def _email_failure(db, now, settings, payment, message) -> None:
+def _email_failure(db, now, settings, payment, message, code=None) -> None:
     company = accounts.company(db, payment["company_id"])
     plan = plans.get(payment["plan"])
     mail.enqueue(db, now, settings, template="payment_failed", to=payment["email"],
                  dedupe_key=f"payment-failed:{payment['merchant_oid']}", company_id=company["id"],
                  context={"company": company["name"], "plan_name": plan.name, "amount": payment["amount"],
                           "currency": payment["currency"], "reason": message,
+                          "reason_code": code,  # payments.failure_reason(reason_code): our sentence
                           "retry_url": settings.url(f"/billing/payment/fail?oid={payment['merchant_oid']}")})
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from billing.i18n import gettext as _, lazy_gettext, ngettext
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -14,15 +16,21 @@ class Plan:
     currency: str
     workspaces: int | None  # None = unlimited
     storage_gb: int
-    blurb: str
+    blurb: str  # in English, as stored in emails' contexts; `blurb_text` is the reader's language
+
+    @property
+    def blurb_text(self) -> str:
+        return _(self.blurb)
 
     @property
     def workspaces_label(self) -> str:
-        return "Unlimited workspaces" if self.workspaces is None else f"{self.workspaces} workspaces"
+        if self.workspaces is None:
+            return _("Unlimited workspaces")
+        return ngettext("%(num)d workspace", "%(num)d workspaces", self.workspaces)
 
     @property
     def storage_label(self) -> str:
-        return f"{self.storage_gb} GB storage"
+        return _("%(gb)d GB storage", gb=self.storage_gb)
 
 
 PLANS: dict[str, Plan] = {
@@ -34,6 +42,9 @@ PLANS: dict[str, Plan] = {
     )
 }
 DEFAULT_PLAN = "starter"
+# The blurbs above, for the catalog (Plan.blurb_text translates them when shown).
+_BLURBS = (lazy_gettext("For small teams getting started."), lazy_gettext("For growing teams that collaborate daily."),
+           lazy_gettext("For organisations that need room to grow."))
 
 
 class UnknownPlan(LookupError):

@@ -17,6 +17,7 @@ from sqlite_utils import Database
 from billing import clock, events, plans
 from billing.accounts import FormError, token_hash
 from billing.db import one, write
+from billing.i18n import gettext as _
 from billing.settings import Settings
 
 LINK_MINUTES = 5
@@ -26,19 +27,19 @@ MAX_URL = 2000
 
 def check_return_url(settings: Settings, value) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise FormError({"return_url": "Give the URL to send the customer back to."})
+        raise FormError({"return_url": _("Give the URL to send the customer back to.")})
     url = value.strip()
     if len(url) > MAX_URL or any(ord(ch) < 33 or ch == "\x7f" for ch in url):
-        raise FormError({"return_url": "The return URL is too long or has spaces or control characters."})
+        raise FormError({"return_url": _("The return URL is too long or has spaces or control characters.")})
     parts = urlsplit(url)
     allowed = ("https",) if settings.is_production else ("https", "http")
     if parts.scheme not in allowed or not parts.hostname:
-        raise FormError({"return_url": "The return URL must be an absolute https:// URL."
-                         if settings.is_production else "The return URL must be an absolute http(s):// URL."})
+        raise FormError({"return_url": _("The return URL must be an absolute https:// URL.")
+                         if settings.is_production else _("The return URL must be an absolute http(s):// URL.")})
     if parts.username or parts.password:
-        raise FormError({"return_url": "The return URL must not carry a user name or password."})
+        raise FormError({"return_url": _("The return URL must not carry a user name or password.")})
     if settings.portal_return_hosts and parts.hostname.lower() not in settings.portal_return_hosts:
-        raise FormError({"return_url": f"{parts.hostname} is not in PORTAL_RETURN_HOSTS."})
+        raise FormError({"return_url": _("%(host)s is not in PORTAL_RETURN_HOSTS.", host=parts.hostname)})
     return url
 
 
@@ -52,16 +53,16 @@ def create(db: Database, now: datetime, settings: Settings, company_id: int, ret
         errors.update(exc.errors)
     flow = flow or "billing"
     if flow not in FLOWS:
-        errors["flow"] = "flow is billing (the default) or subscribe."
+        errors["flow"] = _("flow is billing (the default) or subscribe.")
     if flow == "subscribe":
         if not isinstance(plan, str) or plan not in plans.PLANS:
-            errors["plan"] = f"Name the plan to subscribe to: one of {', '.join(plans.PLANS)}."
+            errors["plan"] = _("Name the plan to subscribe to: one of %(plans)s.", plans=", ".join(plans.PLANS))
     elif plan is not None:
-        errors["plan"] = "plan is only for flow subscribe."
+        errors["plan"] = _("plan is only for flow subscribe.")
     if errors:
         raise FormError(errors)
     if one(db, "SELECT 1 FROM users WHERE company_id = ? AND role = 'owner'", [company_id]) is None:
-        raise FormError({"customer": "This customer has no owner to log in."})
+        raise FormError({"customer": _("This customer has no owner to log in.")})
     token = secrets.token_urlsafe(32)  # 256 bits
     expires = now + timedelta(minutes=LINK_MINUTES)
     db.conn.execute(

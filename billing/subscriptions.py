@@ -16,6 +16,7 @@ from sqlite_utils import Database
 
 from billing import clock, events
 from billing.db import one
+from billing.i18n import gettext as _, lazy_gettext
 
 TRIALING = "trialing"
 ACTIVE = "active"
@@ -24,12 +25,12 @@ CANCELED = "canceled"
 EXPIRED = "expired"
 STATES = (TRIALING, ACTIVE, PAST_DUE, CANCELED, EXPIRED)
 
-STATUS_LABELS = {
-    TRIALING: "Trial",
-    ACTIVE: "Active",
-    PAST_DUE: "Past due",
-    CANCELED: "Canceled",
-    EXPIRED: "Trial ended",
+STATUS_LABELS = {  # lazy: shown in the language of whoever reads them
+    TRIALING: lazy_gettext("Trial"),
+    ACTIVE: lazy_gettext("Active"),
+    PAST_DUE: lazy_gettext("Past due"),
+    CANCELED: lazy_gettext("Canceled"),
+    EXPIRED: lazy_gettext("Trial ended"),
 }
 
 # Which states each state may move to. Active -> active is a renewal or plan change.
@@ -166,7 +167,7 @@ def checkout_kind(sub: dict, plan: str) -> str:
     """What paying for `plan` means now: a new subscription or the next period of this one."""
     if sub["status"] in (ACTIVE, PAST_DUE):
         if plan != (sub.get("scheduled_plan") or sub["plan"]):
-            raise TransitionError("Your subscription is on another plan; change plans from your dashboard.")
+            raise TransitionError(_("Your subscription is on another plan; change plans from your dashboard."))
         return "renewal"
     return "subscribe"
 

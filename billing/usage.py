@@ -21,10 +21,11 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from billing import clock, events, mail, plans, subscriptions
+from billing import clock, events, i18n, mail, plans, subscriptions
 from billing.accounts import FormError
 from billing.db import one, scalar
 from billing.entitlements import GB
+from billing.i18n import gettext as _, ngettext
 
 MAX_COUNT = 10 ** 15  # far beyond any real figure; keeps values inside SQLite's integers
 LEVELS = (100, 80)  # percent of a limit at which the owner is told, highest first
@@ -36,9 +37,9 @@ WARNED_STATUSES = (subscriptions.TRIALING, subscriptions.ACTIVE, subscriptions.P
 def _count(value, field: str, errors: dict) -> int | None:
     # bool is an int in Python; JSON true is not a count
     if isinstance(value, bool) or not isinstance(value, int):
-        errors[field] = f"{field} must be a whole number."
+        errors[field] = _("%(field)s must be a whole number.", field=field)
     elif not 0 <= value <= MAX_COUNT:
-        errors[field] = f"{field} must be between 0 and {MAX_COUNT}."
+        errors[field] = _("%(field)s must be between 0 and %(max)d.", field=field, max=MAX_COUNT)
     else:
         return value
     return None
@@ -84,17 +85,20 @@ def gb(used_bytes: int, allowed_bytes: int | None = None) -> str:
         elif used_bytes > allowed_bytes:
             tenths = max(tenths, limit + 1)
     whole, decimal = divmod(tenths, 10)
+    if i18n.current() == "tr":
+        return f"{whole} GB" if not decimal else f"{whole},{decimal} GB"  # Turkish decimal comma
     return f"{whole} GB" if not decimal else f"{whole}.{decimal} GB"
 
 
 def amount(limit: str, used: int, allowed: int | None) -> str:
     """'5 of 5 workspaces', '8.1 GB of 10 GB storage', '12 workspaces' (unlimited)."""
     if limit == "workspaces":
-        noun = "workspace" if used == 1 and allowed in (None, 1) else "workspaces"
-        return f"{used} {noun}" if allowed is None else f"{used} of {allowed} {noun}"
+        if allowed is None:
+            return ngettext("%(num)d workspace", "%(num)d workspaces", used)
+        return ngettext("%(used)d of %(num)d workspace", "%(used)d of %(num)d workspaces", allowed, used=used)
     if allowed is None:
-        return f"{gb(used)} storage"
-    return f"{gb(used, allowed)} of {allowed // GB} GB storage"
+        return _("%(size)s storage", size=gb(used))
+    return _("%(size)s of %(allowed)d GB storage", size=gb(used, allowed), allowed=allowed // GB)
 
 
 def refusals(plan: plans.Plan, company: dict) -> list[str]:
@@ -104,9 +108,12 @@ def refusals(plan: plans.Plan, company: dict) -> list[str]:
         if allowed is None or used <= allowed:
             continue
         if limit == "workspaces":
-            reasons.append(f"You use {used} workspaces; {plan.name} allows {allowed}.")
+            reasons.append(ngettext("You use %(num)d workspace; %(plan)s allows %(allowed)d.",
+                                    "You use %(num)d workspaces; %(plan)s allows %(allowed)d.", used,
+                                    plan=plan.name, allowed=allowed))
         else:
-            reasons.append(f"You store {gb(used, allowed)}; {plan.name} allows {allowed // GB} GB.")
+            reasons.append(_("You store %(size)s; %(plan)s allows %(allowed)d GB.", size=gb(used, allowed),
+                             plan=plan.name, allowed=allowed // GB))
     return reasons
 
 
@@ -117,7 +124,7 @@ def summary(plan: plans.Plan, company: dict, scheduled: plans.Plan | None = None
     rows = []
     for limit, (used, allowed) in figures(plan, company).items():
         lv = level(used, allowed)
-        rows.append({"limit": limit, "label": "Workspaces" if limit == "workspaces" else "Storage",
+        rows.append({"limit": limit, "label": _("Workspaces") if limit == "workspaces" else _("Storage"),
                      "used": used, "allowed": allowed, "text": amount(limit, used, allowed),
                      "over": allowed is not None and used > allowed, "level": lv,
                      "percent": None if allowed is None else min(100, used * 100 // allowed)})
@@ -179,29 +186,35 @@ def _warn_limits(db, now, company, sub, owner) -> None:
         if lv < 100 and scalar(db, "SELECT 1 FROM outbox WHERE dedupe_key = ?", [_key(company, sub, limit, 100)]):
             continue  # already told it was full this period; falling back to 80 % is no news
         path, suggested = upgrade_path(sub, plan, limit, used)
-        context = {"name": owner["name"], "company": company["name"], "plan_name": plan.name, "limit": limit,
-                   "level": lv, "over": used > allowed, "amount": amount(limit, used, allowed),
-                   "upgrade_path": path, "suggested_name": suggested.name if suggested else None,
-                   "suggested_limits": (f"{suggested.workspaces_label.lower()} and {suggested.storage_label}"
-                                        if suggested else None)}
+        with i18n.using(owner.get("locale")):  # the email's sentences, in the owner's language
+            context = {"name": owner["name"], "company": company["name"], "plan_name": plan.name, "limit": limit,
+                       "level": lv, "over": used > allowed, "amount": amount(limit, used, allowed),
+                       "upgrade_path": path, "suggested_name": suggested.name if suggested else None,
+                       "suggested_limits": (_("%(workspaces)s and %(storage)s",
+                                              workspaces=i18n.lower(suggested.workspaces_label),
+                                              storage=suggested.storage_label) if suggested else None)}
         if company.get("timezone"):
             context["tz"] = company["timezone"]
         if mail.enqueue(db, now, None, template="usage_warning", to=owner["email"],
                         dedupe_key=_key(company, sub, limit, lv), company_id=company["id"], context=context):
+            with i18n.using("en"):  # the audit trail is written in English; the timeline translates it
+                figure = amount(limit, used, allowed)
             events.record(db, now, "usage.limit_warning",
-                          f"{company['name']} uses {amount(limit, used, allowed)} on {plan.name} ({lv} %): "
-                          f"owner emailed", company_id=company["id"], actor="api", limit=limit, level=lv)
+                          f"{company['name']} uses {figure} on {plan.name} ({lv} %): owner emailed", company_id=company["id"], actor="api", limit=limit, level=lv)
 
 
 def _warn_scheduled_plan(db, now, company, sub, owner) -> None:
     if not sub.get("scheduled_plan") or sub["status"] != subscriptions.ACTIVE:
         return
     scheduled, current = plans.get(sub["scheduled_plan"]), plans.get(sub["plan"])
-    reasons = refusals(scheduled, company)
+    with i18n.using("en"):  # the audit trail is written in English; the timeline translates it
+        reasons = refusals(scheduled, company)
     if not reasons:
         return
+    with i18n.using(owner.get("locale")):  # the email's sentences, in the owner's language
+        reasons_for_owner = refusals(scheduled, company)
     context = {"name": owner["name"], "company": company["name"], "plan_name": current.name,
-               "next_plan_name": scheduled.name, "reasons": reasons, "period_end": sub["current_period_end"]}
+               "next_plan_name": scheduled.name, "reasons": reasons_for_owner, "period_end": sub["current_period_end"]}
     if company.get("timezone"):
         context["tz"] = company["timezone"]
     key = f"usage-scheduled:{company['id']}:{sub['current_period_end']}:{scheduled.code}"

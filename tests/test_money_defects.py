@@ -362,7 +362,7 @@ def test_a_small_unknown_refund_is_not_credited_with_a_larger_return(db, setting
 def test_a_scheduled_downgrade_is_paid_from_the_day_it_begins_never_early(db, settings, owner):
     pay_period(db, settings, owner, START, plan="team")  # Team, Dec 11 -> Jan 11
     changes.schedule_downgrade(db, START + DAY, settings, owner, "starter")
-    with pytest.raises(payments.CheckoutError, match="begins on 11.01.2027"):
+    with pytest.raises(payments.CheckoutError, match="begins on 11 January 2027"):
         checkout(db, settings, owner, plan="starter", at=START + 2 * DAY)
     assert sub_of(db, owner)["plan"] == "team"  # the paid Team month runs to its end
     advance_due(db, settings, clock.parse("2027-01-11T09:00:00Z"))  # pay link: due now

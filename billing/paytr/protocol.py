@@ -168,7 +168,7 @@ def get_token_request(*, merchant_id: str, key: str, salt: str, user_ip: str, me
         "merchant_fail_url": fail_url,
         "timeout_limit": str(timeout_limit),
         "debug_on": "0",
-        "lang": lang,
+        "lang": lang if lang in ("tr", "en") else "tr",  # PayTR's page in the customer's language
     }
     fields["paytr_token"] = token_for(fields, GET_TOKEN_FIELDS, key, salt)
     return fields
@@ -190,8 +190,9 @@ def refund_request(*, merchant_id: str, merchant_oid: str, amount: int, key: str
 
 
 def _direct_fields(*, merchant_id, user_ip, merchant_oid, email, amount, currency, test_mode, non_3d, user_name,
-                   user_address, user_phone, basket, ok_url, fail_url) -> dict:
-    """The Direct API fields shared by the browser's card form and server-side charges."""
+                   user_address, user_phone, basket, ok_url, fail_url, lang: str = "tr") -> dict:
+    """The Direct API fields shared by the browser's card form and server-side charges.
+    `lang`: the language of PayTR's own pages and messages for this customer (tr or en)."""
     return {
         "merchant_id": merchant_id,
         "user_ip": user_ip,
@@ -210,7 +211,7 @@ def _direct_fields(*, merchant_id, user_ip, merchant_oid, email, amount, currenc
         "merchant_ok_url": ok_url,
         "merchant_fail_url": fail_url,
         "debug_on": "0",
-        "client_lang": "tr",
+        "client_lang": lang if lang in ("tr", "en") else "tr",
     }
 
 

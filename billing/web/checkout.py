@@ -7,7 +7,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
+import logging
+
 from billing import accounts, clock, invoices, payments, plans
+from billing.i18n import gettext as _
 from billing.payments import CheckoutError
 from billing.paytr import protocol
 from billing.paytr.client import PaytrRefused, PaytrUnavailable
@@ -15,6 +18,8 @@ from billing.web.common import (current_user, flash, form, ip, login_required, n
                                 settings)
 from billing.web import wallet
 from billing.web.templating import render
+
+log = logging.getLogger("billing.web")
 
 def paytr_url(request: Request, path: str) -> str:
     """An address on PayTR's site, as the customer's browser reaches it."""
@@ -47,16 +52,19 @@ async def open_checkout(request: Request, checkout: payments.Checkout, plan: pla
     try:
         token = await request.app.state.paytr.get_token(checkout.request)
     except PaytrRefused as exc:
+        # PayTR's reason (Turkish, about our store's setup) is for staff: the payment's record and
+        # the timeline keep it; the customer gets our own sentence in their language.
+        log.warning("PayTR refused to open the payment page for %s: %s", oid, exc.reason)
         await run(request, payments.abandon, now(request), oid, f"PayTR refused: {exc.reason}")
         return render(request, "billing/checkout_error.html", {
-            "plan": plan, "title": "PayTR could not start your payment",
-            "message": f"PayTR said: {exc.reason}"}, status=502)
+            "plan": plan, "title": _("PayTR could not start your payment"),
+            "message": str(payments.CHECKOUT_REFUSED)}, status=502)
     except PaytrUnavailable as exc:
         await run(request, payments.abandon, now(request), oid, str(exc))
         return render(request, "billing/checkout_error.html", {
-            "plan": plan, "title": "PayTR is not answering right now",
-            "message": "We could not reach the payment page in time. Nothing was charged. "
-                       "Please try again in a minute."}, status=504)
+            "plan": plan, "title": _("PayTR is not answering right now"),
+            "message": _("We could not reach the payment page in time. Nothing was charged. "
+                         "Please try again in a minute.")}, status=504)
     await run(request, payments.token_received, now(request), oid, token)
     return redirect(request, f"/billing/checkout/{oid}")
 
@@ -65,7 +73,7 @@ async def _own_payment(request: Request, oid: str) -> dict:
     user = await current_user(request)
     payment = await run(request, payments.for_company_by_oid, user["company_id"], oid or "")
     if payment is None:
-        raise HTTPException(404, "We couldn't find that payment.")
+        raise HTTPException(404, _("We couldn't find that payment."))
     return payment
 
 
@@ -80,7 +88,8 @@ async def checkout_page(request: Request):
         payment["method"] == "direct" or payment["paytr_token"])
     company = await run(request, accounts.company, payment["company_id"])
     context = {"payment": payment, "plan": payment["plan_obj"], "open": is_open, "expired": expired,
-               "recurring_enabled": s.paytr_recurring, "has_saved_cards": bool(company.get("paytr_utoken"))}
+               "recurring_enabled": s.paytr_recurring, "has_saved_cards": bool(company.get("paytr_utoken")),
+               "failure_reason": payments.failure_reason(payment), "line_text": invoices.line_text}
     if is_open and payment["method"] == "direct":
         context["direct_action"] = paytr_url(request, protocol.API_PATHS["direct"])
         context["direct_fields"] = await run(request, payments.direct_form, s, payment)
@@ -95,7 +104,8 @@ async def payment_result(request: Request):
     came_back = "success" if request.url.path.endswith("/success") else "fail"
     context = {"payment": payment, "plan": payment["plan_obj"], "came_back": came_back,
                "status_url": f"/billing/payment/{payment['merchant_oid']}/status?from={came_back}",
-               "saved_card": await wallet.after_saving_payment(request, payment)}
+               "saved_card": await wallet.after_saving_payment(request, payment),
+               "failure_reason": payments.failure_reason(payment)}
     return render(request, "billing/payment_result.html", context, fragment="billing/_payment_status.html")
 
 
@@ -106,7 +116,8 @@ async def payment_status(request: Request):
     return render(request, "billing/_payment_status.html", {
         "payment": payment, "plan": payment["plan_obj"], "came_back": came_back,
         "status_url": f"/billing/payment/{payment['merchant_oid']}/status?from={came_back}",
-        "saved_card": await wallet.after_saving_payment(request, payment)})
+        "saved_card": await wallet.after_saving_payment(request, payment),
+        "failure_reason": payments.failure_reason(payment)})
 
 
 @login_required
@@ -114,8 +125,8 @@ async def invoice_page(request: Request):
     user = await current_user(request)
     invoice = await run(request, invoices.for_company_by_number, user["company_id"], request.path_params["number"])
     if invoice is None:
-        raise HTTPException(404, "We couldn't find that invoice.")
-    return render(request, "billing/invoice.html", {"invoice": invoice})
+        raise HTTPException(404, _("We couldn't find that invoice."))
+    return render(request, "billing/invoice.html", {"invoice": invoice, "line_text": invoices.line_text})
 
 
 routes = [

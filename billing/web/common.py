@@ -168,15 +168,15 @@ def _guard(allowed: set[str], refuse):
 
 def _forbid(message: str):
     def refuse(request, user):
-        raise HTTPException(403, message)
+        raise HTTPException(403, str(message))  # in the language of the request
 
     return refuse
 
 
 # Customers only (owner or member); staff are sent to their admin console.
 login_required = _guard({"owner", "member"}, lambda request, user: redirect(request, "/admin/"))
-owner_required = _guard({"owner"}, _forbid("Only the account owner can do this."))
-staff_required = _guard({"staff"}, _forbid("This page is for the operator's staff."))
+owner_required = _guard({"owner"}, _forbid(i18n.lazy_gettext("Only the account owner can do this.")))
+staff_required = _guard({"staff"}, _forbid(i18n.lazy_gettext("This page is for the operator's staff.")))
 
 
 async def form(request: Request) -> dict[str, str]:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from billing import payments, plans, portal, subscriptions
+from billing.i18n import gettext as _
 from billing.payments import CheckoutError
 from billing.web.auth import _log_in
 from billing.web.checkout import open_checkout
@@ -78,7 +79,7 @@ async def _land(request: Request, link: dict, owner: dict) -> Response:
     if sub["status"] in (subscriptions.ACTIVE, subscriptions.PAST_DUE) and sub["plan"] != plan.code:
         return redirect(request, f"/billing/plan/{plan.code}")  # already paying: an upgrade or downgrade
     if sub["status"] == subscriptions.ACTIVE:
-        flash(request, f"You're already subscribed to {plan.name}.")
+        flash(request, _("You're already subscribed to %(plan)s.", plan=plan.name))
         return redirect(request, "/billing/")
     try:
         checkout = await run(request, payments.start_checkout, now(request), settings(request), user=owner,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.requests import Request
 from starlette.routing import Route
 
 from billing import accounts, cards, changes, dashboard, jobs, lifecycle, payments, plans, subscriptions
 from billing.cards import CardError
+from billing.i18n import gettext as _
 from billing.changes import ChangeError
 from billing.payments import CheckoutError
 from billing.paytr.client import PaytrError
@@ -15,6 +18,8 @@ from billing.web.checkout import open_checkout
 from billing.web.common import (current_user, flash, form, ip, login_required, now, owner_required, redirect, run,
                                 settings)
 from billing.web.templating import render
+
+log = logging.getLogger("billing.web")
 
 
 async def _subscription(request: Request) -> dict:
@@ -27,13 +32,13 @@ async def renew(request: Request):
     sub = await _subscription(request)
     if not subscriptions.is_paid(sub):
         return redirect(request, "/billing/#plans")
-    start, end, _ = subscriptions.next_period(sub, now(request), settings(request).tz)
+    start, end, _anchor = subscriptions.next_period(sub, now(request), settings(request).tz)
     company = await run(request, accounts.company, sub["company_id"])
     return render(request, "billing/renew.html", {
         "subscription": sub, "plan": lifecycle.renewal_plan(sub), "period_start": start, "period_end": end,
         "grace_ends": subscriptions.grace_ends(sub, settings(request).grace_days),
         "can_save_card": settings(request).paytr_recurring, "renews_by_card": cards.renews_by_card(company),
-        "card_label": company.get("paytr_card_label"),
+        "card_label": cards.shown(company.get("paytr_card_label")),
         "change_begins": subscriptions.waits_for_scheduled_change(sub, now(request))})
 
 
@@ -53,8 +58,8 @@ async def _change(request: Request, change, *args, done: str):
 async def cancel(request: Request):
     if request.method == "POST":
         return await _change(request, changes.cancel_at_period_end,
-                             done="Your subscription will end at the end of the paid period. "
-                                  "You can resume it until then.")
+                             done=_("Your subscription will end at the end of the paid period. "
+                                    "You can resume it until then."))
     sub = await _subscription(request)
     if sub["status"] != subscriptions.ACTIVE or sub["cancel_at_period_end"]:
         return redirect(request, "/billing/")
@@ -63,7 +68,7 @@ async def cancel(request: Request):
 
 @owner_required
 async def resume(request: Request):
-    return await _change(request, changes.resume, done="Welcome back! Your subscription renews as usual.")
+    return await _change(request, changes.resume, done=_("Welcome back! Your subscription renews as usual."))
 
 
 @owner_required
@@ -84,7 +89,7 @@ async def change_plan(request: Request):
             company, found = await wallet.listed(request, company)
             context["card"] = cards.wallet(company, found)["card"]  # the card renewals charge, if PayTR has it
         except PaytrError:  # offer the card anyway; PayTR decides when charged
-            context["card"] = {"brand": company.get("paytr_card_label") or "Saved card", "last4": ""}
+            context["card"] = {"brand": cards.shown(company.get("paytr_card_label")) or _("Saved card"), "last4": ""}
     return render(request, "billing/change_plan.html", context)
 
 
@@ -106,8 +111,8 @@ async def upgrade(request: Request):
         quote = await run(request, changes.upgrade_quote, now(request), settings(request), user["company_id"], new.code)
         if not quote.amount:
             await run(request, changes.upgrade_for_free, now(request), settings(request), user, new.code)
-            flash(request, f"You're now on {new.name}. The difference for the time left was below PayTR's minimum, "
-                           "so there was nothing to pay.")
+            flash(request, _("You're now on %(plan)s. The difference for the time left was below PayTR's minimum, "
+                             "so there was nothing to pay.", plan=new.name))
             return redirect(request, "/billing/")
         on_card = data.get("pay_with") == "saved_card" and await _renews_by_card(request, user["company_id"])
         # A new card is saved through PayTR's Direct API form, which the operator must have enabled.
@@ -129,14 +134,14 @@ async def upgrade(request: Request):
 async def downgrade(request: Request):
     new = plans.get((await form(request)).get("plan", ""))
     return await _change(request, changes.schedule_downgrade, new.code,
-                         done=f"Done: you move to {new.name} when the current period ends. "
-                              "You can undo this until then.")
+                         done=_("Done: you move to %(plan)s when the current period ends. "
+                                "You can undo this until then.", plan=new.name))
 
 
 @owner_required
 async def undo_change(request: Request):
     return await _change(request, changes.undo_scheduled_change,
-                         done="The scheduled plan change is off; your plan stays as it is.")
+                         done=_("The scheduled plan change is off; your plan stays as it is."))
 
 
 @owner_required
@@ -146,17 +151,18 @@ async def choose_card(request: Request):
     ctoken = (await form(request)).get("ctoken", "")
     company = await run(request, accounts.company, user["company_id"])
     if not (settings(request).paytr_recurring and company.get("paytr_utoken")):
-        flash(request, "There is no saved card to choose. You can save one when you pay.", "error")
+        flash(request, _("There is no saved card to choose. You can save one when you pay."), "error")
         return redirect(request, "/billing/")
     try:
         found = await request.app.state.paytr.list_cards(company["paytr_utoken"])
         card = await run(request, cards.choose, now(request), user, company, found, ctoken)
     except PaytrError as exc:
-        flash(request, f"PayTR did not answer ({exc}), so nothing changed. Please try again in a minute.", "error")
+        log.warning("choosing a card for company %s: PayTR did not answer: %s", user["company_id"], exc)
+        flash(request, _("PayTR did not answer, so nothing changed. Please try again in a minute."), "error")
     except CardError as exc:
         flash(request, str(exc), "error")
     else:
-        flash(request, f"Renewals are now charged to {cards.label(card)}.")
+        flash(request, _("Renewals are now charged to %(card)s.", card=cards.shown(cards.label(card))))
     return redirect(request, "/billing/")
 
 
@@ -175,22 +181,23 @@ async def remove_card(request: Request):
         ctoken = ctoken or company.get("paytr_ctoken") or (found[0].get("ctoken", "") if len(found) == 1 else "")
         if cards.find(found, ctoken) is None:
             await run(request, cards.sync, now(request), company, found)
-            raise CardError("That card is no longer saved at PayTR. Here are the cards it has now.")
+            raise CardError(_("That card is no longer saved at PayTR. Here are the cards it has now."))
         await client.delete_card(company["paytr_utoken"], ctoken)
         outcome = await run(request, cards.removed, now(request), settings(request), user, company, found, ctoken)
     except PaytrError as exc:
-        flash(request, f"PayTR could not remove the card right now ({exc}). Please try again in a minute.", "error")
+        log.warning("removing a card of company %s: PayTR said: %s", user["company_id"], exc)
+        flash(request, _("PayTR could not remove the card right now. Please try again in a minute."), "error")
     except CardError as exc:
         flash(request, str(exc), "error")
     else:
         if not outcome["remaining"]:
-            flash(request, "Your saved card was removed. We'll email you a link to pay before the next renewal.")
+            flash(request, _("Your saved card was removed. We'll email you a link to pay before the next renewal."))
         elif outcome["renewals_card"]:
-            flash(request, f"{outcome['label']} was removed. Renewals are still charged to "
-                           f"{outcome['renewals_card']}.")
+            flash(request, _("%(card)s was removed. Renewals are still charged to %(renewals_card)s.",
+                             card=outcome["label"], renewals_card=outcome["renewals_card"]))
         else:
-            flash(request, f"{outcome['label']} was removed. No card is charged for renewals now: choose one of "
-                           "your saved cards, or we'll email you a link to pay before the next renewal.")
+            flash(request, _("%(card)s was removed. No card is charged for renewals now: choose one of your saved "
+                             "cards, or we'll email you a link to pay before the next renewal.", card=outcome["label"]))
     return redirect(request, "/billing/")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from billing import accounts, cards
+from billing.i18n import gettext as _
 from billing.paytr.client import PaytrError
 from billing.web.common import now, run, settings
 
@@ -28,7 +29,7 @@ async def card_box(request: Request, company: dict) -> dict:
     try:
         company, found = await listed(request, company)
     except PaytrError:  # the page still works; only the cards' details are missing
-        return {**empty, "card_error": "PayTR did not answer, so your saved cards can't be shown right now."}
+        return {**empty, "card_error": _("PayTR did not answer, so your saved cards can't be shown right now.")}
     return {**empty, **cards.wallet(company, found)}
 
 
@@ -41,7 +42,7 @@ async def after_saving_payment(request: Request, payment: dict) -> dict | None:
     if company.get("card_saved_by") != payment["merchant_oid"] or not company.get("paytr_utoken"):
         return None  # already learnt (or another payment saved a card since)
     try:
-        company, _ = await listed(request, company)
+        company, _found = await listed(request, company)
     except PaytrError:
         return None  # the dashboard or the next renewal learns it instead
-    return {"label": company["paytr_card_label"]} if company.get("paytr_card_label") else None
+    return {"label": cards.shown(company["paytr_card_label"])} if company.get("paytr_card_label") else None
