@@ -36,7 +36,7 @@ from billing.notify.delivery import WebhookSender
 from billing.settings import Settings
 from billing.web import account, admin, admin_webhooks, auth, checkout, dev, errors, portal, public, subscription
 from billing.web import api_pages, callback, language
-from billing.web.common import CurrentUserMiddleware
+from billing.web.common import CurrentUserMiddleware, choose_locale
 from billing.web.security import CSRFMiddleware, SecurityHeadersMiddleware, csrf_token
 from billing.web.templating import TEMPLATES_DIR, is_htmx, make_templates
 
@@ -89,9 +89,18 @@ def _duration(delta) -> str:
 def _csrf_denied(scope, reason: str):
     request = Request(scope)
     templates = request.app.state.templates
-    detail = f"{reason} Go back, reload the page and try again."
+    # This runs ahead of the middleware that picks the language: pick it here (no user yet).
+    locale = choose_locale(request, None)
+    scope["billing.locale"] = locale
+    i18n.activate(locale)
+    if reason == "expired":
+        detail = i18n.gettext("Your session has expired or the form was opened in another browser. "
+                              "Go back, reload the page and try again.")
+    else:
+        detail = i18n.gettext("The security token on this form does not match your session. "
+                              "Go back, reload the page and try again.")
     name = "errors/_error.html" if is_htmx(request) else "errors/error.html"
-    return templates.TemplateResponse(request, name, {"status": 403, "title": "This form has expired",
+    return templates.TemplateResponse(request, name, {"status": 403, "title": i18n.gettext("This form has expired"),
                                                       "detail": detail}, status_code=403)
 
 

@@ -106,8 +106,8 @@ class CSRFMiddleware:
                 supplied = values[0] if values else None
 
         if not expected or not supplied or not hmac.compare_digest(str(expected), str(supplied)):
-            reason = ("Your session has expired or the form was opened in another browser."
-                      if not expected else "The security token on this form does not match your session.")
+            # Keys for app.py's page, which words them in the visitor's language.
+            reason = "expired" if not expected else "mismatch"
             await self.deny(scope, reason)(scope, receive, send)
             return
 

@@ -71,6 +71,18 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
 
 
+def _card_text(stored):
+    from billing import cards
+
+    return cards.shown(stored)
+
+
+def _line_text(stored):
+    from billing import invoices
+
+    return invoices.line_text(stored)
+
+
 def register_filters(env: jinja2.Environment) -> None:
     env.filters["date"] = date_filter
     env.filters["short_date"] = short_date_filter
@@ -79,6 +91,9 @@ def register_filters(env: jinja2.Environment) -> None:
     env.filters["number"] = number_filter
     env.filters["linkify"] = linkify
     env.filters["upper_tr"] = i18n.upper
+    # Stored English labels, read in the reader's language: "Visa ending 4242", "Starter plan, 11.12.2026 – …"
+    env.filters["card"] = _card_text
+    env.filters["line"] = _line_text
     env.globals["plural"] = plural
     env.globals["current_locale"] = i18n.current
     env.globals["locale_names"] = i18n.NAMES
