@@ -64,6 +64,7 @@ def english_left(html_or_text: str, also_allowed: tuple[str, ...] = ()) -> list[
     text = readable_text(html_or_text) if "<" in html_or_text else html_or_text
     for name in sorted([*ALLOWED, *also_allowed], key=len, reverse=True):
         text = text.replace(name, " ")
+    text = re.sub(r"\bNo\s*:\s*\d+", " ", text)  # a Turkish street address: "Büyükdere Cad. No:1"
     text = re.sub(r"\S+@\S+|https?://\S+|/\S*|\b[A-Z]{2,}-\d{4}-\d+\b|\b\w*\d\w*\b", " ", text)  # addresses, codes
     # Whole words in any script: "için" is one Turkish word, not the English "in".
     words = re.findall(r"[^\W\d_]+", text)
