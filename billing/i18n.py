@@ -168,3 +168,12 @@ def lower(text: str, locale: str | None = None) -> str:
     if (normalize(locale) or current()) == "tr":
         text = text.replace("I", "ı").replace("İ", "i")
     return text.lower()
+
+
+def search_fold(text: str | None) -> str:
+    """For matching what staff type against names: case and the dotted/dotless i ignored in both
+    languages ("İSTANBUL", "Istanbul", "ıstanbul" all match "istanbul"). SQLite's own lower()
+    leaves every non-ASCII letter as it is."""
+    if text is None:
+        return ""
+    return text.replace("İ", "i").replace("I", "i").replace("ı", "i").casefold()

@@ -8,10 +8,11 @@ from sqlite_utils import Database
 
 from billing import payments, refunds
 from billing.db import one, rows, scalar
+from billing.i18n import search_fold
 
 
 def companies(db: Database, now: datetime, query: str = "", limit: int = 200) -> list[dict]:
-    like = f"%{query.strip().lower()}%"
+    like = f"%{search_fold(query.strip())}%"
     return rows(
         db,
         """SELECT c.id, c.name, c.created_at, s.plan, s.status, s.trial_ends_at, s.current_period_end,
@@ -19,7 +20,7 @@ def companies(db: Database, now: datetime, query: str = "", limit: int = 200) ->
                       AS owner_email,
                   (SELECT count(*) FROM users u WHERE u.company_id = c.id) AS members
            FROM companies c LEFT JOIN subscriptions s ON s.company_id = c.id
-           WHERE ? = '%%' OR lower(c.name) LIKE ? OR EXISTS (
+           WHERE ? = '%%' OR fold(c.name) LIKE ? OR EXISTS (
                SELECT 1 FROM users u WHERE u.company_id = c.id AND u.email LIKE ?)
            ORDER BY c.id DESC LIMIT ?""",
         [like, like, like, limit],

@@ -176,3 +176,20 @@ def test_moving_the_test_clock_keeps_everyone_logged_in(settings, password_hash)
         assert page.status_code == 200
         assert "Your free trial has ended" in visible(page)  # billing did move 40 days on
         assert staff.get("/admin/", follow_redirects=False).status_code == 200
+
+
+def test_staff_search_ignores_case_in_turkish_letters_too(client, db, password_hash):
+    from billing import accounts
+    from conftest import START, login
+    register(client, company="Işık Yazılım", email="a@example.com")
+    client.cookies.clear()
+    register(client, company="İstanbul Şekerleme", email="b@example.com")
+    client.cookies.clear()
+    accounts.create_staff(db, START, email="ops@example.com", name="Ops", password_hash=password_hash)
+    login(client, email="ops@example.com")
+    for query, found, not_found in [("ŞEKERLEME", "İstanbul Şekerleme", "Işık Yazılım"),
+                                    ("istanbul", "İstanbul Şekerleme", "Işık Yazılım"),
+                                    ("ışık", "Işık Yazılım", "İstanbul Şekerleme"),
+                                    ("IŞIK", "Işık Yazılım", "İstanbul Şekerleme")]:
+        page = client.get("/admin/", params={"q": query})
+        assert found in page.text and not_found not in page.text, query
