@@ -54,8 +54,12 @@ browser:
 run: setup
 	$(PY) main.py --host $(HOST) --port $(PORT)
 
+# The tests are independent (each has its own database, ports and browser context), so they
+# run on two workers (pytest-xdist): about 1 min 50 s instead of 3 min on the 2-core CI machine.
+TEST_WORKERS ?= 2
+
 test: setup browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The model-based test of a subscription's whole life (tests/test_model.py), long: 2,000
 # random lives of 60 steps instead of the 300 of 40 that `make test` runs (about 80 s).
