@@ -8,9 +8,9 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: setup run test test-deep browser clean i18n-extract i18n-update i18n-compile translations
+.PHONY: setup run test test-deep browser clean pdf-libraries i18n-extract i18n-update i18n-compile translations
 
-setup: $(VENV)/.installed static/vendor/htmx.min.js translations
+setup: pdf-libraries $(VENV)/.installed static/vendor/htmx.min.js translations
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,15 @@ run: setup
 # The tests are independent (each has its own database, ports and browser context), so they
 # run on two workers (pytest-xdist): about 1 min 50 s instead of 3 min on the 2-core CI machine.
 TEST_WORKERS ?= 2
+
+# What WeasyPrint (invoice PDFs) needs from Debian: Pango and a font with every Turkish letter.
+# Installed by `make setup` when missing, like Chromium for the tests.
+pdf-libraries:
+	@{ $(PYTHON) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('pangoft2-1.0'))" \
+	  && test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf; } || { \
+	  echo "installing Pango and DejaVu fonts for PDF invoices"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core; }
 
 test: setup browser
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)

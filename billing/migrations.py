@@ -583,6 +583,62 @@ def m016_languages(db: Database) -> None:
     """Each email is rendered in its recipient's language, chosen when it is queued."""
     _run(db, "ALTER TABLE outbox ADD COLUMN locale TEXT CHECK (locale IN ('en', 'tr'))")
 
+
+@migrations()
+def m017_documents(db: Database) -> None:
+    """Invoices as documents: the seller's further legal details copied at issue, how the payment
+    was made; credit notes for refunds, with their own gapless yearly numbers, immutable like
+    invoices; and the indexes a month's export reads by."""
+    _run(
+        db,
+        "ALTER TABLE invoices ADD COLUMN seller_mersis TEXT",
+        "ALTER TABLE invoices ADD COLUMN seller_email TEXT",
+        "ALTER TABLE invoices ADD COLUMN seller_website TEXT",
+        "ALTER TABLE invoices ADD COLUMN paid_with TEXT",  # "Visa ending 4358", when known
+        "CREATE INDEX IF NOT EXISTS invoices_issued ON invoices (issued_at)",
+        """CREATE TABLE credit_note_counters (
+            year INTEGER PRIMARY KEY,
+            last_number INTEGER NOT NULL
+        )""",
+        """CREATE TABLE credit_notes (
+            id INTEGER PRIMARY KEY,
+            number TEXT NOT NULL UNIQUE,                      -- CN-2026-000001
+            year INTEGER NOT NULL,
+            sequence INTEGER NOT NULL,
+            invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+            refund_id INTEGER NOT NULL UNIQUE REFERENCES refunds(id),
+            company_id INTEGER NOT NULL REFERENCES companies(id),
+            issued_at TEXT NOT NULL,
+            seller_name TEXT NOT NULL,
+            seller_address TEXT NOT NULL,
+            seller_tax_id TEXT NOT NULL,
+            seller_tax_office TEXT NOT NULL,
+            seller_mersis TEXT,
+            seller_email TEXT,
+            seller_website TEXT,
+            buyer_name TEXT NOT NULL,
+            buyer_email TEXT NOT NULL,
+            buyer_address TEXT,
+            buyer_tax_office TEXT,
+            buyer_tax_id TEXT,
+            currency TEXT NOT NULL,
+            net INTEGER NOT NULL,
+            vat INTEGER NOT NULL,
+            vat_rate TEXT NOT NULL,                           -- the invoice's rate
+            total INTEGER NOT NULL CHECK (total > 0),
+            reason TEXT NOT NULL,
+            full_credit INTEGER NOT NULL DEFAULT 0 CHECK (full_credit IN (0, 1)),  -- the invoice is fully credited
+            UNIQUE (year, sequence),
+            CHECK (net + vat = total)
+        )""",
+        "CREATE INDEX credit_notes_invoice ON credit_notes (invoice_id)",
+        "CREATE INDEX credit_notes_issued ON credit_notes (issued_at)",
+        """CREATE TRIGGER credit_notes_immutable_update BEFORE UPDATE ON credit_notes
+           BEGIN SELECT RAISE(ABORT, 'credit notes are immutable'); END""",
+        """CREATE TRIGGER credit_notes_immutable_delete BEFORE DELETE ON credit_notes
+           BEGIN SELECT RAISE(ABORT, 'credit notes are immutable'); END""",
+    )
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

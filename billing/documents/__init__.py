@@ -1,0 +1,1 @@
+"""Invoices and credit notes as documents: PDFs, and the accountant's export."""
