@@ -10,7 +10,7 @@ import os
 import re
 import sys
 
-from billing import accounts, clock, mail, migrations, settings as settings_module
+from billing import accounts, clock, mail, migrations, money, settings as settings_module
 from billing.db import Store, make_private, write
 from billing.settings import ConfigError, Settings, is_loopback_host
 
@@ -296,6 +296,43 @@ def api_key_command(settings: Settings, action: str, value: str | None, scope: s
         store.close()
 
 
+def export_command(settings: Settings, month: str, fmt: str | None, out: str, lang: str) -> int:
+    """The accountant's month: every input checked before the database is opened, and the file
+    written aside and renamed, so a refusal or a failure writes nothing."""
+    from pathlib import Path
+
+    from billing import i18n
+    from billing.documents import export
+
+    fmt = fmt or Path(out).suffix.lstrip(".")  # `--out invoices-2026-12.xlsx` says which
+    try:
+        export.parse_month(month)
+        fmt = export.check_format(fmt)
+    except export.ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    locale = i18n.normalize(lang)
+    if locale is None:
+        print(f"error: --lang {lang!r}: choose tr or en", file=sys.stderr)
+        return 2
+    if not Path(out).parent.is_dir():
+        print(f"error: there is no directory {str(Path(out).parent)!r} to write {out!r} in", file=sys.stderr)
+        return 2
+    store, db = _open(settings)
+    try:
+        count = export.write_file(out, db, settings, month, fmt, locale)
+        summary = export.summary(db, settings, month)
+    except OSError as exc:
+        print(f"error: could not write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    totals = ", ".join(f"{c['currency']} {money.decimal_string(c['total'])}" for c in summary["currencies"])
+    print(f"{out}: {count} documents ({summary['invoices']} invoices, {summary['credit_notes']} credit notes) "
+          f"issued in {month} ({settings.timezone}); totals {totals or 'none'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python main.py", description="PayTR Billing: serve the app, or run an operation.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -326,6 +363,11 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("action", choices=["create", "list", "revoke"])
     k.add_argument("value", nargs="?", metavar="NAME|PREFIX", help="create: the key's name; revoke: its prefix")
     k.add_argument("--scope", choices=["read", "write"], help="create: read (GET only) or write (default)")
+    x = sub.add_parser("export", help="the accountant's month: every invoice and credit note as CSV or XLSX")
+    x.add_argument("--month", required=True, help="the month in local time, e.g. 2026-12")
+    x.add_argument("--format", dest="fmt", help="csv or xlsx (default: from the --out file's extension)")
+    x.add_argument("--out", required=True, help="the file to write, e.g. invoices-2026-12.xlsx")
+    x.add_argument("--lang", default="tr", help="tr (default: Fatura, İade Faturası, KDV) or en")
     e = sub.add_parser("paytr-emulator", help="run the PayTR emulator on its own (development and tests)")
     e.add_argument("--host", default="127.0.0.1")
     e.add_argument("--port", type=int, default=8001)
@@ -383,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         return api_key_command(settings, args.action, args.value, args.scope)
+    if command == "export":
+        return export_command(settings, args.month, args.fmt, args.out, args.lang)
     if command == "paytr-emulator":
         if settings.is_production:
             print("error: the PayTR emulator does not run in production", file=sys.stderr)
