@@ -115,11 +115,13 @@ def for_invoice(db: Database, invoice_id: int) -> list[dict]:
     return rows(db, "SELECT * FROM credit_notes WHERE invoice_id = ? ORDER BY id", [invoice_id])
 
 
-def for_company(db: Database, company_id: int) -> dict[int, list[dict]]:
-    """A company's credit notes grouped by invoice id, oldest first: listed under each invoice."""
-    grouped: dict[int, list[dict]] = {}
-    for note in rows(db, "SELECT * FROM credit_notes WHERE company_id = ? ORDER BY id", [company_id]):
-        grouped.setdefault(note["invoice_id"], []).append(note)
+def for_company(db: Database, company_id: int) -> dict[str, list[dict]]:
+    """A company's credit notes by their invoice's number, oldest first: listed under each invoice."""
+    grouped: dict[str, list[dict]] = {}
+    for note in rows(db, """SELECT c.*, i.number AS invoice_number FROM credit_notes c
+                            JOIN invoices i ON i.id = c.invoice_id WHERE c.company_id = ? ORDER BY c.id""",
+                     [company_id]):
+        grouped.setdefault(note["invoice_number"], []).append(note)
     return grouped
 
 
