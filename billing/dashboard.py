@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from billing import (accounts, billing_details, cards, events, invoices, mail, money, payments, plans, subscriptions,
-                     usage)
+from billing import (accounts, billing_details, cards, credit_notes, events, invoices, mail, money, payments, plans,
+                     subscriptions, usage)
 from billing.db import rows
 from billing.i18n import gettext as _, lazy_gettext
 
@@ -30,6 +30,7 @@ def overview(db: Database, now: datetime, company_id: int) -> dict:
         "plans": plans.all_plans(),
         "payments": payments.for_company(db, company_id),
         "invoices": invoices.for_company(db, company_id),
+        "credit_notes": credit_notes.for_company(db, company_id),  # listed under their invoices
         "payment_labels": payments.STATUS_LABELS,
         "failure_reason": payments.failure_reason,  # our sentence for a failed payment, in the reader's language
         "renews_on": subscriptions.renews_on(sub),

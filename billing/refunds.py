@@ -12,7 +12,8 @@ refunds, so nothing here ever sends the same refund twice:
   `reference_no`) before anyone may try again.
 
 A refund returns money; it does not change the subscription (cancel it
-separately) and it does not alter the issued invoice.
+separately) and it does not alter the issued invoice: it issues a credit note
+against it (billing/credit_notes.py) in the transaction that records it as made.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
-from billing import clock, events, mail, money, payments
+from billing import clock, credit_notes, events, mail, money, payments
 from billing.accounts import FormError
 from billing.db import one, rows, scalar, write
 from billing.i18n import gettext as _, lazy_gettext
@@ -186,13 +187,17 @@ def settle(db: Database, now: datetime, settings: Settings, refund_id: int, *, o
             events.record(db, now, "refund.succeeded", f"Refunded {amount} through PayTR",
                           company_id=refund["company_id"], actor="paytr", merchant_oid=payment["merchant_oid"],
                           amount=refund["amount"], reference_no=refund["reference_no"])
+            # The credit note in this same transaction: a refund that is not recorded takes no number.
+            note = credit_notes.issue(db, now, settings, refund)
             company = one(db, "SELECT name FROM companies WHERE id = ?", [refund["company_id"]])
             mail.enqueue(db, now, settings, template="refund_issued", to=payment["email"],
                          dedupe_key=f"refund:{refund_id}", company_id=refund["company_id"],
                          context={"company": company["name"] if company else "", "amount": refund["amount"],
                                   "currency": refund["currency"], "paid": payment["paid_amount"],
                                   "paid_at": payment["decided_at"], "description": payment["description"] or "",
-                                  "reason": refund["reason"], "tz": settings.tz.key})
+                                  "reason": refund["reason"], "tz": settings.tz.key,
+                                  # its number: the email names it, and the sender attaches its PDF
+                                  "credit_note": note["number"] if note else None})
             if refundable(db, payment) == 0:
                 _resolve_for_payment(db, now, payment["id"], refund["requested_by"],
                                      f"Refunded in full ({amount}, {refund['reference_no']}).")

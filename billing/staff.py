@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from billing import payments, refunds
+from billing import credit_notes, payments, refunds
 from billing.db import one, rows, scalar
 from billing.i18n import search_fold
 
@@ -63,7 +63,8 @@ def company(db: Database, company_id: int) -> dict | None:
             "payments": company_payments(db, company_id),
             "refunds": rows(db, """SELECT r.*, p.merchant_oid FROM refunds r JOIN payments p ON p.id = r.payment_id
                                    WHERE r.company_id = ? ORDER BY r.id DESC""", [company_id]),
-            "open_anomalies": open_anomalies(db, company_id=company_id)}
+            "open_anomalies": open_anomalies(db, company_id=company_id),
+            "credit_notes": credit_notes.for_company(db, company_id)}  # under each payment's invoice
 
 
 def company_payments(db: Database, company_id: int, limit: int = 100) -> list[dict]:

@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 import logging
 
-from billing import accounts, clock, invoices, payments, plans
+from billing import accounts, clock, credit_notes, invoices, payments, plans
 from billing.i18n import gettext as _
 from billing.payments import CheckoutError
 from billing.paytr import protocol
@@ -126,7 +126,10 @@ async def invoice_page(request: Request):
     invoice = await run(request, invoices.for_company_by_number, user["company_id"], request.path_params["number"])
     if invoice is None:
         raise HTTPException(404, _("We couldn't find that invoice."))
-    return render(request, "billing/invoice.html", {"invoice": invoice, "line_text": invoices.line_text})
+    # Shown on the page only: the invoice itself (and its PDF) never changes after a refund.
+    notes = await run(request, credit_notes.for_invoice, invoice["id"])
+    return render(request, "billing/invoice.html", {"invoice": invoice, "line_text": invoices.line_text,
+                                                    "credit_notes": notes})
 
 
 routes = [
