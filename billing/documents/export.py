@@ -36,7 +36,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from billing import clock, i18n
-from billing.i18n import gettext as _
+from billing.i18n import gettext as _, pgettext
 from billing.settings import Settings
 
 FORMATS = ("csv", "xlsx")
@@ -113,7 +113,7 @@ def headers(locale: str = DEFAULT_LOCALE) -> list[str]:
     with i18n.using(locale):
         return [_("Document type"), _("Document number"), _("Date"), _("Buyer"), _("VKN/TCKN"), _("Tax office"),
                 _("Address"), _("Net (excl. VAT)"), _("VAT rate (%)"), _("VAT"), _("Total"), _("Currency"),
-                _("Original invoice"), _("Payment reference (merchant_oid)"), _("Payment date"), _("Paid with")]
+                pgettext("export column", "Original invoice"), _("Payment reference (merchant_oid)"), _("Payment date"), _("Paid with")]
 
 
 def type_names(locale: str = DEFAULT_LOCALE) -> dict[str, str]:
