@@ -75,10 +75,8 @@ def issue(db: Database, now: datetime, settings: Settings, *, company: dict, pay
     sequence, number = next_number(db, year)
     invoice = {
         "number": number, "year": year, "sequence": sequence, "company_id": company["id"],
-        "payment_id": payment["id"], "issued_at": clock.iso(now), "seller_name": settings.seller_name,
-        "seller_address": settings.seller_address, "seller_tax_id": settings.seller_tax_id,
-        "seller_tax_office": settings.seller_tax_office, **billing_details.invoice_buyer(company),
-        "buyer_email": buyer_email,
+        "payment_id": payment["id"], "issued_at": clock.iso(now), **seller(settings),
+        **billing_details.invoice_buyer(company), "buyer_email": buyer_email, "paid_with": paid_with(payment, company),
         "currency": payment["currency"], "net": net, "vat": vat, "vat_rate": _rate_text(rate), "total": total,
         "period_start": clock.iso(period_start) if period_start else None,
         "period_end": clock.iso(period_end) if period_end else None,
@@ -92,6 +90,24 @@ def issue(db: Database, now: datetime, settings: Settings, *, company: dict, pay
     return invoice
 
 
+def seller(settings: Settings) -> dict:
+    """The seller's details as a document copies them when it is issued (invoices, credit notes):
+    a later change of address or name never rewrites an issued document."""
+    return {"seller_name": settings.seller_name, "seller_address": settings.seller_address,
+            "seller_tax_id": settings.seller_tax_id, "seller_tax_office": settings.seller_tax_office,
+            "seller_mersis": settings.seller_mersis or None, "seller_email": settings.seller_email or None,
+            "seller_website": settings.seller_website or None}
+
+
+def paid_with(payment: dict, company: dict) -> str | None:
+    """The card that paid, as stored ("Visa ending 4242"), when we know it: a charge to the saved
+    card renewals use (the charge synced the card list first, so its label is current). A card typed
+    into PayTR's form is never shown to us, so that payment's card stays unnamed."""
+    if payment.get("method") == "recurring":
+        return company.get("paytr_card_label") or None
+    return None
+
+
 def _rate_text(rate: Decimal) -> str:
     return format(rate.normalize(), "f")
 
@@ -103,6 +119,18 @@ def by_id(db: Database, invoice_id: int) -> dict | None:
 def for_company_by_number(db: Database, company_id: int, number: str) -> dict | None:
     """An invoice with its lines, only if it belongs to this company."""
     invoice = one(db, "SELECT * FROM invoices WHERE number = ? AND company_id = ?", [number, company_id])
+    if invoice:
+        invoice["lines"] = rows(db, "SELECT * FROM invoice_lines WHERE invoice_id = ? ORDER BY id", [invoice["id"]])
+    return invoice
+
+
+def document(db: Database, number: str, company_id: int | None = None) -> dict | None:
+    """An invoice as its document shows it: lines, the payment's reference (merchant_oid) and when it
+    was paid. With `company_id`, only that company's invoice (anyone else's reads as missing)."""
+    sql = """SELECT i.*, p.merchant_oid, p.decided_at AS paid_at FROM invoices i
+             JOIN payments p ON p.id = i.payment_id WHERE i.number = ?"""
+    invoice = one(db, sql + (" AND i.company_id = ?" if company_id is not None else ""),
+                  [number] + ([company_id] if company_id is not None else []))
     if invoice:
         invoice["lines"] = rows(db, "SELECT * FROM invoice_lines WHERE invoice_id = ? ORDER BY id", [invoice["id"]])
     return invoice

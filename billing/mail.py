@@ -32,6 +32,7 @@ import time
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from email.header import Header
+from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formataddr, format_datetime, parseaddr
@@ -280,9 +281,50 @@ def build_message(row: dict, settings: Settings) -> MIMEMultipart:
     msg["Message-ID"] = f"<{row['id']}.{digest}@{sender.domain}>"
     msg["X-Billing-Template"] = row["template"]
     msg["Content-Language"] = i18n.normalize(row.get("locale")) or settings.default_locale
-    msg.attach(MIMEText(row["body_text"], "plain", "utf-8"))
-    msg.attach(MIMEText(row["body_html"], "html", "utf-8"))
+    body = msg
+    if row.get("attachments"):
+        # multipart/mixed: the text-or-HTML alternative first, then each file.
+        body = MIMEMultipart("alternative", policy=msg.policy)
+        msg.set_type("multipart/mixed")
+        msg.attach(body)
+    body.attach(MIMEText(row["body_text"], "plain", "utf-8"))
+    body.attach(MIMEText(row["body_html"], "html", "utf-8"))
+    for name, content, subtype in row.get("attachments") or ():
+        part = MIMEApplication(content, subtype)
+        part.add_header("Content-Disposition", "attachment", filename=name)
+        msg.attach(part)
     return msg
+
+
+# Outbox context keys naming a document the sender attaches as a PDF: the key, and how to make it
+# (db, settings, number, locale) -> bytes or None. Credit notes add theirs the same way.
+def _invoice_attachment(db: Database, settings: Settings, number: str, locale: str) -> tuple[str, bytes] | None:
+    from billing.documents import invoice_pdf  # WeasyPrint loads only when a document is attached
+
+    document = invoice_pdf.invoice_pdf(db, settings, number, locale)
+    return None if document is None else (invoice_pdf.filename(number), document)
+
+
+ATTACHMENTS = {"attach_invoice": _invoice_attachment}
+
+
+def with_attachments(db: Database, row: dict, settings: Settings) -> dict:
+    """The row with `attachments` [(filename, bytes, subtype)], rendered now, in the email's language,
+    for each document its context names. A document that is missing raises: the email waits
+    (and is retried) instead of leaving without what it promises."""
+    context = row["context"] or ""
+    if not any(f'"{key}"' in context for key in ATTACHMENTS):  # most emails: no JSON parsed again
+        return row
+    values = json.loads(context)
+    locale = i18n.normalize(row.get("locale")) or settings.default_locale
+    attachments = []
+    for key, make in ATTACHMENTS.items():
+        if values.get(key):
+            made = make(db, settings, values[key], locale)
+            if made is None:
+                raise LookupError(f"{key}: no document {values[key]!r} to attach")
+            attachments.append((*made, "pdf"))
+    return {**row, "attachments": attachments}
 
 
 class CaptureTransport:
@@ -395,7 +437,7 @@ def deliver_due(db: Database, now: datetime, settings: Settings, transport=None)
         ready: list[tuple[dict, MIMEMultipart]] = []
         for row in batch:
             try:
-                row = rendered(row, settings)
+                row = with_attachments(db, rendered(row, settings), settings)
             except Exception as exc:  # a template bug: retried, so a fix and restart still sends it
                 failed([row], f"could not render: {_describe(exc)}")
                 continue

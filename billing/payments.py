@@ -348,7 +348,9 @@ def _apply_period(db, now, settings, payment, cb, sub, company, tz) -> None:
                           "period_end": payment["period_end"], "invoice_number": invoice["number"], "tz": tz.key,
                           "renewal": payment["kind"] == "renewal", "automatic": payment["method"] == "recurring",
                           "previous_plan_name": plans.get(previous_plan).name if previous_plan != plan.code else None,
-                          "invoice_url": settings.url(f"/billing/invoices/{invoice['number']}")})
+                          "invoice_url": settings.url(f"/billing/invoices/{invoice['number']}"),
+                          # The sender renders and attaches the PDF when it sends: never in this transaction.
+                          "attach_invoice": invoice["number"]})
 
 
 def _apply_upgrade(db, now, settings, payment, cb, sub, company, tz) -> None:

@@ -72,11 +72,17 @@ class Settings:
     allow_test_mode_in_production: bool = False
     trusted_proxies: tuple[str, ...] = ()
 
-    # Invoices: who sells, and the VAT they charge.
+    # Invoices: who sells (VUK 230: legal name, address, tax office and number), and the VAT they charge.
+    # Read from SELLER_LEGAL_NAME (or its older name SELLER_NAME) and SELLER_TAX_NUMBER (or SELLER_TAX_ID);
+    # the attribute names stay those of the invoice columns they are copied into.
     seller_name: str = "PayTR Billing Demo Ltd. Şti."
     seller_address: str = "Büyükdere Cad. No:1, Şişli, İstanbul"
     seller_tax_id: str = ""
     seller_tax_office: str = ""
+    seller_mersis: str = ""  # the 16-digit MERSİS number, printed when given
+    seller_email: str = ""
+    seller_website: str = ""
+    seller_logo: Path | None = None  # an image printed at the top of PDFs
     vat_rate: Decimal = Decimal("20")
 
     # Lifecycle (the autopilot issue).
@@ -95,6 +101,14 @@ class Settings:
 
     # The language of a visitor who has chosen none and whose browser sends no Accept-Language.
     default_locale: str = "en"
+
+    @property
+    def seller_legal_name(self) -> str:
+        return self.seller_name
+
+    @property
+    def seller_tax_number(self) -> str:
+        return self.seller_tax_id
 
     @property
     def is_production(self) -> bool:
@@ -199,6 +213,8 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
     except ValueError:
         raise ConfigError("DUNNING_RETRY_DAYS must be comma-separated day numbers, such as 1,3,5") from None
 
+    seller = _seller(get, production)
+
     default_locale = get("DEFAULT_LOCALE", "en").lower()
     if default_locale not in ("en", "tr"):
         raise ConfigError(f"DEFAULT_LOCALE must be en or tr, not {default_locale!r}")
@@ -233,10 +249,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         paytr_timeout=float(number("PAYTR_TIMEOUT", 10, minimum=1)),
         allow_test_mode_in_production=flag("ALLOW_TEST_MODE_IN_PRODUCTION", False),
         trusted_proxies=proxies,
-        seller_name=get("SELLER_NAME", Settings.seller_name),
-        seller_address=get("SELLER_ADDRESS", Settings.seller_address),
-        seller_tax_id=get("SELLER_TAX_ID"),
-        seller_tax_office=get("SELLER_TAX_OFFICE"),
+        **seller,
         vat_rate=vat_rate,
         scheduler=flag("BILLING_SCHEDULER", True),
         tick_seconds=number("TICK_SECONDS", 60, minimum=1),
@@ -257,6 +270,57 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
     else:
         settings = _development_defaults(settings)
     return settings
+
+
+LOGO_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
+
+
+def _seller(get, production: bool) -> dict:
+    """The seller's details from the environment. Development falls back to a demo name and
+    address; production has no defaults (check_production names what is missing)."""
+
+    def aliased(key: str, old: str) -> str:
+        new_value, old_value = get(key), get(old)
+        if new_value and old_value and new_value != old_value:
+            raise ConfigError(f"{key} and {old} (its older name) are both set and differ; keep only {key}")
+        return new_value or old_value
+
+    name = aliased("SELLER_LEGAL_NAME", "SELLER_NAME")
+    address = get("SELLER_ADDRESS")
+    if not production:
+        name, address = name or Settings.seller_name, address or Settings.seller_address
+    # Spaces group digits for people ("123 456 7890"); the invoice carries the digits alone.
+    tax_number = aliased("SELLER_TAX_NUMBER", "SELLER_TAX_ID").replace(" ", "")
+    if tax_number:
+        problem = tax_number_problem(tax_number)
+        if problem:
+            raise ConfigError(f"SELLER_TAX_NUMBER {tax_number!r}: {problem}")
+    mersis = get("SELLER_MERSIS").replace(" ", "")
+    if mersis and not (mersis.isascii() and mersis.isdigit() and len(mersis) == 16):
+        raise ConfigError(f"SELLER_MERSIS must be the 16-digit MERSİS number, not {mersis!r}")
+    email = get("SELLER_EMAIL")
+    if email and ("@" not in email or any(c.isspace() for c in email)):
+        raise ConfigError(f"SELLER_EMAIL must be one email address, not {email!r}")
+    logo = None
+    if raw_logo := get("SELLER_LOGO"):
+        logo = Path(raw_logo).expanduser().resolve()
+        if not logo.is_file():
+            raise ConfigError(f"SELLER_LOGO {raw_logo!r} is not a readable file")
+        if logo.suffix.lower() not in LOGO_SUFFIXES:
+            raise ConfigError(f"SELLER_LOGO must be an image ({', '.join(LOGO_SUFFIXES)}), not {logo.name!r}")
+    return {"seller_name": name, "seller_address": address, "seller_tax_id": tax_number,
+            "seller_tax_office": get("SELLER_TAX_OFFICE"), "seller_mersis": mersis, "seller_email": email,
+            "seller_website": get("SELLER_WEBSITE"), "seller_logo": logo}
+
+
+def tax_number_problem(tax_number: str) -> str | None:
+    """Why a VKN (10 digits) or TC kimlik number (11) is not valid, by its check digits, as for buyers."""
+    from stdnum.tr import tckimlik, vkn
+
+    if not (tax_number.isascii() and tax_number.isdigit() and len(tax_number) in (10, 11)):
+        return "a tax number is 10 digits (VKN), or 11 for a sole trader's TC kimlik number"
+    valid = vkn.is_valid(tax_number) if len(tax_number) == 10 else tckimlik.is_valid(tax_number)
+    return None if valid else "the check digits do not match; check the number"
 
 
 def _development_defaults(settings: Settings) -> Settings:
@@ -349,5 +413,13 @@ def check_production(settings: Settings) -> None:
         raise ConfigError(
             "PAYTR_TEST_MODE=1 in production; set ALLOW_TEST_MODE_IN_PRODUCTION=1 if you really mean it"
         )
+    # VUK 230: an invoice names the seller's legal name, address, tax office and tax number.
+    if not settings.seller_name:
+        raise ConfigError("SELLER_LEGAL_NAME is not set (the seller's legal name, printed on every invoice)")
+    if not settings.seller_address:
+        raise ConfigError("SELLER_ADDRESS is not set (the seller's address, printed on every invoice)")
+    if not settings.seller_tax_office:
+        raise ConfigError("SELLER_TAX_OFFICE is not set (the seller's tax office, printed on every invoice)")
     if not settings.seller_tax_id:
-        raise ConfigError("SELLER_TAX_ID is not set (invoices must name the seller's tax number)")
+        raise ConfigError("SELLER_TAX_NUMBER is not set (the seller's VKN or TC kimlik number, printed on "
+                          "every invoice)")

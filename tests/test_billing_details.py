@@ -137,9 +137,9 @@ def test_invoices_and_paytr_carry_the_details_and_keep_them_once_issued(client, 
     assert customer["user_phone"] == "05321234567"
     pay(client, app, oid)
 
-    invoice = text(client.get("/billing/invoices/INV-2026-000001"))
+    invoice = visible(client.get("/billing/invoices/INV-2026-000001"))
     for fact in ("Yılmaz Yazılım Anonim Şirketi", "Caferağa Mah. Moda Cad. No: 12", "Kadıköy / İstanbul",
-                 "Tax number 1234567890, Kadıköy tax office"):
+                 "Vergi Dairesi / Tax office Kadıköy", "VKN/TCKN / Tax number 1234567890"):
         assert fact in invoice
 
     # New details apply to new invoices only: the issued one keeps what it said.

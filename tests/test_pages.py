@@ -149,7 +149,8 @@ def test_dev_mail_viewer_shows_captured_email(client):
                                   "BASE_URL": "https://billing.example.com", "SMTP_HOST": "127.0.0.1",
                                   "MAIL_FROM": "b@example.com", "PAYTR_MERCHANT_ID": "1",
                                   "PAYTR_MERCHANT_KEY": "k", "PAYTR_MERCHANT_SALT": "s", "PAYTR_TEST_MODE": "0",
-                                  "SELLER_TAX_ID": "1"}])
+                                  "SELLER_LEGAL_NAME": "Örnek Ltd.", "SELLER_ADDRESS": "İstanbul",
+                                  "SELLER_TAX_OFFICE": "Şişli", "SELLER_TAX_NUMBER": "4540536920"}])
 def test_dev_pages_do_not_exist_in_production(client):
     assert client.get("/dev/mail").status_code == 404
     assert "Dev mail" not in client.get("/pricing").text

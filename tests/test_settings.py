@@ -21,7 +21,10 @@ PRODUCTION = {
     "PAYTR_MERCHANT_KEY": "merchant-key-value",
     "PAYTR_MERCHANT_SALT": "merchant-salt-value",
     "PAYTR_TEST_MODE": "0",
-    "SELLER_TAX_ID": "1234567890",
+    "SELLER_LEGAL_NAME": "Örnek Yazılım Ltd. Şti.",
+    "SELLER_ADDRESS": "Büyükdere Cad. No:1, Şişli, İstanbul",
+    "SELLER_TAX_OFFICE": "Zincirlikuyu",
+    "SELLER_TAX_NUMBER": "4540536920",
 }
 
 
@@ -88,7 +91,10 @@ def test_production_with_everything_set_starts(tmp_path):
     ("PAYTR_MERCHANT_ID", "PAYTR_MERCHANT_ID"),
     ("PAYTR_MERCHANT_KEY", "PAYTR_MERCHANT_KEY"),
     ("PAYTR_MERCHANT_SALT", "PAYTR_MERCHANT_SALT"),
-    ("SELLER_TAX_ID", "SELLER_TAX_ID"),
+    ("SELLER_LEGAL_NAME", "SELLER_LEGAL_NAME is not set"),
+    ("SELLER_ADDRESS", "SELLER_ADDRESS is not set"),
+    ("SELLER_TAX_OFFICE", "SELLER_TAX_OFFICE is not set"),
+    ("SELLER_TAX_NUMBER", "SELLER_TAX_NUMBER is not set"),
 ])
 def test_production_refuses_a_missing_secret_or_setting(tmp_path, missing, reason):
     env = {k: v for k, v in PRODUCTION.items() if k != missing}
@@ -101,6 +107,7 @@ def test_production_refuses_a_missing_secret_or_setting(tmp_path, missing, reaso
     ({"BASE_URL": "http://billing.example.com"}, "https"),
     ({"PAYTR_API_BASE": "emulator"}, "emulator"),
     ({"PAYTR_TEST_MODE": "1"}, "PAYTR_TEST_MODE=1"),
+    ({"SELLER_TAX_NUMBER": "1234567891"}, "check digits"),  # as for buyers: VKN check digit
 ])
 def test_production_refuses_development_defaults(tmp_path, override, reason):
     with pytest.raises(ConfigError, match=reason):

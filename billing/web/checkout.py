@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 import logging
 
-from billing import accounts, clock, credit_notes, invoices, payments, plans
+from billing import accounts, clock, credit_notes, i18n, invoices, payments, plans
+from billing.documents import invoice_pdf as invoice_documents
 from billing.i18n import gettext as _
 from billing.payments import CheckoutError
 from billing.paytr import protocol
 from billing.paytr.client import PaytrRefused, PaytrUnavailable
-from billing.web.common import (current_user, flash, form, ip, login_required, now, owner_required, redirect, run,
-                                settings)
+from billing.web.common import (current_user, flash, form, ip, login_redirect, login_required, now, owner_required,
+                                redirect, run, settings)
 from billing.web import wallet
 from billing.web.templating import render
 
@@ -123,7 +125,7 @@ async def payment_status(request: Request):
 @login_required
 async def invoice_page(request: Request):
     user = await current_user(request)
-    invoice = await run(request, invoices.for_company_by_number, user["company_id"], request.path_params["number"])
+    invoice = await run(request, invoices.document, request.path_params["number"], user["company_id"])
     if invoice is None:
         raise HTTPException(404, _("We couldn't find that invoice."))
     # Shown on the page only: the invoice itself (and its PDF) never changes after a refund.
@@ -132,11 +134,35 @@ async def invoice_page(request: Request):
                                                     "credit_notes": notes})
 
 
+async def invoice_pdf(request: Request):
+    """The invoice as a PDF in the reader's language, for its company's members and for staff;
+    anyone else gets the same 404 as for a number that does not exist. Rendered (or read from the
+    cache) on a worker thread with the database read, never on the event loop."""
+    user = await current_user(request)
+    if user is None:
+        return login_redirect(request)
+    if user["role"] not in ("owner", "member", "staff"):
+        raise HTTPException(404, _("We couldn't find that invoice."))
+    company_id = None if user["role"] == "staff" else user["company_id"]
+    number = request.path_params["number"]
+    locale = request.scope.get("billing.locale") or i18n.current()
+    document = await run(request, invoice_documents.invoice_pdf, settings(request), number, locale, company_id)
+    if document is None:
+        raise HTTPException(404, _("We couldn't find that invoice."))
+    name = invoice_documents.filename(number)
+    return Response(document, media_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="{name}"',
+        # A member's invoice: never kept by a shared cache; the browser may keep it briefly.
+        "Cache-Control": "private, max-age=300"})
+
+
 routes = [
     Route("/billing/subscribe/{plan}", subscribe, methods=["POST"]),
     Route("/billing/checkout/{oid}", checkout_page),
     Route("/billing/payment/success", payment_result),
     Route("/billing/payment/fail", payment_result),
     Route("/billing/payment/{oid}/status", payment_status),
+    # Before the page's route, whose {number} would also match "INV-2026-000001.pdf".
+    Route("/billing/invoices/{number}.pdf", invoice_pdf),
     Route("/billing/invoices/{number}", invoice_page),
 ]

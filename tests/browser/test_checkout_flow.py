@@ -80,7 +80,10 @@ def test_subscribe_pay_with_a_test_card_and_see_it_active(page):
     billed_to = page.get_by_role("region", name="Billed to")
     expect(billed_to).to_contain_text("Ege Bulut Hizmetleri Limited Şirketi")
     expect(billed_to).to_contain_text("Karşıyaka / İzmir")
-    expect(billed_to).to_contain_text("Tax number 1234567890, Karşıyaka tax office")
+    expect(billed_to.get_by_role("row", name="VKN/TCKN / Tax number")).to_contain_text("1234567890")
+    expect(billed_to.get_by_role("row", name="Vergi Dairesi / Tax office")).to_contain_text("Karşıyaka")
+    expect(page.get_by_role("link", name="Download PDF")).to_have_attribute(
+        "href", re.compile(r"^/billing/invoices/INV-\d{4}-000001\.pdf$"))
 
 
 def test_declined_card_shows_the_reason_then_trying_again_succeeds(page):
