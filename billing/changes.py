@@ -226,7 +226,9 @@ def switch_plan_now(db: Database, now: datetime, settings: Settings, sub: dict, 
                                    next_action_at=now)
     company = accounts.company(db, sub["company_id"])
     _email(db, now, settings, "plan_changed", f"plan-changed:{company['id']}:{plan_code}:{clock.iso(now)}", sub,
-           company, previous_plan_name=previous.name, charged=charged, invoice_number=invoice_number)
+           company, previous_plan_name=previous.name, charged=charged, invoice_number=invoice_number,
+           # The upgrade's receipt: the sender attaches the invoice's PDF when it sends.
+           **({"attach_invoice": invoice_number} if invoice_number else {}))
     return sub
 
 

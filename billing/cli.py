@@ -363,9 +363,10 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("action", choices=["create", "list", "revoke"])
     k.add_argument("value", nargs="?", metavar="NAME|PREFIX", help="create: the key's name; revoke: its prefix")
     k.add_argument("--scope", choices=["read", "write"], help="create: read (GET only) or write (default)")
-    x = sub.add_parser("export", help="the accountant's month: every invoice and credit note as CSV or XLSX")
+    x = sub.add_parser("export", help="the accountant's month: every invoice and credit note as CSV or XLSX, "
+                                      "or their PDFs as a ZIP")
     x.add_argument("--month", required=True, help="the month in local time, e.g. 2026-12")
-    x.add_argument("--format", dest="fmt", help="csv or xlsx (default: from the --out file's extension)")
+    x.add_argument("--format", dest="fmt", help="csv, xlsx or zip (default: from the --out file's extension)")
     x.add_argument("--out", required=True, help="the file to write, e.g. invoices-2026-12.xlsx")
     x.add_argument("--lang", default="tr", help="tr (default: Fatura, İade Faturası, KDV) or en")
     e = sub.add_parser("paytr-emulator", help="run the PayTR emulator on its own (development and tests)")

@@ -305,7 +305,14 @@ def _invoice_attachment(db: Database, settings: Settings, number: str, locale: s
     return None if document is None else (invoice_pdf.filename(number), document)
 
 
-ATTACHMENTS = {"attach_invoice": _invoice_attachment}
+def _credit_note_attachment(db: Database, settings: Settings, number: str, locale: str) -> tuple[str, bytes] | None:
+    from billing.documents import credit_note_pdf
+
+    document = credit_note_pdf.credit_note_pdf(db, settings, number, locale)
+    return None if document is None else (credit_note_pdf.filename(number), document)
+
+
+ATTACHMENTS = {"attach_invoice": _invoice_attachment, "credit_note": _credit_note_attachment}
 
 
 def with_attachments(db: Database, row: dict, settings: Settings) -> dict:

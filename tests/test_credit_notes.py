@@ -180,3 +180,24 @@ def test_turkish_page_and_pdf(client, app, db, staff):
     assert "Düzenlenme tarihi: 27 Kasım 2026" in text and "Asıl fatura INV-2026-000001 (27 Kasım 2026)" in text
     [email] = outbox(db, template="refund_issued")
     assert "İade faturası: CN-2026-000001" in email["body_text"]
+
+
+def test_the_refund_email_carries_the_credit_note_pdf(db, paid, staff, settings):
+    from email import policy
+    from email.parser import BytesParser
+
+    from conftest import wait_for
+
+    refund(staff, paid, amount="10.00", reason="Kısmi iade")
+    directory = settings.mail_capture_dir
+
+    def sent():
+        return [p for p in directory.glob("*.eml") if b"X-Billing-Template: refund_issued" in p.read_bytes()]
+
+    wait_for(sent, timeout=20, message="the refund email is sent")
+    [path] = sent()
+    message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_content_type() == "application/pdf" and attachment.get_filename() == "CN-2026-000001.pdf"
+    text = pdf_text(attachment.get_content())
+    assert "CN-2026-000001" in text and "INV-2026-000001" in text

@@ -220,7 +220,7 @@ def test_the_command_line_writes_the_file(db, settings, month, tmp_path, monkeyp
 @pytest.mark.parametrize("args, message", [
     (["--month", "2026-13", "--format", "csv"], "is not a month like 2026-12"),
     (["--month", "12/2026", "--format", "csv"], "is not a month like 2026-12"),
-    (["--month", "2026-12", "--format", "pdf"], "choose csv or xlsx"),
+    (["--month", "2026-12", "--format", "pdf"], "choose csv, xlsx or zip"),
     (["--month", "2026-12", "--format", "csv", "--lang", "de"], "choose tr or en"),
 ])
 def test_the_command_line_refuses_bad_input_and_writes_nothing(settings, tmp_path, monkeypatch, capsys, args,
@@ -289,3 +289,35 @@ def test_customers_and_visitors_cannot_export(client, db, settings, password_has
         answer = client.get(path, follow_redirects=False)
         assert answer.status_code == 403 and "for the operator's staff" in visible(answer)
         assert "INV-2026" not in answer.text and "attachment" not in answer.headers.get("content-disposition", "")
+
+
+def test_the_months_pdfs_as_a_zip(app, client, db, settings, password_hash):
+    """The accountant's ZIP: one PDF per invoice and credit note of the month, named by number."""
+    import io
+    import zipfile
+
+    import pypdf
+
+    from billing.documents import archive
+    from conftest import register
+    from test_checkout_http import checkout_oid, pay, subscribe
+    from billing import accounts
+    from conftest import START, login, second_browser
+    from test_refunds import refund
+
+    register(client)
+    pay(client, app, checkout_oid(subscribe(client)))
+    invoice = db.execute("SELECT number, issued_at, payment_id FROM invoices").fetchone()
+    accounts.create_staff(db, START, email="ops@example.com", name="Operasyon Ekibi", password_hash=password_hash)
+    staff = second_browser(app)
+    login(staff, email="ops@example.com")
+    refund(staff, {"id": invoice[2]}, amount="10.00")
+    note = db.execute("SELECT number FROM credit_notes").fetchone()[0]
+    out = io.BytesIO()
+    assert archive.month_zip(db, settings, invoice[1][:7], out) == 2
+    with zipfile.ZipFile(io.BytesIO(out.getvalue())) as zipped:
+        assert sorted(zipped.namelist()) == sorted([f"{invoice[0]}.pdf", f"{note}.pdf"])
+        texts = {name: pypdf.PdfReader(io.BytesIO(zipped.read(name))).pages[0].extract_text()
+                 for name in zipped.namelist()}
+    assert invoice[0] in texts[f"{invoice[0]}.pdf"] and note in texts[f"{note}.pdf"]
+    assert invoice[0] in texts[f"{note}.pdf"]  # the credit note names the invoice it credits

@@ -58,10 +58,14 @@ def parse_month(text: str | None) -> tuple[int, int]:
     return int(found[1]), int(found[2])
 
 
+FILE_FORMATS = (*FORMATS, "zip")  # zip: the month's documents as PDFs (billing/documents/archive.py)
+
+
 def check_format(text: str | None) -> str:
     fmt = (text or "").strip().lower()
-    if fmt not in FORMATS:
-        raise ExportError(_("“%(format)s” is not a format we export: choose csv or xlsx.", format=(text or "")[:20]))
+    if fmt not in FILE_FORMATS:
+        raise ExportError(_("“%(format)s” is not a format we export: choose csv, xlsx or zip.",
+                            format=(text or "")[:20]))
     return fmt
 
 
@@ -298,6 +302,11 @@ def write_file(path: str | Path, db: Database, settings: Settings, month: str, f
         if fmt == "csv":
             with os.fdopen(handle, "w", encoding="utf-8-sig", newline="") as out:
                 count = write_csv(out, db, settings, month, locale)
+        elif fmt == "zip":
+            from billing.documents import archive
+
+            with os.fdopen(handle, "wb") as out:
+                count = archive.month_zip(db, settings, month, out, locale)
         else:
             os.close(handle)
             count = write_xlsx(temporary, db, settings, month, locale)

@@ -25,9 +25,10 @@ from billing.i18n import gettext as _
 from billing.web.common import in_thread, now, run, settings, staff_required
 from billing.web.templating import render
 
-_FILENAME = re.compile(r"invoices-(\d{4}-\d{2})\.(csv|xlsx)")
+_FILENAME = re.compile(r"invoices-(\d{4}-\d{2})\.(csv|xlsx|zip)")
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8",
-               "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+               "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+               "zip": "application/zip"}
 
 
 def _file_locale(request: Request) -> str:
@@ -47,7 +48,7 @@ async def index(request: Request):
     summary = await run(request, export.summary, settings(request), month)
     return render(request, "admin/exports.html", {
         "month": month, "lang": lang, "error": None, "summary": summary, "timezone": settings(request).timezone,
-        "files": {fmt: f"/admin/exports/{export.filename(month, fmt)}?lang={lang}" for fmt in export.FORMATS}})
+        "files": {fmt: f"/admin/exports/{export.filename(month, fmt)}?lang={lang}" for fmt in export.FILE_FORMATS}})
 
 
 @staff_required
