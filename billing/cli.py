@@ -177,7 +177,7 @@ def jobs_run(settings: Settings, at: str | None) -> int:
     async def tick() -> dict:
         async with httpx.AsyncClient(base_url=base, timeout=timeouts(settings)) as http:
             context = jobs.Context(store=store, settings=settings, clock=app_clock, paytr=PaytrClient(settings, http))
-            return await jobs.tick(context)
+            return await jobs.tick(context, mail_batches=None)  # no sender here: send everything due
 
     report = asyncio.run(tick())
     store.close()

@@ -252,15 +252,19 @@ async def _in_thread(ctx: Context, fn, *args):
     return await anyio.to_thread.run_sync(lambda: fn(store.db(), *args))
 
 
-async def tick(ctx: Context, now: datetime | None = None) -> dict:
-    """Everything due at `now` (default: the app's clock, test clock included)."""
+async def tick(ctx: Context, now: datetime | None = None, mail_batches: int | None = 1) -> dict:
+    """Everything due at `now` (default: the app's clock, test clock included). In the server the
+    mail sender sends in the background, so a tick sends at most `mail_batches` batches itself;
+    `main.py jobs run` (no sender running) passes None and sends everything due."""
     now = now or ctx.clock.now()
     report = {"at": clock.iso(now)}
     report["subscriptions"] = await _in_thread(ctx, run_due_subscriptions, now, ctx.settings)
     report["charges"] = await charge_cards(ctx, now)
     report["reconciled"] = await reconcile(ctx, now)
     report["refunds_checked"] = await check_refunds(ctx, now)
-    sent = await _in_thread(ctx, mail.deliver_due, now, ctx.settings)
+    # One batch at most: a storm of receipts (each rendering its invoice PDF, ~50 ms) must not hold up
+    # the next tick's renewals; the app's mail sender works through the rest in the background.
+    sent = await _in_thread(ctx, mail.deliver_due, now, ctx.settings, None, mail_batches)
     report["emails_sent"] = sent["sent"]
     if any(report[k] for k in ("subscriptions", "charges", "reconciled", "refunds_checked", "emails_sent")):
         log.info("tick %s", report)

@@ -422,8 +422,10 @@ def _connection_lost(exc: Exception) -> bool:
     return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
 
 
-def deliver_due(db: Database, now: datetime, settings: Settings, transport=None) -> dict:
-    """Send what is due. Never raises for mail trouble: it is recorded and retried.
+def deliver_due(db: Database, now: datetime, settings: Settings, transport=None,
+                max_batches: int | None = None) -> dict:
+    """Send what is due (at most `max_batches` claims of BATCH). Never raises for mail trouble: it
+    is recorded and retried.
 
     Each message's outcome is written as soon as it is known. A message that cannot be
     rendered, addressed or sent (whatever the exception) fails alone and the rest go; a
@@ -437,7 +439,9 @@ def deliver_due(db: Database, now: datetime, settings: Settings, transport=None)
         counts["failed"] += final
         counts["retrying"] += len(failed_rows) - final
 
-    while True:
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        batches += 1
         batch = claim(db, now)
         if not batch:
             return counts
@@ -472,6 +476,7 @@ def deliver_due(db: Database, now: datetime, settings: Settings, transport=None)
                 else:
                     record_sent(db, now, row)
                     counts["sent"] += 1
+    return counts  # the rest is left for the sender (or the next call)
 
 
 def retry_now(db: Database, now: datetime) -> int:
@@ -526,7 +531,9 @@ class Sender:
                 loop.call_soon_threadsafe(self.event.set)
 
     def drain_once(self) -> datetime | None:
-        deliver_due(self.store.db(), self.clock.now(), self.settings)
+        # One batch per turn: between batches the sender yields to callbacks and can be stopped
+        # (a batch of receipts renders up to 50 invoice PDFs); what is left is due at once.
+        deliver_due(self.store.db(), self.clock.now(), self.settings, max_batches=1)
         return next_due(self.store.db())
 
     async def _run(self) -> None:
