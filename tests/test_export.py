@@ -274,6 +274,7 @@ def test_the_page_speaks_turkish_and_refuses_a_bad_month(client, db, password_ha
     page = client.get("/admin/exports?month=2026-12")
     words = visible(page)
     assert "Muhasebe dışa aktarımı" in words and "3 fatura · 2 iade faturası" in words and "₺1.068,00" in words
+    assert "Aralık 2026" in words  # the month named in the reader's language, not "2026-12"
     bad = client.get("/admin/exports?month=2026-13")
     assert bad.status_code == 422 and "2026-13" in visible(bad) and "2026-12 gibi bir ay değil" in visible(bad)
     assert client.get("/admin/exports/invoices-2026-13.csv").status_code == 404

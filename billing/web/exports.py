@@ -48,7 +48,18 @@ async def index(request: Request):
     summary = await run(request, export.summary, settings(request), month)
     return render(request, "admin/exports.html", {
         "month": month, "lang": lang, "error": None, "summary": summary, "timezone": settings(request).timezone,
+        "month_label": _month_label(month),
         "files": {fmt: f"/admin/exports/{export.filename(month, fmt)}?lang={lang}" for fmt in export.FILE_FORMATS}})
+
+
+def _month_label(month: str) -> str:
+    """'2026-11' -> 'November 2026' / 'Kasım 2026', in the reader's language."""
+    from datetime import date
+
+    from babel.dates import format_date
+
+    year, number = export.parse_month(month)
+    return format_date(date(year, number, 1), "LLLL y", locale=i18n.current())
 
 
 @staff_required
