@@ -471,6 +471,7 @@ class SubscriptionLife(RuleBasedStateMachine):
         if self.ticked:
             self._check_state(v)
         self._check_refunds(v)
+        self._check_credit_notes(v)
         self._check_emails(v)
         self.callbacks_seen = v["callbacks"][-1]["id"] if v["callbacks"] else self.callbacks_seen
         self.prev, self.ticked = v, False
@@ -712,6 +713,34 @@ class SubscriptionLife(RuleBasedStateMachine):
             assert recorded + checking == refunded, (
                 f"PayTR refunded {refunded} of payment {p['merchant_oid']}; the books say {books}")
 
+    def _check_credit_notes(self, v: dict) -> None:
+        """Every refund PayTR made against an invoiced payment has one credit note, and no other
+        refund has one; an invoice's credit notes credit exactly what was refunded of it, never
+        more than the invoice (net and VAT each), and their numbers are gapless per year."""
+        notes_by_refund = {n["refund_id"]: n for n in v["credit_notes"]}
+        invoice_by_payment = {i["payment_id"]: i for i in v["invoices"]}
+        refunded: dict[int, int] = {}
+        for r in v["refunds"]:
+            note = notes_by_refund.get(r["id"])
+            invoice = invoice_by_payment.get(r["payment_id"])
+            if r["status"] != "succeeded":
+                assert note is None, f"a credit note for refund {r['reference_no']}, which is {r['status']}"
+            elif invoice is not None:
+                refunded[invoice["id"]] = refunded.get(invoice["id"], 0) + r["amount"]
+        for invoice in v["invoices"]:
+            notes = [n for n in v["credit_notes"] if n["invoice_id"] == invoice["id"]]
+            total = sum(n["total"] for n in notes)
+            assert total == min(invoice["total"], refunded.get(invoice["id"], 0)), (
+                f"{invoice['number']}: credit notes of {total}, refunds of {refunded.get(invoice['id'], 0)}")
+            assert sum(n["net"] for n in notes) <= invoice["net"] and sum(n["vat"] for n in notes) <= invoice["vat"]
+            assert all(n["net"] + n["vat"] == n["total"] for n in notes)
+            assert sum(n["full_credit"] for n in notes) == (1 if notes and total == invoice["total"] else 0)
+        by_year: dict[int, list[int]] = {}
+        for n in v["credit_notes"]:
+            by_year.setdefault(n["year"], []).append(n["sequence"])
+        for year, numbers in by_year.items():
+            assert sorted(numbers) == list(range(1, len(numbers) + 1)), f"credit note numbers of {year}: {numbers}"
+
     def _check_emails(self, v: dict) -> None:
         """Each email goes once for what it is about."""
         keys = Counter(m["dedupe_key"] for m in v["outbox"])
@@ -754,6 +783,7 @@ def _read(db, company_id: int, callbacks_seen: int) -> dict:
         "invoices": rows(db, "SELECT * FROM invoices ORDER BY id"),
         "lines": rows(db, "SELECT * FROM invoice_lines ORDER BY id"),
         "refunds": rows(db, "SELECT * FROM refunds ORDER BY id"),
+        "credit_notes": rows(db, "SELECT * FROM credit_notes ORDER BY id"),
         "outbox": rows(db, "SELECT id, dedupe_key, template, context FROM outbox ORDER BY id"),
         "callbacks": rows(db, "SELECT id, merchant_oid, outcome, received_at FROM callbacks WHERE id > ? "
                               "ORDER BY id", [callbacks_seen]),
