@@ -213,30 +213,19 @@ def test_timeline_falls_back_to_the_stored_message_for_unknown_kinds():
 # --- PayTR: language, failures, refusals -------------------------------------------------
 
 
-def test_get_token_sends_the_customers_language(tr_owner, app, db, settings):
+@pytest.mark.parametrize("owner, lang", [("tr_owner", "tr"), ("en_owner", "en")])
+def test_get_token_sends_the_customers_language(owner, lang, app, request):
+    browser = request.getfixturevalue(owner)  # signs up (and starts the app) first
     sent = []
     original = app.state.paytr.get_token
 
-    async def spy(request):
-        sent.append(dict(request))
-        return await original(request)
+    async def spy(token_request):
+        sent.append(dict(token_request))
+        return await original(token_request)
 
     app.state.paytr.get_token = spy
-    subscribe(tr_owner)
-    assert sent and sent[0]["lang"] == "tr"
-
-
-def test_get_token_sends_english_for_an_english_customer(en_owner, app):
-    sent = []
-    original = app.state.paytr.get_token
-
-    async def spy(request):
-        sent.append(dict(request))
-        return await original(request)
-
-    app.state.paytr.get_token = spy
-    subscribe(en_owner)
-    assert sent and sent[0]["lang"] == "en"
+    subscribe(browser)
+    assert sent and sent[0]["lang"] == lang
 
 
 def test_the_protocol_keeps_lang_to_tr_or_en():
