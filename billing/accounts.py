@@ -257,7 +257,7 @@ def register(
     name: str,
     email: str,
     password_hash: str,
-    plan: str = plans.DEFAULT_PLAN,
+    plan: str | None = None,
     ip: str | None = None,
     locale: str | None = None,
 ) -> dict:
@@ -267,9 +267,9 @@ def register(
     From the web (`ip` given), an address that already has an account counts against the
     client's address like a failed login, so the form cannot be used to list who has an
     account; TooManyAttempts once that address is locked."""
-    if plan not in plans.PLANS:
-        plan = plans.DEFAULT_PLAN
     with write(db):
+        if plans.subscribable(db, plan) is None:
+            plan = plans.default_code(db)
         taken = _address_taken(db, now, email, ip, "register")
         if not taken:
             user_id = create_company(db, now, settings, company_name, name, email, password_hash, plan,
@@ -320,7 +320,7 @@ def create_company(db, now, settings, company_name, name, email, password_hash, 
     needs_password = password_hash == NO_PASSWORD
     mail.enqueue(db, now, settings, template="welcome", to=email, dedupe_key=f"welcome:{user_id}",
                  company_id=company_id,
-                 context={"name": name, "company": company_name, "plan": plans.get(plan),
+                 context={"name": name, "company": company_name, "plan": plans.get(db, plan),
                           "trial_days": settings.trial_days, "trial_ends_at": sub["trial_ends_at"],
                           "dashboard_url": settings.url("/billing/"),
                           "set_password_url": settings.url("/auth/forgot-password") if needs_password else None})
@@ -338,10 +338,13 @@ def _insert_user(db, now, company_id, email, name, password_hash, role) -> int:
         raise FormError({"email": _(ADDRESS_TAKEN)}) from None
 
 
-def create_staff(db: Database, now: datetime, *, email: str, name: str, password_hash: str) -> dict:
+def create_staff(db: Database, now: datetime, *, email: str, name: str, password_hash: str,
+                 staff_role: str = "admin", actor: str = "cli") -> dict:
+    """A staff account; `create-staff` on the command line makes an admin."""
     with write(db):
         user_id = _insert_user(db, now, None, email, name, password_hash, "staff")
-        events.record(db, now, "staff.created", f"Staff account {email} created", actor="cli")
+        db.execute("UPDATE users SET staff_role = ? WHERE id = ?", [staff_role, user_id])
+        events.record(db, now, "staff.created", f"Staff account {email} created ({staff_role})", actor=actor)
     return user_by_id(db, user_id)
 
 
@@ -463,9 +466,11 @@ def create_session(db: Database, now: datetime, user_id: int, ip: str = "", user
     token, digest = _token()
     with write(db):
         db.execute(
-            """INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at, ip, user_agent)
-               VALUES (?, ?, ?, ?, ?, ?, ?)""",
-            [digest, user_id, clock.iso(now), clock.iso(now), clock.iso(now + SESSION_MAX), ip, user_agent[:300]],
+            """INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at, ip, user_agent,
+                                     authenticated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            [digest, user_id, clock.iso(now), clock.iso(now), clock.iso(now + SESSION_MAX), ip, user_agent[:300],
+             clock.iso(now)],
         )
     return token
 
@@ -476,7 +481,7 @@ def session_user(db: Database, now: datetime, token: str | None) -> dict | None:
         return None
     row = one(
         db,
-        """SELECT s.id AS session_id, s.last_seen_at, s.expires_at, u.*,
+        """SELECT s.id AS session_id, s.last_seen_at, s.expires_at, s.authenticated_at, u.*,
                   sub.status AS subscription_status, sub.current_period_end AS subscription_period_end
            FROM sessions s JOIN users u ON u.id = s.user_id
            LEFT JOIN subscriptions sub ON sub.company_id = u.company_id
@@ -494,6 +499,19 @@ def session_user(db: Database, now: datetime, token: str | None) -> dict | None:
         with write(db):
             db.execute("UPDATE sessions SET last_seen_at = ? WHERE id = ?", [clock.iso(now), row["session_id"]])
     return row
+
+
+def reauthenticate(db: Database, now: datetime, token: str, user: dict, password: str) -> bool:
+    """The person behind a session gave their password again: sensitive actions open for 10 minutes."""
+    if not password_matches(user.get("password_hash"), password):
+        return False
+    mark_authenticated(db, now, token)
+    return True
+
+
+def mark_authenticated(db: Database, now: datetime, token: str) -> None:
+    with write(db):
+        db.execute("UPDATE sessions SET authenticated_at = ? WHERE id = ?", [clock.iso(now), token_hash(token)])
 
 
 def end_session(db: Database, token: str | None) -> None:

@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from billing import clock as clock_module
 from billing.api import app as api_app
 from billing.api.resources import ENDPOINTS as API_ENDPOINTS
-from billing import i18n, jobs, mail, migrations
+from billing import i18n, jobs, mail, migrations, roles
 from billing.callbacks import CallbackWriter, Checkpointer
 from billing.paytr.client import PaytrClient
 from billing.paytr.client import timeouts as paytr_timeouts
@@ -60,6 +60,8 @@ def _template_context(request: Request) -> dict:
         "htmx_available": request.app.state.htmx_available,
         "emulator_mounted": request.app.state.emulator is not None,
         "user": request.state._state.get("user"),
+        # Pages offer only what the viewer's role may do (billing.roles).
+        "can": lambda permission: roles.can(request.state._state.get("user"), permission),
         "csrf_token": "",
         "flashes": [],
     }
@@ -139,6 +141,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             applied = migrations.apply(db)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
+        check_catalog(db, settings)
         checkpointer.start()
         writer.start()
         sender.start(app.state.clock)
@@ -194,6 +197,19 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     app.state.api = api_app.create_api(settings, store, clock, API_ENDPOINTS)
     app.state.htmx_available = (STATIC_DIR / "vendor" / "htmx.min.js").is_file()
     return app
+
+
+def check_catalog(db, settings: Settings) -> None:
+    """Start-up refuses a catalog whose invoices could not show VAT as exactly the rate of the net."""
+    from billing import plans
+    from billing.settings import ConfigError
+
+    unsplittable = plans.prices_that_do_not_split(db, settings.vat_rate)
+    if unsplittable:
+        rate = settings.vat_rate
+        raise ConfigError(f"at VAT_RATE {rate} % no net price gives exactly these prices, so their invoices "
+                          f"could not show VAT as {rate} % of the net: {', '.join(unsplittable)}. "
+                          "Change the prices or the rate.")
 
 
 def _start_scheduler(context: jobs.Context) -> AsyncIOScheduler:

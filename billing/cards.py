@@ -215,7 +215,7 @@ def removed(db: Database, now: datetime, settings: Settings, user: dict, before:
             mail.enqueue(db, now, settings, template="card_removed", to=owner["email"],
                          dedupe_key=f"card-removed:{company['id']}:{ctoken}", company_id=company["id"],
                          context={"name": owner["name"], "company": company["name"], "card_label": label(card),
-                                  "removed_by": user["name"], "plan_name": plans.get(sub["plan"]).name,
+                                  "removed_by": user["name"], "plan_name": plans.get(db, sub["plan"]).name,
                                   "renewals_card": renewals, "other_cards": len(remaining),
                                   "period_end": sub["current_period_end"] if subscriptions.is_paid(sub) else None,
                                   "tz": company["timezone"], "dashboard_url": settings.url("/billing/")})

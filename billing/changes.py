@@ -62,8 +62,8 @@ def _email(db, now, settings, template, key, sub, company, **extra) -> None:
     owner, tz = _owner_context(db, settings, sub, company)
     if owner is None:
         return
-    plan = plans.get(sub["plan"])
-    next_plan = plans.get(sub.get("scheduled_plan") or sub["plan"])
+    plan = plans.get(db, sub["plan"])
+    next_plan = plans.get(db, sub.get("scheduled_plan") or sub["plan"])
     mail.enqueue(db, now, settings, template=template, to=owner["email"], dedupe_key=key, company_id=company["id"],
                  context={"name": owner["name"], "company": company["name"], "plan_name": plan.name,
                           "next_plan_name": next_plan.name, "price": next_plan.price, "currency": next_plan.currency,
@@ -132,13 +132,13 @@ def _update(db, now: datetime, sub: dict, **values) -> dict:
 # --- plan changes -------------------------------------------------------------------------
 
 
-def quote(sub: dict, new_code: str, now: datetime, vat_rate: Decimal,
+def quote(db: Database, sub: dict, new_code: str, now: datetime, vat_rate: Decimal,
           earlier: list[tuple[datetime, datetime]] = ()) -> Quote:
     """The prorated price of upgrading `sub` to `new_code` now, over the paid time left.
 
     `earlier`: the periods paid before the current one that have not ended yet (the next
     periods were paid early): the paid part of each that is left is charged too."""
-    old, new = plans.get(sub["plan"]), plans.get(new_code)
+    old, new = plans.get(db, sub["plan"]), plans.get(db, new_code)
     start, end = clock.parse(sub["current_period_start"]), clock.parse(sub["current_period_end"])
     period = int((end - start).total_seconds())
     left = int((end - max(now, start)).total_seconds())
@@ -170,12 +170,12 @@ def _earlier_periods(db, sub: dict, now: datetime) -> list[tuple[datetime, datet
 
 
 def current_quote(db: Database, now: datetime, settings: Settings, sub: dict, new_code: str) -> Quote:
-    return quote(sub, new_code, now, settings.vat_rate, _earlier_periods(db, sub, now))
+    return quote(db, sub, new_code, now, settings.vat_rate, _earlier_periods(db, sub, now))
 
 
-def direction(sub: dict, new_code: str) -> str:
+def direction(db: Database, sub: dict, new_code: str) -> str:
     """'upgrade', 'downgrade' or 'same' for moving `sub` to plan `new_code`."""
-    old, new = plans.get(sub["plan"]), plans.get(new_code)
+    old, new = plans.get(db, sub["plan"]), plans.get(db, new_code)
     if new.code == old.code:
         return "same"
     return "upgrade" if new.price > old.price else "downgrade"
@@ -188,12 +188,12 @@ def preview(db: Database, now: datetime, settings: Settings, company_id: int,
     if renewal_charge_in_flight(db, sub):
         # The charge is for the current plan; a change now would have to undo or refund it.
         raise ChangeError(_("A renewal charge is being processed; try again in a minute."))
-    kind = direction(sub, new_code)
+    kind = direction(db, sub, new_code)
     if kind == "same":
-        raise ChangeError(_("You're already on %(plan)s.", plan=plans.get(new_code).name))
+        raise ChangeError(_("You're already on %(plan)s.", plan=plans.get(db, new_code).name))
     if sub["cancel_at_period_end"]:
         raise ChangeError(_("The subscription is set to end; resume it before changing plans."))
-    if kind == "downgrade" and (too_big := usage.refusals(plans.get(new_code), accounts.company(db, company_id))):
+    if kind == "downgrade" and (too_big := usage.refusals(plans.get(db, new_code), accounts.company(db, company_id))):
         # Checked against the latest report the host product sent; a later report that outgrows
         # a downgrade already scheduled warns the owner instead (usage.record).
         raise ChangeError(" ".join(too_big))
@@ -221,7 +221,7 @@ def upgrade_for_free(db: Database, now: datetime, settings: Settings, user: dict
 def switch_plan_now(db: Database, now: datetime, settings: Settings, sub: dict, plan_code: str, reason: str,
                     *, actor: str, charged: int = 0, invoice_number: str | None = None) -> dict:
     """Move an active subscription to another plan at once; the period stays as it is."""
-    previous = plans.get(sub["plan"])
+    previous = plans.get(db, sub["plan"])
     sub = subscriptions.transition(db, now, sub, ACTIVE, reason, actor=actor, plan=plan_code, scheduled_plan=None,
                                    next_action_at=now)
     company = accounts.company(db, sub["company_id"])
@@ -239,7 +239,7 @@ def schedule_downgrade(db: Database, now: datetime, settings: Settings, user: di
         sub = subscriptions.for_company(db, user["company_id"])
         company = accounts.company(db, user["company_id"])
         sub = _update(db, now, sub, scheduled_plan=new_code)
-        new = plans.get(new_code)
+        new = plans.get(db, new_code)
         events.record(db, now, "subscription.downgrade_scheduled",
                       f"{user['name']} scheduled a move to {new.name} at period end", company_id=company["id"],
                       actor=events.user_actor(user), plan=new_code)
@@ -255,10 +255,10 @@ def undo_scheduled_change(db: Database, now: datetime, settings: Settings, user:
             return sub
         if renewal_charge_in_flight(db, sub):
             raise ChangeError(_("A renewal charge is being processed; try again in a minute."))
-        undone = plans.get(sub["scheduled_plan"])
+        undone = plans.get(db, sub["scheduled_plan"])
         sub = _update(db, now, sub, scheduled_plan=None)
         events.record(db, now, "subscription.downgrade_undone",
-                      f"{user['name']} kept {plans.get(sub['plan']).name} (the move to {undone.name} is off)",
+                      f"{user['name']} kept {plans.get(db, sub['plan']).name} (the move to {undone.name} is off)",
                       company_id=sub["company_id"], actor=events.user_actor(user))
     return sub
 

@@ -16,10 +16,12 @@ from billing.i18n import gettext as _, lazy_gettext
 def overview(db: Database, now: datetime, company_id: int) -> dict:
     company = accounts.company(db, company_id)
     sub = subscriptions.for_company(db, company_id)
+    plan = plans.get(db, sub["plan"])
+    scheduled = plans.get(db, sub["scheduled_plan"]) if sub["scheduled_plan"] else None
     return {
         "company": company,
         "subscription": sub,
-        "plan": plans.PLANS.get(sub["plan"]),
+        "plan": plan,
         "status_label": subscriptions.STATUS_LABELS.get(sub["status"], sub["status"]),
         "on_trial": subscriptions.on_trial(sub, now),
         "trial_days_left": subscriptions.trial_days_left(sub, now),
@@ -27,7 +29,8 @@ def overview(db: Database, now: datetime, company_id: int) -> dict:
         "is_paid": subscriptions.is_paid(sub),
         "paid_until": subscriptions.paid_until(sub),
         "first_period_later": subscriptions.first_period_later(sub, now),
-        "plans": plans.all_plans(),
+        # What the owner may move to: the offered plans in the subscription's currency.
+        "plans": [p for p in plans.all_plans(db) if p.currency == plan.currency],
         "payments": payments.for_company(db, company_id),
         "invoices": invoices.for_company(db, company_id),
         "credit_notes": credit_notes.for_company(db, company_id),  # listed under their invoices
@@ -35,13 +38,12 @@ def overview(db: Database, now: datetime, company_id: int) -> dict:
         "failure_reason": payments.failure_reason,  # our sentence for a failed payment, in the reader's language
         "renews_on": subscriptions.renews_on(sub),
         "will_cancel_on": subscriptions.will_cancel_on(sub),
-        "scheduled_plan": plans.PLANS.get(sub["scheduled_plan"]) if sub["scheduled_plan"] else None,
+        "scheduled_plan": scheduled,
         "has_card": cards.renews_by_card(company),  # renewals are charged to a saved card
         "has_saved_cards": bool(company.get("paytr_utoken")),
         "details": billing_details.of(company),
         "details_complete": billing_details.is_complete(company),
-        "usage": usage.summary(plans.get(sub["plan"]), company,
-                               plans.get(sub["scheduled_plan"]) if sub["scheduled_plan"] else None),
+        "usage": usage.summary(plan, company, scheduled),
     }
 
 
@@ -56,7 +58,8 @@ def _amount(data: dict, currency: str | None) -> str | None:
     return money.format(int(value), currency) if isinstance(value, int) and currency else None
 
 
-def event_text(event: dict, currencies: dict[str, str] | None = None) -> tuple[str, str | None]:
+def event_text(event: dict, currencies: dict[str, str] | None = None,
+               catalog: dict[str, plans.Plan] | None = None) -> tuple[str, str | None]:
     """(what the reader is told, a detail for staff) for one audit event, in the reader's language.
 
     Events are stored with an English `message`; the kinds a customer sees are told again from
@@ -75,8 +78,8 @@ def event_text(event: dict, currencies: dict[str, str] | None = None) -> tuple[s
         return _("Account registered; the free trial started."), None
     if kind.startswith("subscription."):
         status = kind.split(".", 1)[1]
-        plan = plans.PLANS.get(data.get("plan") or "")
-        previous_plan = plans.PLANS.get(data.get("previous_plan") or "")
+        plan = (catalog or {}).get(data.get("plan") or "")
+        previous_plan = (catalog or {}).get(data.get("previous_plan") or "")
         if status == "active" and previous_plan and plan:
             return _("Plan changed from %(old)s to %(new)s.", old=previous_plan.name, new=plan.name), None
         if status == "active" and data.get("previous") in ("active", "past_due"):
@@ -166,9 +169,10 @@ def timeline(db: Database, company_id: int, settings, limit: int = 200) -> list[
     found_payments = rows(db, "SELECT * FROM payments WHERE company_id = ? ORDER BY id DESC LIMIT ?",
                           [company_id, limit])
     currencies = {p["merchant_oid"]: p["currency"] for p in found_payments}
+    catalog = {p.code: p for p in plans.all_plans(db, hidden=True, archived=True)}
     entries = []
     for e in events.for_company(db, company_id, limit):
-        text, detail = event_text(e, currencies)
+        text, detail = event_text(e, currencies, catalog)
         entries.append({"at": e["created_at"], "kind": "Event", "kind_label": str(KIND_LABELS["Event"]),
                         "text": text, "detail": detail, "order": (e["created_at"], 3, e["id"])})
     for p in found_payments:

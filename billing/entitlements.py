@@ -80,9 +80,9 @@ def over_limit(plan: plans.Plan, company: dict, share: float = 1.0) -> list[str]
     return over
 
 
-def for_company(company: dict, sub: dict, now: datetime, grace_days: int) -> dict:
+def for_company(db, company: dict, sub: dict, now: datetime, grace_days: int) -> dict:
     """The entitlements object of the JSON API (also a webhook's and a snapshot's part)."""
-    plan = plans.get(sub["plan"])
+    plan = plans.get(db, sub["plan"])
     until = valid_until(sub, now, grace_days)
     return {
         "customer": customer_id(company["id"]),

@@ -154,9 +154,9 @@ def plan(sub: dict, now: datetime, settings: Settings, *, has_card: bool, attemp
 # --- doing it -----------------------------------------------------------------------------
 
 
-def renewal_plan(sub: dict) -> plans.Plan:
+def renewal_plan(db: Database, sub: dict) -> plans.Plan:
     """The plan the next period is for: a scheduled downgrade takes effect at renewal."""
-    return plans.get(sub.get("scheduled_plan") or sub["plan"])
+    return plans.get(db, sub.get("scheduled_plan") or sub["plan"])
 
 
 def advance(db: Database, now: datetime, settings: Settings, sub: dict) -> Due:
@@ -192,7 +192,7 @@ def advance(db: Database, now: datetime, settings: Settings, sub: dict) -> Due:
         if owner is None:
             break
         mail.enqueue(db, now, settings, template=template, to=owner["email"], dedupe_key=key,
-                     company_id=company["id"], context=_context(settings, sub, company, owner, tz, extra))
+                     company_id=company["id"], context=_context(db, settings, sub, company, owner, tz, extra))
     next_at = due.next_at
     if due.transition:
         # A new state has its own timeline (past due: the dunning days): plan it from here.
@@ -204,9 +204,9 @@ def advance(db: Database, now: datetime, settings: Settings, sub: dict) -> Due:
     return due
 
 
-def _context(settings: Settings, sub: dict, company: dict, owner: dict, tz: ZoneInfo, extra: dict) -> dict:
-    plan_ = plans.get(sub["plan"])
-    next_plan = renewal_plan(sub)
+def _context(db: Database, settings: Settings, sub: dict, company: dict, owner: dict, tz: ZoneInfo, extra: dict) -> dict:
+    plan_ = plans.get(db, sub["plan"])
+    next_plan = renewal_plan(db, sub)
     return {"name": owner["name"], "company": company["name"], "plan_name": plan_.name,
             "next_plan_name": next_plan.name, "price": next_plan.price, "currency": next_plan.currency,
             "trial_ends_at": sub.get("trial_ends_at"), "period_end": sub.get("current_period_end"),
@@ -218,7 +218,7 @@ def _context(settings: Settings, sub: dict, company: dict, owner: dict, tz: Zone
 def start_renewal_charge(db: Database, now: datetime, settings: Settings, sub: dict, company: dict, owner: dict,
                          attempt: int) -> dict:
     """Record a recurring charge of the saved card; jobs.charge_cards sends it to PayTR after commit."""
-    plan_ = renewal_plan(sub)
+    plan_ = renewal_plan(db, sub)
     oid = protocol.new_merchant_oid(company["id"], now)
     payment_id = db.conn.execute(
         """INSERT INTO payments (company_id, merchant_oid, kind, method, plan, amount, currency, test_mode,

@@ -44,7 +44,7 @@ import jinja2
 from email_validator import EmailNotValidError, validate_email
 from sqlite_utils import Database
 
-from billing import clock, i18n
+from billing import clock, i18n, plans
 from billing.db import on_commit, one, rows, write
 from billing.notify.outbox import Outbox
 from billing.settings import Settings
@@ -95,6 +95,9 @@ def render(template: str, settings: Settings, context: dict, locale: str | None 
     """-> (subject, text, html) in `locale` (default: DEFAULT_LOCALE). The text template sets `subject`."""
     env = environment()
     locale = i18n.normalize(locale) or settings.default_locale
+    # A plan stored in the context comes back as a Plan, so it is named in the reader's language.
+    context = {key: plans.from_context(value) if isinstance(value, dict) and value.get("__plan__") else value
+               for key, value in context.items()}
     ctx = {"app_name": settings.app_name, "base_url": settings.base_url, "tz": settings.timezone,
            "locale": locale, **context}
     with i18n.using(locale):
@@ -113,6 +116,8 @@ def _json_default(value):
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)
+    if hasattr(value, "to_context"):
+        return value.to_context()
     if dataclasses.is_dataclass(value):
         return dataclasses.asdict(value)
     raise TypeError(f"cannot put {type(value).__name__} in an email context")

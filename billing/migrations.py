@@ -639,6 +639,87 @@ def m017_documents(db: Database) -> None:
            BEGIN SELECT RAISE(ABORT, 'credit notes are immutable'); END""",
     )
 
+
+# The seed's catalog, as the operator first finds it (m018). Later changes are the operator's, in the table.
+SEED_PLANS = (
+    # code, name_en, name_tr, description_en, description_tr, price, workspaces, storage_gb, sort_order
+    ("starter", "Starter", "Starter", "For small teams getting started.", "Yeni başlayan küçük ekipler için.",
+     2900, 5, 10, 10),
+    ("team", "Team", "Team", "For growing teams that collaborate daily.",
+     "Her gün birlikte çalışan, büyüyen ekipler için.", 9900, 20, 50, 20),
+    ("enterprise", "Enterprise", "Enterprise", "For organisations that need room to grow.",
+     "Büyümek için alana ihtiyaç duyan kuruluşlar için.", 29900, None, 250, 30),
+)
+
+
+@migrations()
+def m018_console(db: Database) -> None:
+    """The operator's console: plans move from code into the catalog table (the seed's three
+    created here); each subscription keeps the price it renews at; staff have roles and can be
+    deactivated; sessions remember when the person last proved who they are; every staff action
+    goes to the audit log."""
+    _run(
+        db,
+        """CREATE TABLE plans (
+            code TEXT PRIMARY KEY CHECK (length(code) BETWEEN 1 AND 40 AND code NOT GLOB '*[^a-z0-9_-]*'),
+            name_en TEXT NOT NULL CHECK (length(name_en) BETWEEN 1 AND 60),
+            name_tr TEXT NOT NULL CHECK (length(name_tr) BETWEEN 1 AND 60),
+            description_en TEXT NOT NULL DEFAULT '',
+            description_tr TEXT NOT NULL DEFAULT '',
+            price INTEGER NOT NULL CHECK (price > 0),                 -- minor units, VAT included
+            currency TEXT NOT NULL CHECK (currency IN ('TRY', 'USD', 'EUR')),
+            interval TEXT NOT NULL DEFAULT 'month' CHECK (interval IN ('month', 'year')),
+            workspaces INTEGER CHECK (workspaces >= 0),               -- NULL: unlimited
+            storage_gb INTEGER NOT NULL CHECK (storage_gb >= 0),
+            trial_days INTEGER NOT NULL DEFAULT 14 CHECK (trial_days BETWEEN 0 AND 365),
+            sort_order INTEGER NOT NULL DEFAULT 0,
+            public INTEGER NOT NULL DEFAULT 1 CHECK (public IN (0, 1)),  -- 0: only staff can move a customer to it
+            archived_at TEXT,                                         -- no new subscriptions; existing keep it
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        # The price and currency a subscription renews at: a catalog price change reaches existing
+        # subscribers only when staff apply it, with notice.
+        "ALTER TABLE subscriptions ADD COLUMN price INTEGER CHECK (price > 0)",
+        "ALTER TABLE subscriptions ADD COLUMN currency TEXT",
+        "ALTER TABLE users ADD COLUMN staff_role TEXT CHECK (staff_role IN ('admin', 'finance', 'support'))",
+        "ALTER TABLE users ADD COLUMN deactivated_at TEXT",
+        "ALTER TABLE sessions ADD COLUMN authenticated_at TEXT",  # password or second factor last given
+        """CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            staff_id INTEGER REFERENCES users(id) ON DELETE SET NULL,
+            staff_email TEXT NOT NULL,                    -- kept when the staff account goes
+            action TEXT NOT NULL,                         -- 'subscription.cancel_now', 'plan.price_change', ...
+            company_id INTEGER REFERENCES companies(id) ON DELETE SET NULL,
+            target TEXT,                                  -- what was acted on: 'plan:team', 'payment:12', 'staff:4'
+            before TEXT NOT NULL DEFAULT '{}',            -- JSON
+            after TEXT NOT NULL DEFAULT '{}',             -- JSON
+            reason TEXT NOT NULL CHECK (length(trim(reason)) > 0),
+            ip TEXT
+        )""",
+        "CREATE INDEX audit_log_company ON audit_log (company_id, id)",
+        "CREATE INDEX audit_log_staff ON audit_log (staff_id, id)",
+        "CREATE INDEX audit_log_action ON audit_log (action, id)",
+        "CREATE INDEX audit_log_created ON audit_log (created_at)",
+        """CREATE TRIGGER audit_log_immutable_update BEFORE UPDATE OF created_at, action, before, after, reason
+           ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        """CREATE TRIGGER audit_log_immutable_delete BEFORE DELETE ON audit_log
+           BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    )
+    now = db.execute("SELECT strftime('%Y-%m-%dT%H:%M:%SZ', 'now')").fetchone()[0]
+    for code, name_en, name_tr, desc_en, desc_tr, price, workspaces, storage, order in SEED_PLANS:
+        db.execute(
+            """INSERT INTO plans (code, name_en, name_tr, description_en, description_tr, price, currency, interval,
+                                  workspaces, storage_gb, trial_days, sort_order, public, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, 'USD', 'month', ?, ?, 14, ?, 1, ?, ?)""",
+            [code, name_en, name_tr, desc_en, desc_tr, price, workspaces, storage, order, now, now])
+    db.execute("""UPDATE subscriptions SET price = (SELECT price FROM plans WHERE code = subscriptions.plan),
+                                          currency = (SELECT currency FROM plans WHERE code = subscriptions.plan)""")
+    db.execute("UPDATE users SET staff_role = 'admin' WHERE role = 'staff'")
+    db.execute("UPDATE sessions SET authenticated_at = created_at")
+
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

@@ -76,7 +76,7 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
     for PayTR: get-token fields for the iframe, or the hidden fields of a Direct API card form
     (`method="direct"`, which can save the card for automatic renewal). `method="recurring"`
     (an upgrade charged to the saved card) needs no request from the browser."""
-    plan = plans.get(plan_code)
+    plan = plans.get(db, plan_code)
     with write(db):
         company = accounts.company(db, user["company_id"])
         sub = subscriptions.for_company(db, company["id"])
@@ -200,7 +200,7 @@ def for_company_by_oid(db: Database, company_id: int, merchant_oid: str) -> dict
         return None
     payment["subscription"] = subscriptions.for_company(db, company_id)
     payment["invoice"] = one(db, "SELECT number FROM invoices WHERE payment_id = ?", [payment["id"]])
-    payment["plan_obj"] = plans.PLANS.get(payment["plan"])
+    payment["plan_obj"] = plans.find(db, payment["plan"])
     payment["buyer"] = billing_details.invoice_buyer(accounts.company(db, company_id))
     return payment
 
@@ -328,7 +328,7 @@ def _not_applicable(sub: dict, payment: dict, now: datetime) -> tuple[str, str, 
 
 def _apply_period(db, now, settings, payment, cb, sub, company, tz) -> None:
     """A subscription or renewal payment: one more calendar month, an invoice, a receipt."""
-    plan = plans.get(payment["plan"])
+    plan = plans.get(db, payment["plan"])
     previous_plan = sub["plan"]
     reason = (f"renewed: {plan.name} paid" if payment["kind"] == "renewal"
               else f"subscribed to {plan.name}: payment received")
@@ -347,7 +347,7 @@ def _apply_period(db, now, settings, payment, cb, sub, company, tz) -> None:
                           "currency": payment["currency"], "period_start": payment["period_start"],
                           "period_end": payment["period_end"], "invoice_number": invoice["number"], "tz": tz.key,
                           "renewal": payment["kind"] == "renewal", "automatic": payment["method"] == "recurring",
-                          "previous_plan_name": plans.get(previous_plan).name if previous_plan != plan.code else None,
+                          "previous_plan_name": plans.get(db, previous_plan).name if previous_plan != plan.code else None,
                           "invoice_url": settings.url(f"/billing/invoices/{invoice['number']}"),
                           # The sender renders and attaches the PDF when it sends: never in this transaction.
                           "attach_invoice": invoice["number"]})
@@ -363,7 +363,7 @@ def _apply_upgrade(db, now, settings, payment, cb, sub, company, tz) -> None:
                   company_id=company["id"], actor="paytr", merchant_oid=payment["merchant_oid"],
                   amount=payment["amount"], invoice=invoice["number"])
     changes.switch_plan_now(db, now, settings, sub, payment["plan"],
-                            f"upgraded to {plans.get(payment['plan']).name}: prorated difference paid",
+                            f"upgraded to {plans.get(db, payment['plan']).name}: prorated difference paid",
                             actor="paytr", charged=payment["amount"], invoice_number=invoice["number"])
 
 
@@ -408,7 +408,7 @@ def _renewal_charge_failed(db, now, settings, payment, message, code=None) -> No
                 [company["id"]])
     if owner is None:
         return
-    plan = plans.get(payment["plan"])
+    plan = plans.get(db, payment["plan"])
     step = payment["attempt"] or 0
     mail.enqueue(db, now, settings, template="renewal_failed", to=owner["email"],
                  dedupe_key=f"renewal-failed:{company['id']}:{sub['current_period_end']}:{step}",
@@ -471,7 +471,7 @@ def _keep_raw(db, now, cb, remote_addr, outcome) -> None:
 
 def _email_failure(db, now, settings, payment, message, code=None) -> None:
     company = accounts.company(db, payment["company_id"])
-    plan = plans.get(payment["plan"])
+    plan = plans.get(db, payment["plan"])
     mail.enqueue(db, now, settings, template="payment_failed", to=payment["email"],
                  dedupe_key=f"payment-failed:{payment['merchant_oid']}", company_id=company["id"],
                  context={"company": company["name"], "plan_name": plan.name, "amount": payment["amount"],

@@ -55,8 +55,9 @@ def create(db: Database, now: datetime, settings: Settings, company_id: int, ret
     if flow not in FLOWS:
         errors["flow"] = _("flow is billing (the default) or subscribe.")
     if flow == "subscribe":
-        if not isinstance(plan, str) or plan not in plans.PLANS:
-            errors["plan"] = _("Name the plan to subscribe to: one of %(plans)s.", plans=", ".join(plans.PLANS))
+        if not isinstance(plan, str) or plans.subscribable(db, plan) is None:
+            errors["plan"] = _("Name the plan to subscribe to: one of %(plans)s.",
+                               plans=", ".join(p.code for p in plans.all_plans(db)))
     elif plan is not None:
         errors["plan"] = _("plan is only for flow subscribe.")
     if errors:

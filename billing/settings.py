@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from starlette.config import Config
 from starlette.datastructures import Secret
 
-from billing import plans
 
 DEVELOPMENT = "development"
 PRODUCTION = "production"
@@ -196,11 +195,6 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         raise ConfigError("VAT_RATE must be a percentage such as 20 or 18.5") from None
     if not (0 <= vat_rate <= 100) or vat_rate.as_tuple().exponent < -2:
         raise ConfigError("VAT_RATE must be between 0 and 100 with at most two decimals")
-    unsplittable = plans.prices_that_do_not_split(vat_rate)
-    if unsplittable:
-        raise ConfigError(f"at VAT_RATE {vat_rate} % no net price gives exactly these prices, so their invoices "
-                          f"could not show VAT as {vat_rate} % of the net: {', '.join(unsplittable)}. "
-                          "Change the prices or the rate.")
     proxies = tuple(p.strip() for p in get("TRUSTED_PROXIES").split(",") if p.strip())
     for proxy in proxies:
         try:

@@ -51,7 +51,7 @@ def customer(db: Database, now: datetime, settings: Settings, company: dict) -> 
         "timezone": company.get("timezone"),
         "created_at": company["created_at"],
         "subscription": subscription(sub) if sub else None,
-        "entitlements": entitlements.for_company(company, sub, now, settings.grace_days) if sub else None,
+        "entitlements": entitlements.for_company(db, company, sub, now, settings.grace_days) if sub else None,
     }
 
 

@@ -163,14 +163,15 @@ def _key(company: dict, sub: dict, limit: str, lv: int) -> str:
     return f"usage:{company['id']}:{period_key(sub)}:{limit}:{lv}"
 
 
-def upgrade_path(sub: dict, plan: plans.Plan, limit: str, used: int) -> tuple[str, plans.Plan | None]:
+def upgrade_path(db, sub: dict, plan: plans.Plan, limit: str, used: int) -> tuple[str, plans.Plan | None]:
     """Where the email's button leads, and the plan it suggests: the cheapest bigger plan
     with room for what is used now (None when there is none)."""
     def room(candidate: plans.Plan) -> bool:
         allowed = candidate.workspaces if limit == "workspaces" else candidate.storage_gb * GB
         return level(used, allowed) is None  # below 80 %: not warned again the day after upgrading
 
-    bigger = sorted((p for p in plans.all_plans() if p.price > plan.price and room(p)), key=lambda p: p.price)
+    bigger = sorted((p for p in plans.all_plans(db)
+              if p.currency == plan.currency and p.price > plan.price and room(p)), key=lambda p: p.price)
     suggested = bigger[0] if bigger else None
     if suggested and sub["status"] == subscriptions.ACTIVE and not sub.get("cancel_at_period_end"):
         return f"/billing/plan/{suggested.code}", suggested
@@ -178,14 +179,14 @@ def upgrade_path(sub: dict, plan: plans.Plan, limit: str, used: int) -> tuple[st
 
 
 def _warn_limits(db, now, company, sub, owner) -> None:
-    plan = plans.get(sub["plan"])
+    plan = plans.get(db, sub["plan"])
     for limit, (used, allowed) in figures(plan, company).items():
         lv = level(used, allowed)
         if lv is None:
             continue
         if lv < 100 and scalar(db, "SELECT 1 FROM outbox WHERE dedupe_key = ?", [_key(company, sub, limit, 100)]):
             continue  # already told it was full this period; falling back to 80 % is no news
-        path, suggested = upgrade_path(sub, plan, limit, used)
+        path, suggested = upgrade_path(db, sub, plan, limit, used)
         with i18n.using(owner.get("locale")):  # the email's sentences, in the owner's language
             context = {"name": owner["name"], "company": company["name"], "plan_name": plan.name, "limit": limit,
                        "level": lv, "over": used > allowed, "amount": amount(limit, used, allowed),
@@ -206,7 +207,7 @@ def _warn_limits(db, now, company, sub, owner) -> None:
 def _warn_scheduled_plan(db, now, company, sub, owner) -> None:
     if not sub.get("scheduled_plan") or sub["status"] != subscriptions.ACTIVE:
         return
-    scheduled, current = plans.get(sub["scheduled_plan"]), plans.get(sub["plan"])
+    scheduled, current = plans.get(db, sub["scheduled_plan"]), plans.get(db, sub["plan"])
     with i18n.using("en"):  # the audit trail is written in English; the timeline translates it
         reasons = refusals(scheduled, company)
     if not reasons:

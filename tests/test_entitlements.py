@@ -35,16 +35,16 @@ def test_valid_until_is_when_access_would_end():
     assert entitlements.valid_until(sub("expired", trial_ends_at="2026-11-28T09:00:00Z"), NOW, 7) is None
 
 
-def test_over_limit_and_warning_share():
+def test_over_limit_and_warning_share(db):
     from billing import plans
 
-    starter = plans.get("starter")  # 5 workspaces, 10 GB
+    starter = plans.get(db, "starter")  # 5 workspaces, 10 GB
     assert entitlements.over_limit(starter, {"usage_workspaces": 5, "usage_storage_bytes": 10 * GB}) == []
     assert entitlements.over_limit(starter, {"usage_workspaces": 6, "usage_storage_bytes": 10 * GB + 1}) == \
         ["workspaces", "storage_gb"]
     assert entitlements.over_limit(starter, {"usage_workspaces": 4, "usage_storage_bytes": 7 * GB}, share=0.8) == \
         ["workspaces"]
-    assert entitlements.over_limit(plans.get("enterprise"), {"usage_workspaces": 10_000}) == []  # unlimited
+    assert entitlements.over_limit(plans.get(db, "enterprise"), {"usage_workspaces": 10_000}) == []  # unlimited
 
 
 def test_customer_snapshot_of_a_new_trial(db, settings, password_hash):

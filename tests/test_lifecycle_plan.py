@@ -136,25 +136,25 @@ def period(start, end, plan_code="starter"):
     ("2026-12-11T00:00:00Z", 4667),  # 20 of 30 days: 4666.67 rounds up to 4667
     ("2026-12-21T00:00:00Z", 2333),  # 10 of 30 days: 2333.33 rounds down to 2333
 ])
-def test_upgrade_proration_is_integer_and_rounded_half_up(now, amount):
+def test_upgrade_proration_is_integer_and_rounded_half_up(db, now, amount):
     sub = period("2026-12-01T00:00:00Z", "2026-12-31T00:00:00Z")  # Starter ($29) -> Team ($99)
-    q = changes.quote(sub, "team", clock.parse(now), Decimal(20))
+    q = changes.quote(db, sub, "team", clock.parse(now), Decimal(20))
     assert (q.amount, q.exact, q.period_days) == (amount, amount, 30)
 
 
-def test_a_difference_under_one_dollar_is_not_charged():
+def test_a_difference_under_one_dollar_is_not_charged(db):
     sub = period("2026-12-01T00:00:00Z", "2026-12-31T00:00:00Z")
-    q = changes.quote(sub, "team", clock.parse("2026-12-30T14:00:00Z"), Decimal(20))  # ten hours left: 97.2 cents
+    q = changes.quote(db, sub, "team", clock.parse("2026-12-30T14:00:00Z"), Decimal(20))  # ten hours left: 97.2 cents
     assert q.exact == 97 and q.amount == 0 and q.days_left == 1
 
 
-def test_direction_of_plan_changes():
+def test_direction_of_plan_changes(db):
     sub = {"plan": "team"}
-    assert changes.direction(sub, "enterprise") == "upgrade"
-    assert changes.direction(sub, "starter") == "downgrade"
-    assert changes.direction(sub, "team") == "same"
+    assert changes.direction(db, sub, "enterprise") == "upgrade"
+    assert changes.direction(db, sub, "starter") == "downgrade"
+    assert changes.direction(db, sub, "team") == "same"
     with pytest.raises(plans.UnknownPlan):
-        changes.direction(sub, "gold")
+        changes.direction(db, sub, "gold")
 
 
 # --- predicates ------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from billing import accounts, cards, changes, clock, jobs, migrations, money, pa
 from billing.accounts import FormError
 from billing.db import Store, one, rows, write
 from conftest import make_settings
+from billing.migrations import SEED_PLANS
 from model_support import CHARGE_MODES, FakePaytr, add_month, local_date
 
 EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "300"))
@@ -49,12 +50,12 @@ STEPS = int(os.environ.get("MODEL_STEPS", "40"))
 
 PAID = ("succeeded", "needs_review")  # PayTR collected the money (needs_review: kept for staff)
 PERIOD_KINDS = ("subscribe", "renewal")
-PLAN_CODES = tuple(plans.PLANS)
+PLAN_CODES = tuple(code for code, *_ in SEED_PLANS)
 DAY = timedelta(days=1)
 
 
 def price(code: str) -> int:
-    return plans.get(code).price
+    return next(row[5] for row in SEED_PLANS if row[0] == code)
 
 
 def at(value: str | None) -> datetime | None:

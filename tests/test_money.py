@@ -54,10 +54,10 @@ def test_a_total_no_net_can_make_is_refused_not_split_wrongly():
     assert money.gross_from_net(3, Decimal("20")) == 4
 
 
-def test_catalog_prices_are_integer_minor_units():
-    assert [(p.code, p.price, p.currency) for p in plans.all_plans()] == [
-        ("starter", 2900, "USD"), ("team", 9900, "USD"), ("enterprise", 29900, "USD")]
-    assert plans.get("enterprise").workspaces is None
-    assert [p.storage_gb for p in plans.all_plans()] == [10, 50, 250]
+def test_the_seed_catalog_is_created_on_first_start_in_integer_minor_units(db):
+    assert [(p.code, p.price, p.currency, p.interval) for p in plans.all_plans(db)] == [
+        ("starter", 2900, "USD", "month"), ("team", 9900, "USD", "month"), ("enterprise", 29900, "USD", "month")]
+    assert plans.get(db, "enterprise").workspaces is None
+    assert [p.storage_gb for p in plans.all_plans(db)] == [10, 50, 250]
     with pytest.raises(plans.UnknownPlan):
-        plans.get("platinum")
+        plans.get(db, "platinum")

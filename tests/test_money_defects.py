@@ -282,14 +282,14 @@ def test_add_month_keeps_the_anchor_time_across_a_dst_gap():
 # --- 11. VAT is the rate of the net, on every invoice ------------------------------------------------
 
 
-def test_every_prorated_upgrade_splits_into_net_and_exactly_its_vat():
+def test_every_prorated_upgrade_splits_into_net_and_exactly_its_vat(db):
     rate = Decimal(20)
     sub = {"plan": "starter", "current_period_start": "2027-01-11T09:00:00Z",
            "current_period_end": "2027-02-11T09:00:00Z"}
     start = clock.parse(sub["current_period_start"])
     for target in ("team", "enterprise"):
         for hours in range(0, 31 * 24, 7):
-            q = changes.quote(sub, target, start + timedelta(hours=hours, minutes=13), rate)
+            q = changes.quote(db, sub, target, start + timedelta(hours=hours, minutes=13), rate)
             net, vat = money.split_gross(q.exact, rate)
             assert vat == money.percent_of(net, rate) and net + vat == q.exact
 
@@ -303,11 +303,13 @@ def test_the_upgrade_invoice_shows_vat_as_exactly_the_rate_of_the_net(db, settin
         assert invoice["net"] + invoice["vat"] == invoice["total"]
 
 
-def test_start_up_refuses_prices_that_cannot_split_at_the_vat_rate(tmp_path, monkeypatch):
+def test_start_up_refuses_prices_that_cannot_split_at_the_vat_rate(db, settings):
+    from billing.app import check_catalog
+
     odd = next(price for price in range(2900, 3000) if not money.splits_exactly(price, Decimal(20)))
-    monkeypatch.setitem(plans.PLANS, "starter", plans.Plan("starter", "Starter", odd, "USD", 5, 10, ""))
+    db.execute("UPDATE plans SET price = ? WHERE code = 'starter'", [odd])
     with pytest.raises(settings_module.ConfigError, match="Starter"):
-        make_settings(tmp_path)
+        check_catalog(db, settings)
 
 
 # --- found by the model-based test ---------------------------------------------------------------

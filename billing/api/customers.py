@@ -151,7 +151,7 @@ def create(db: Database, now: datetime, settings: Settings, values: dict, *, act
         _refuse_taken(db, None, values["external_id"], values["email"])
         user_id = accounts.create_company(
             db, now, settings, values["name"], values.get("owner_name") or values["email"].split("@")[0],
-            values["email"], accounts.NO_PASSWORD, plans.DEFAULT_PLAN, timezone=values.get("timezone"),
+            values["email"], accounts.NO_PASSWORD, plans.default_code(db), timezone=values.get("timezone"),
             external_id=values["external_id"], locale=values.get("locale"), actor=actor)
         return accounts.user_by_id(db, user_id)["company_id"]
 

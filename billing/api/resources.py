@@ -173,7 +173,7 @@ def _entitlements(db, at, settings, company_id: int) -> dict | None:
         return None
     company = {"id": company_id, "usage_workspaces": sub["usage_workspaces"],
                "usage_storage_bytes": sub["usage_storage_bytes"], "usage_reported_at": sub["usage_reported_at"]}
-    return entitlements.for_company(company, sub, at, settings.grace_days)
+    return entitlements.for_company(db, company, sub, at, settings.grace_days)
 
 
 async def get_entitlements(request: Request) -> Response:
@@ -281,11 +281,11 @@ async def get_invoice(request: Request) -> Response:
 
 def plan_object(plan: plans.Plan) -> dict:
     return {"code": plan.code, "name": plan.name, "price": plan.price, "currency": plan.currency,
-            "interval": "month", "limits": entitlements.limits(plan)}
+            "interval": plan.interval, "limits": entitlements.limits(plan)}
 
 
 async def list_plans(request: Request) -> Response:
-    return json_response(_list([plan_object(p) for p in plans.all_plans()], False))
+    return json_response(_list([plan_object(p) for p in await run(request, plans.all_plans)], False))
 
 
 # --- portal sessions ------------------------------------------------------------------------------

@@ -13,13 +13,13 @@ from billing.i18n import gettext as _, ngettext
 from billing.accounts import FormError
 from billing.paytr.client import PaytrRefused, PaytrUnavailable
 from billing.db import write
-from billing.web.common import current_user, flash, form, now, redirect, run, safe_next, settings, staff_required
+from billing.web.common import current_user, flash, form, now, redirect, run, safe_next, settings, fresh_auth_required, requires
 from billing.web.templating import render
 
 log = logging.getLogger("billing.admin")
 
 
-@staff_required
+@requires("console.read")
 async def home(request: Request):
     query = request.query_params.get("q", "")[:100]
     data = await run(request, staff.overview, now(request), query)
@@ -41,12 +41,12 @@ async def _company_page(request: Request, error: str | None = None, status: int 
     return render(request, "admin/company.html", data, status=status)
 
 
-@staff_required
+@requires("console.read")
 async def company(request: Request):
     return await _company_page(request)
 
 
-@staff_required
+@requires("trial.extend")
 async def extend_trial(request: Request):
     data = await form(request)
     try:
@@ -90,12 +90,14 @@ async def _refund_page(request: Request, values: dict | None = None, errors: dic
     return render(request, "admin/refund.html", data, status=status, fragment="admin/_refund_form.html")
 
 
-@staff_required
+@requires("refund")
+@fresh_auth_required
 async def refund_page(request: Request):
     return await _refund_page(request)
 
 
-@staff_required
+@requires("refund")
+@fresh_auth_required
 async def make_refund(request: Request):
     """Record the refund, ask PayTR (outside any transaction), record what PayTR said."""
     user, data = await current_user(request), await form(request)
@@ -140,7 +142,7 @@ async def make_refund(request: Request):
     return redirect(request, back)
 
 
-@staff_required
+@requires("refund")
 async def settle_refund(request: Request):
     """Staff checked PayTR's merchant panel for a refund whose outcome is unknown."""
     user, data = await current_user(request), await form(request)
@@ -166,7 +168,7 @@ async def settle_refund(request: Request):
     return redirect(request, f"/admin/companies/{refund['company_id']}")
 
 
-@staff_required
+@requires("anomaly.resolve")
 async def resolve_anomaly(request: Request):
     user, data = await current_user(request), await form(request)
     try:
@@ -183,7 +185,7 @@ async def resolve_anomaly(request: Request):
     return redirect(request, back)
 
 
-@staff_required
+@requires("clock.manage")
 async def test_clock(request: Request):
     if settings(request).is_production:
         raise HTTPException(404)

@@ -11,7 +11,7 @@ from starlette.routing import Route
 from billing import events
 from billing.i18n import gettext as _
 from billing.notify import webhooks
-from billing.web.common import current_user, flash, now, redirect, run, settings, staff_required
+from billing.web.common import current_user, flash, now, redirect, run, settings, fresh_auth_required, requires
 from billing.web.templating import render
 
 PAGE = 25
@@ -36,12 +36,13 @@ async def _list_page(request: Request, *, values: dict | None = None, error: str
         "added": added}, status=status)
 
 
-@staff_required
+@requires("webhooks.manage")
 async def index(request: Request):
     return await _list_page(request)
 
 
-@staff_required
+@requires("webhooks.manage")
+@fresh_auth_required
 async def add(request: Request):
     submitted = await request.form()
     url = str(submitted.get("url", ""))
@@ -75,7 +76,7 @@ async def _endpoint_page(request: Request, endpoint_id: int, *, error: str | Non
         "previous_signs": len(webhooks.signing_secrets(endpoint, now(request))) > 1}, status=status)
 
 
-@staff_required
+@requires("webhooks.manage")
 async def endpoint(request: Request):
     return await _endpoint_page(request, request.path_params["endpoint_id"])
 
@@ -89,7 +90,8 @@ async def _change(request: Request, fn, *args, **kwargs):
         raise HTTPException(404, _("No webhook endpoint with that number.")) from None
 
 
-@staff_required
+@requires("webhooks.manage")
+@fresh_auth_required
 async def set_events(request: Request):
     chosen = await _chosen_types(request)
     try:
@@ -101,7 +103,8 @@ async def set_events(request: Request):
     return redirect(request, f"/admin/webhooks/{request.path_params['endpoint_id']}")
 
 
-@staff_required
+@requires("webhooks.manage")
+@fresh_auth_required
 async def set_enabled(request: Request):
     enable = (await request.form()).get("enabled") == "1"
     await _change(request, webhooks.set_enabled, enable)
@@ -110,13 +113,15 @@ async def set_enabled(request: Request):
     return redirect(request, f"/admin/webhooks/{request.path_params['endpoint_id']}")
 
 
-@staff_required
+@requires("webhooks.manage")
+@fresh_auth_required
 async def rotate(request: Request):
     _, secret = await _change(request, webhooks.rotate)
     return await _endpoint_page(request, request.path_params["endpoint_id"], secret=secret)
 
 
-@staff_required
+@requires("webhooks.manage")
+@fresh_auth_required
 async def delete(request: Request):
     if (await request.form()).get("confirm") != "yes":
         return await _endpoint_page(request, request.path_params["endpoint_id"], status=422,
@@ -126,7 +131,7 @@ async def delete(request: Request):
     return redirect(request, "/admin/webhooks")
 
 
-@staff_required
+@requires("webhooks.manage")
 async def send_again(request: Request):
     user = await current_user(request)
     endpoint_id, message_id = request.path_params["endpoint_id"], request.path_params["message_id"]

@@ -18,7 +18,7 @@ from billing.accounts import FormError
 from billing.api import keys, openapi, problems
 from billing.api.resources import ENDPOINTS
 from billing.i18n import gettext as _
-from billing.web.common import current_user, flash, form, now, redirect, run, settings, staff_required
+from billing.web.common import current_user, flash, form, now, redirect, run, settings, fresh_auth_required, requires
 from billing.web.templating import render
 
 
@@ -32,7 +32,8 @@ async def _keys_page(request: Request, *, values=None, errors=None, created=None
     return response
 
 
-@staff_required
+@requires("api_keys.manage")
+@fresh_auth_required
 async def api_keys(request: Request):
     if request.method != "POST":
         return await _keys_page(request)
@@ -52,7 +53,8 @@ async def _key_or_404(request: Request) -> dict:
     return row
 
 
-@staff_required
+@requires("api_keys.manage")
+@fresh_auth_required
 async def revoke_key(request: Request):
     row = await _key_or_404(request)
     if request.method != "POST":

@@ -11,7 +11,7 @@ from starlette.routing import Route
 from billing import accounts, plans
 from billing.i18n import gettext as _, ngettext
 from billing.accounts import FormError, InvalidToken, Throttle, TooManyAttempts
-from billing.web.common import (locale, current_user, flash, form, in_thread, ip, now, redirect, run, safe_next, session_now,
+from billing.web.common import (locale, current_user, flash, form, in_thread, ip, login_redirect, now, redirect, run, safe_next, session_now,
                                 settings, user_agent)
 from billing.web.security import rotate_csrf_token
 from billing.web.templating import render
@@ -38,9 +38,9 @@ def _home(user: dict) -> str:
 
 
 async def register(request: Request):
-    plan = request.query_params.get("plan", "")
-    context = {"values": {"plan": plan if plan in plans.PLANS else ""}, "errors": {},
-               "trial_days": settings(request).trial_days, "plan": plans.PLANS.get(plan)}
+    chosen = await run(request, plans.subscribable, request.query_params.get("plan", ""))
+    context = {"values": {"plan": chosen.code if chosen else ""}, "errors": {},
+               "trial_days": settings(request).trial_days, "plan": chosen}
     # Starlette routes HEAD to GET endpoints: anything but POST shows the page and reads no form.
     if request.method != "POST":
         user = await current_user(request)
@@ -50,7 +50,7 @@ async def register(request: Request):
 
     data = await form(request)
     context["values"] = data
-    context["plan"] = plans.PLANS.get(data.get("plan", ""))
+    context["plan"] = await run(request, plans.subscribable, data.get("plan", ""))
     try:
         company_name, name, email, password = accounts.collect(
             lambda: accounts.check_text(data.get("company_name"), "company_name", "your company's name",
@@ -62,7 +62,7 @@ async def register(request: Request):
         password_hash = await in_thread(accounts.hash_password, password)
         user = await run(request, accounts.register, now(request), settings(request), company_name=company_name,
                          name=name, email=email, password_hash=password_hash,
-                         plan=data.get("plan") or plans.DEFAULT_PLAN, ip=ip(request), locale=locale(request))
+                         plan=data.get("plan") or None, ip=ip(request), locale=locale(request))
     except FormError as exc:
         context["errors"] = exc.errors
         return render(request, "auth/register.html", context, status=422, fragment="auth/_register_form.html")
@@ -113,6 +113,38 @@ async def login(request: Request):
         return render(request, "auth/login.html", context, status=422, fragment="auth/_login_form.html")
     await _log_in(request, user)
     return redirect(request, safe_next(next_url, _home(user)))
+
+
+async def confirm(request: Request):
+    """"Confirm it's you": the password again before a sensitive action (refunds, price changes,
+    staff, API keys, webhook endpoints), then back where the person was going."""
+    user = await current_user(request)
+    if user is None:
+        return login_redirect(request)
+    next_url = safe_next(request.query_params.get("next") if request.method != "POST" else None, _home(user))
+    context = {"values": {"next": next_url}, "errors": {}, "message": None}
+    if request.method != "POST":
+        return render(request, "auth/confirm.html", context)
+    data = await form(request)
+    next_url = safe_next(data.get("next"), _home(user))
+    context["values"] = {"next": next_url}
+    password = data.get("password", "")
+    if not password or len(password) > accounts.PASSWORD_MAX:
+        context["errors"] = {"password": _("Enter your password.")}
+        return render(request, "auth/confirm.html", context, status=422, fragment="auth/_confirm_form.html")
+    # Throttled like a login: the confirm form must not become a way to guess the password.
+    attempt = await run(request, accounts.start_login, now(request), user["email"], ip(request))
+    if attempt.locked:
+        context["message"] = attempt.message
+        return render(request, "auth/confirm.html", context, status=429, fragment="auth/_confirm_form.html",
+                      headers=retry_after(attempt))
+    if attempt.delay:
+        await asyncio.sleep(attempt.delay)
+    if await run(request, accounts.finish_login, now(request), attempt, user["email"], password) is None:
+        context["errors"] = {"password": _("That password is not right.")}
+        return render(request, "auth/confirm.html", context, status=422, fragment="auth/_confirm_form.html")
+    await run(request, accounts.mark_authenticated, session_now(request), request.session["sid"])
+    return redirect(request, next_url)
 
 
 async def logout(request: Request):
@@ -210,6 +242,7 @@ routes = [
     Route("/auth/register", register, methods=["GET", "POST"]),
     Route("/auth/login", login, methods=["GET", "POST"]),
     Route("/auth/logout", logout, methods=["POST"]),
+    Route("/auth/confirm", confirm, methods=["GET", "POST"]),
     Route("/auth/forgot-password", forgot_password, methods=["GET", "POST"]),
     Route("/auth/reset/{token}", reset_password, methods=["GET", "POST"]),
     Route("/auth/invite/{token}", accept_invite, methods=["GET", "POST"]),

@@ -32,7 +32,7 @@ def paytr_url(request: Request, path: str) -> str:
 
 @owner_required
 async def subscribe(request: Request):
-    plan = plans.get(request.path_params["plan"])
+    plan = await run(request, plans.offered, request.path_params["plan"])
     user = await current_user(request)
     data = await form(request)
     # Saving the card takes PayTR's Direct API form instead of the iframe (the operator must enable it).

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from billing import accounts, clock, i18n, payments
+from billing import accounts, clock, i18n, payments, roles
 from billing.web.security import client_ip
 from billing.web.templating import is_htmx
 
@@ -177,6 +177,58 @@ def _forbid(message: str):
 login_required = _guard({"owner", "member"}, lambda request, user: redirect(request, "/admin/"))
 owner_required = _guard({"owner"}, _forbid(i18n.lazy_gettext("Only the account owner can do this.")))
 staff_required = _guard({"staff"}, _forbid(i18n.lazy_gettext("This page is for the operator's staff.")))
+
+
+def requires(permission: str):
+    """Staff whose role has `permission` (billing.roles) get through; other staff get 403 naming
+    their role, customers are sent home, visitors to the login page."""
+
+    def decorator(handler):
+        @staff_required
+        @functools.wraps(handler)
+        async def wrapper(request: Request):
+            user = await current_user(request)
+            if not roles.can(user, permission):
+                raise HTTPException(403, i18n.gettext(
+                    "Your role (%(role)s) cannot do this. Ask an admin if you need it.",
+                    role=roles.LABELS[roles.role_of(user)]))
+            return await handler(request)
+
+        return wrapper
+
+    return decorator
+
+
+REAUTH_WINDOW = timedelta(minutes=10)
+
+
+def recently_authenticated(request: Request, user: dict) -> bool:
+    """Did this session give its password (or a second factor) within the last 10 minutes?"""
+    at = user.get("authenticated_at")
+    return bool(at) and session_now(request) - clock.parse(at) < REAUTH_WINDOW
+
+
+def fresh_auth_required(handler):
+    """Before a sensitive action (refunds, price changes, staff, API keys, webhook endpoints) the
+    person proves again who they are. A stale session is sent to /auth/confirm and comes back:
+    to this page for a GET, to the page the form was on for a POST (nothing is done on the way)."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request):
+        user = await current_user(request)
+        if user is None:
+            return login_redirect(request)
+        if recently_authenticated(request, user):
+            return await handler(request)
+        if request.method == "GET":
+            back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        else:
+            referer = urlsplit(request.headers.get("referer", ""))
+            same_site = referer.netloc == request.url.netloc
+            back = referer.path + (f"?{referer.query}" if referer.query else "") if same_site else ""
+        return redirect(request, f"/auth/confirm?next={quote(safe_next(back, '/'), safe='/')}")
+
+    return wrapper
 
 
 async def form(request: Request) -> dict[str, str]:

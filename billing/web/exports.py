@@ -22,7 +22,7 @@ from starlette.routing import Route
 from billing import i18n
 from billing.documents import export
 from billing.i18n import gettext as _
-from billing.web.common import in_thread, now, run, settings, staff_required
+from billing.web.common import in_thread, now, run, settings, requires
 from billing.web.templating import render
 
 _FILENAME = re.compile(r"invoices-(\d{4}-\d{2})\.(csv|xlsx|zip)")
@@ -36,7 +36,7 @@ def _file_locale(request: Request) -> str:
     return i18n.normalize(request.query_params.get("lang")) or export.DEFAULT_LOCALE
 
 
-@staff_required
+@requires("export")
 async def index(request: Request):
     month = request.query_params.get("month") or export.previous_month(settings(request), now(request))
     lang = _file_locale(request)
@@ -62,7 +62,7 @@ def _month_label(month: str) -> str:
     return format_date(date(year, number, 1), "LLLL y", locale=i18n.current())
 
 
-@staff_required
+@requires("export")
 async def download(request: Request):
     found = _FILENAME.fullmatch(request.path_params["filename"])
     if not found:

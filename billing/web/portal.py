@@ -72,9 +72,9 @@ async def open_portal(request: Request):
 
 async def _land(request: Request, link: dict, owner: dict) -> Response:
     """The dashboard, or with flow=subscribe the chosen plan's payment page."""
-    if link["flow"] != "subscribe" or link["plan"] not in plans.PLANS:
+    plan = await run(request, plans.subscribable, link["plan"]) if link["flow"] == "subscribe" else None
+    if plan is None:
         return redirect(request, "/billing/")
-    plan = plans.get(link["plan"])
     sub = await run(request, subscriptions.for_company, owner["company_id"])
     if sub["status"] in (subscriptions.ACTIVE, subscriptions.PAST_DUE) and sub["plan"] != plan.code:
         return redirect(request, f"/billing/plan/{plan.code}")  # already paying: an upgrade or downgrade

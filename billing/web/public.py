@@ -22,7 +22,7 @@ async def pricing(request: Request):
     if user and user["role"] == "owner":
         sub = await run(request, subscriptions.for_company, user["company_id"])
         subscribe, current_plan = not subscriptions.is_paid(sub), sub["plan"]
-    return render(request, "pricing.html", {"plans": plans.all_plans(), "trial_days": settings(request).trial_days,
+    return render(request, "pricing.html", {"plans": await run(request, plans.all_plans), "trial_days": settings(request).trial_days,
                                             "subscribe": subscribe, "current_plan": current_plan})
 
 

@@ -35,7 +35,7 @@ async def renew(request: Request):
     start, end, _anchor = subscriptions.next_period(sub, now(request), settings(request).tz)
     company = await run(request, accounts.company, sub["company_id"])
     return render(request, "billing/renew.html", {
-        "subscription": sub, "plan": lifecycle.renewal_plan(sub), "period_start": start, "period_end": end,
+        "subscription": sub, "plan": await run(request, lifecycle.renewal_plan, sub), "period_start": start, "period_end": end,
         "grace_ends": subscriptions.grace_ends(sub, settings(request).grace_days),
         "can_save_card": settings(request).paytr_recurring, "renews_by_card": cards.renews_by_card(company),
         "card_label": cards.shown(company.get("paytr_card_label")),
@@ -63,7 +63,7 @@ async def cancel(request: Request):
     sub = await _subscription(request)
     if sub["status"] != subscriptions.ACTIVE or sub["cancel_at_period_end"]:
         return redirect(request, "/billing/")
-    return render(request, "billing/cancel.html", {"subscription": sub, "plan": plans.get(sub["plan"])})
+    return render(request, "billing/cancel.html", {"subscription": sub, "plan": await run(request, plans.get, sub["plan"])})
 
 
 @owner_required
@@ -73,9 +73,9 @@ async def resume(request: Request):
 
 @owner_required
 async def change_plan(request: Request):
-    new = plans.get(request.path_params["plan"])
+    new = await run(request, plans.offered, request.path_params["plan"])
     sub = await _subscription(request)
-    context = {"subscription": sub, "old": plans.get(sub["plan"]), "new": new, "error": None, "card": None}
+    context = {"subscription": sub, "old": await run(request, plans.get, sub["plan"]), "new": new, "error": None, "card": None}
     try:
         context["kind"], context["quote"] = await run(request, changes.preview, now(request), settings(request), sub["company_id"],
                                                       new.code)
@@ -105,7 +105,7 @@ async def _renews_by_card(request: Request, company: dict | int) -> bool:
 @owner_required
 async def upgrade(request: Request):
     data = await form(request)
-    new = plans.get(data.get("plan", ""))
+    new = await run(request, plans.offered, data.get("plan", ""))
     user = await current_user(request)
     try:
         quote = await run(request, changes.upgrade_quote, now(request), settings(request), user["company_id"], new.code)
@@ -132,7 +132,7 @@ async def upgrade(request: Request):
 
 @owner_required
 async def downgrade(request: Request):
-    new = plans.get((await form(request)).get("plan", ""))
+    new = await run(request, plans.offered, (await form(request)).get("plan", ""))
     return await _change(request, changes.schedule_downgrade, new.code,
                          done=_("Done: you move to %(plan)s when the current period ends. "
                                 "You can undo this until then.", plan=new.name))
