@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from billing import clock, events
+from billing import clock, events, plans
 from billing.db import one
 from billing.i18n import gettext as _, lazy_gettext
 
@@ -50,11 +50,14 @@ class TransitionError(Exception):
 def start_trial(db: Database, now: datetime, company_id: int, plan: str, trial_days: int) -> int:
     ends = now + timedelta(days=trial_days)
     cursor = db.conn.execute(
-        """INSERT INTO subscriptions (company_id, plan, status, trial_ends_at, next_action_at, created_at, updated_at)
-           VALUES (?, ?, 'trialing', ?, ?, ?, ?)""",
+        """INSERT INTO subscriptions (company_id, plan, status, trial_ends_at, next_action_at, created_at, updated_at,
+                                      price, currency)
+           SELECT ?, code, 'trialing', ?, ?, ?, ?, price, currency FROM plans WHERE code = ?""",
         # due now: the next tick works out the first reminder and schedules it
-        [company_id, plan, clock.iso(ends), clock.iso(now), clock.iso(now), clock.iso(now)],
+        [company_id, clock.iso(ends), clock.iso(now), clock.iso(now), clock.iso(now), plan],
     )
+    if not cursor.rowcount:
+        raise plans.UnknownPlan(plan)
     return cursor.lastrowid
 
 
@@ -67,6 +70,10 @@ def transition(db: Database, now: datetime, sub: dict, status: str, reason: str,
     """Move `sub` to `status` (and set `changes`), recording why. Call inside a write."""
     if status not in ALLOWED.get(sub["status"], set()):
         raise TransitionError(f"a {sub['status']} subscription cannot become {status}")
+    if changes.get("plan", sub["plan"]) != sub["plan"] or "price" not in changes and not sub.get("price"):
+        # A new plan renews at its catalog price (a price change reaches existing subscribers only by staff).
+        plan = plans.get(db, changes.get("plan", sub["plan"]))
+        changes = {"price": plan.price, "currency": plan.currency, **changes}
     values = {"status": status, "updated_at": now, **changes}
     stored = {column: _store(value) for column, value in values.items()}
     assignments = ", ".join(f"{column} = ?" for column in stored)
@@ -139,9 +146,11 @@ def activate(db: Database, now: datetime, sub: dict, plan: str, tz: ZoneInfo, re
     changes = {"plan": plan, "current_period_start": start, "current_period_end": end, "period_anchor_day": anchor,
                "past_due_since": None, "past_due_at": None, "next_action_at": now}
     if not extending:
-        # A new subscription (after a trial, or after it ended): a new anchor, nothing to cancel.
+        # A new subscription (after a trial, or after it ended): a new anchor, nothing to cancel, today's price.
         changes.update(period_anchor_time=anchor_time_of(start, tz), cancel_at_period_end=0, canceled_at=None,
                        ended_at=None)
+        catalog = plans.get(db, plan)
+        changes.update(price=catalog.price, currency=catalog.currency)
     if sub.get("scheduled_plan") == plan:  # a scheduled downgrade took effect with this renewal
         changes["scheduled_plan"] = None
     if extending and clock.iso(start) != sub["current_period_end"]:

@@ -96,3 +96,10 @@ def test_the_audit_log_needs_a_reason_and_cannot_be_changed(db, password_hash):
         with pytest.raises(Exception, match="append-only"):
             db.execute(sql)
     assert one(db, "SELECT reason FROM audit_log")["reason"] == "Kesinti telafisi"
+
+
+def test_a_subscription_keeps_the_price_it_was_started_and_changed_at(client, app, db, paid):
+    sub = one(db, "SELECT plan, price, currency FROM subscriptions WHERE company_id = ?", [paid["company_id"]])
+    assert (sub["plan"], sub["price"], sub["currency"]) == ("starter", 2900, "USD")
+    db.execute("UPDATE plans SET price = 3500 WHERE code = 'starter'")  # the catalog moves on
+    assert one(db, "SELECT price FROM subscriptions WHERE company_id = ?", [paid["company_id"]])["price"] == 2900
