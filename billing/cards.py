@@ -3,8 +3,10 @@
 PayTR keeps the cards under one user token (`utoken`, on the company); each card has its
 own `ctoken`. We keep the ctoken of the card renewals charge (`companies.paytr_ctoken`, with
 its label for when PayTR no longer lists it) and the ctokens PayTR listed last time
-(`paytr_cards`). Everything else about a card (brand, last four, expiry) is read from
-PayTR's card list when a page or a charge needs it.
+(`paytr_cards`). The renewal card's expiry month (`companies.card_expires`, '2027-03') is
+recorded whenever PayTR's list is, so the console can find "card expiring" customers by an
+index. Everything else about a card (brand, last four) is read from PayTR's card list when a
+page or a charge needs it.
 
 PayTR's callback after a payment that saved a card brings the utoken but not the card's
 ctoken. So the payment only marks the company (`card_saved_by`, its merchant_oid), and the
@@ -40,7 +42,18 @@ def describe(card: dict) -> dict:
     month, year = str(card.get("month") or ""), str(card.get("year") or "")
     return {"ctoken": card.get("ctoken") or "", "brand": brand[:1].upper() + brand[1:],
             "last4": str(card.get("last_4") or "")[-4:],
-            "expiry": f"{month.zfill(2)}/{year[-2:]}" if month and year else "", "bank": card.get("c_bank") or ""}
+            "expiry": f"{month.zfill(2)}/{year[-2:]}" if month and year else "", "expires": expiry_month(card),
+            "bank": card.get("c_bank") or ""}
+
+
+def expiry_month(card: dict | None) -> str | None:
+    """'2027-03' from a card in PayTR's list (month "03", year "27" or "2027"); None if it has none."""
+    if not card:
+        return None
+    month, year = str(card.get("month") or "").strip(), str(card.get("year") or "").strip()
+    if not (month.isdigit() and year.isdigit() and 1 <= int(month) <= 12 and len(year) in (2, 4)):
+        return None
+    return f"{int(year) + 2000 if len(year) == 2 else int(year):04d}-{int(month):02d}"
 
 
 def label(card: dict) -> str:
@@ -90,8 +103,8 @@ def saved_with_payment(db: Database, now: datetime, payment: dict, utoken: str) 
     if company.get("paytr_utoken") != utoken:
         # A new PayTR user: the cards we knew belong to the old one, and it is not charged any more.
         db.conn.execute("DELETE FROM paytr_cards WHERE company_id = ?", [company["id"]])
-        db.conn.execute("UPDATE companies SET paytr_ctoken = NULL, paytr_card_label = NULL WHERE id = ?",
-                        [company["id"]])
+        db.conn.execute("UPDATE companies SET paytr_ctoken = NULL, paytr_card_label = NULL, card_expires = NULL "
+                        "WHERE id = ?", [company["id"]])
     db.conn.execute("UPDATE companies SET paytr_utoken = ?, card_ip = ?, card_saved_by = ? WHERE id = ?",
                     [utoken, payment["user_ip"], payment["merchant_oid"], company["id"]])
     events.record(db, now, "card.saved", "Card saved at PayTR; renewals are charged to it from now on",
@@ -106,7 +119,9 @@ def sync(db: Database, now: datetime, before: dict, listed: list[dict]) -> dict:
     saved with a payment since the last list becomes the one renewals charge. Returns the
     company's row as it is now; writes only when something changed."""
     seen = _seen(db, before["id"])
-    if not before.get("card_saved_by") and seen == {c.get("ctoken") for c in listed if c.get("ctoken")}:
+    expires = expiry_month(find(listed, before.get("paytr_ctoken")))
+    if (not before.get("card_saved_by") and seen == {c.get("ctoken") for c in listed if c.get("ctoken")}
+            and (expires is None or expires == before.get("card_expires"))):
         return accounts.company(db, before["id"])
     with write(db):
         _sync_in(db, now, accounts.company(db, before["id"]), before, listed)
@@ -143,7 +158,22 @@ def _sync_in(db: Database, now: datetime, company: dict, before: dict, listed: l
                     [company["id"], json.dumps(tokens)])
     db.conn.executemany("INSERT OR IGNORE INTO paytr_cards (company_id, ctoken, first_seen_at) VALUES (?, ?, ?)",
                         [(company["id"], token, clock.iso(now)) for token in tokens])
+    _record_expiry(db, company["id"], listed)
     return True
+
+
+def _record_expiry(db: Database, company_id: int, listed: list[dict]) -> None:
+    """The renewal card's expiry month as PayTR lists it now (kept as it was while PayTR's list does
+    not show the card: a renewal charged to it fails anyway, and says so)."""
+    expires = expiry_month(find(listed, _chosen(db, company_id)))
+    if expires:
+        db.conn.execute("UPDATE companies SET card_expires = ? WHERE id = ? AND card_expires IS NOT ?",
+                        [expires, company_id, expires])
+
+
+def _chosen(db: Database, company_id: int) -> str | None:
+    row = db.conn.execute("SELECT paytr_ctoken FROM companies WHERE id = ?", [company_id]).fetchone()
+    return row[0] if row else None
 
 
 def _seen(db: Database, company_id: int) -> set[str]:
@@ -152,8 +182,8 @@ def _seen(db: Database, company_id: int) -> set[str]:
 
 def _choose_in(db: Database, now: datetime, company: dict, card: dict, message: str, actor: str) -> None:
     was = renews_by_card(company)
-    db.conn.execute("UPDATE companies SET paytr_ctoken = ?, paytr_card_label = ? WHERE id = ?",
-                    [card["ctoken"], label(card), company["id"]])
+    db.conn.execute("UPDATE companies SET paytr_ctoken = ?, paytr_card_label = ?, card_expires = ? WHERE id = ?",
+                    [card["ctoken"], label(card), card.get("expires"), company["id"]])
     events.record(db, now, "card.chosen", message, company_id=company["id"], actor=actor, card=label(card))
     if not was:
         _replan(db, now, company["id"])
@@ -196,7 +226,7 @@ def removed(db: Database, now: datetime, settings: Settings, user: dict, before:
         was = renews_by_card(company)
         in_step = _sync_in(db, now, company, before, remaining)
         db.conn.execute("DELETE FROM paytr_cards WHERE company_id = ? AND ctoken = ?", [company["id"], ctoken])
-        db.conn.execute("UPDATE companies SET paytr_ctoken = NULL, paytr_card_label = NULL "
+        db.conn.execute("UPDATE companies SET paytr_ctoken = NULL, paytr_card_label = NULL, card_expires = NULL "
                         "WHERE id = ? AND paytr_ctoken = ?", [company["id"], ctoken])
         if in_step and not remaining:
             db.conn.execute("UPDATE companies SET paytr_utoken = NULL, card_ip = NULL, card_saved_by = NULL "

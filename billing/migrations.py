@@ -726,3 +726,108 @@ def apply(db: Database) -> list[str]:
     if pending:
         migrations.apply(db)
     return pending
+
+
+@migrations()
+def m021_search(db: Database) -> None:
+    """The customer list at 100,000 customers: every filter, search and sort reads an index.
+
+    - `subscriptions.mrr` (monthly amount in the subscription's own currency: its price, a yearly
+      one divided by 12 and rounded half up, while active or past due; else 0) and
+      `subscriptions.ends_at` (the trial's end while trialing, else the paid period's end; '' when
+      neither) are sort keys, kept by triggers, so no code path can forget them and no list has to
+      compute them per row. A plan's interval is looked up when the subscription changes; should
+      an interval ever change, a trigger on plans recomputes its subscribers.
+    - `customer_index`: per company, its name, its owner's email and the other members' emails,
+      folded the way staff search (billing.i18n.search_fold, SQLite function fold()), kept by
+      triggers on companies and users; `customer_fts` is an FTS5 trigram index over it (substring
+      search of 3+ characters), the B-tree indexes serve prefixes of shorter queries.
+    - `companies.card_expires`: the renewal card's expiry month (YYYY-MM) from PayTR's card list.
+    - Exact identifiers (VKN/TCKN, merchant_oid, INV-…, CN-…) use unique or plain indexes.
+    - payments by date (the payments report), failed emails (the staff home's count)."""
+    interval = "(SELECT p.interval FROM plans p WHERE p.code = NEW.plan)"
+    mrr = (f"CASE WHEN NEW.status IN ('active', 'past_due') AND NEW.price IS NOT NULL THEN "
+           f"CASE WHEN {interval} = 'year' THEN (NEW.price + 6) / 12 ELSE NEW.price END ELSE 0 END")
+    ends = ("coalesce(CASE WHEN NEW.status = 'trialing' THEN NEW.trial_ends_at "
+            "ELSE coalesce(NEW.current_period_end, NEW.trial_ends_at) END, '')")
+    refresh_members = """UPDATE customer_index SET
+            owner_email = coalesce((SELECT fold(u.email) FROM users u WHERE u.company_id = {id} AND u.role = 'owner'
+                                    ORDER BY u.id LIMIT 1), ''),
+            member_emails = coalesce((SELECT group_concat(fold(u.email), ' ') FROM users u
+                                      WHERE u.company_id = {id} AND u.role != 'owner'), '')
+        WHERE company_id = {id};"""
+    _run(
+        db,
+        "ALTER TABLE subscriptions ADD COLUMN mrr INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE subscriptions ADD COLUMN ends_at TEXT NOT NULL DEFAULT ''",
+        f"""CREATE TRIGGER subscriptions_sort_keys_insert AFTER INSERT ON subscriptions BEGIN
+            UPDATE subscriptions SET mrr = {mrr}, ends_at = {ends} WHERE id = NEW.id; END""",
+        f"""CREATE TRIGGER subscriptions_sort_keys_update
+            AFTER UPDATE OF status, plan, price, trial_ends_at, current_period_end ON subscriptions BEGIN
+            UPDATE subscriptions SET mrr = {mrr}, ends_at = {ends} WHERE id = NEW.id; END""",
+        """CREATE TRIGGER plans_interval_changed AFTER UPDATE OF interval ON plans
+           WHEN NEW.interval IS NOT OLD.interval BEGIN
+           UPDATE subscriptions SET mrr = CASE WHEN status IN ('active', 'past_due') AND price IS NOT NULL THEN
+               CASE WHEN NEW.interval = 'year' THEN (price + 6) / 12 ELSE price END ELSE 0 END
+           WHERE plan = NEW.code; END""",
+        """UPDATE subscriptions SET
+               mrr = CASE WHEN status IN ('active', 'past_due') AND price IS NOT NULL THEN
+                   CASE WHEN (SELECT p.interval FROM plans p WHERE p.code = subscriptions.plan) = 'year'
+                        THEN (price + 6) / 12 ELSE price END ELSE 0 END,
+               ends_at = coalesce(CASE WHEN status = 'trialing' THEN trial_ends_at
+                                  ELSE coalesce(current_period_end, trial_ends_at) END, '')""",
+        # Each filter with each sort (newest = company id, MRR, period end), keyset-paged by company id.
+        "CREATE INDEX subscriptions_by_mrr ON subscriptions (mrr, company_id)",
+        "CREATE INDEX subscriptions_by_ends ON subscriptions (ends_at, company_id)",
+        *(f"CREATE INDEX subscriptions_{column}_{name} ON subscriptions ({column}, {key}company_id)"
+          for column in ("status", "plan", "currency")
+          for name, key in (("created", ""), ("mrr", "mrr, "), ("ends", "ends_at, "))),
+        """CREATE TABLE customer_index (
+            company_id INTEGER PRIMARY KEY REFERENCES companies(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,                   -- fold(companies.name)
+            owner_email TEXT NOT NULL DEFAULT '', -- fold() of the owner's email
+            member_emails TEXT NOT NULL DEFAULT '' -- the other members' emails, folded, space-separated
+        )""",
+        "CREATE INDEX customer_index_name ON customer_index (name)",
+        "CREATE INDEX customer_index_owner_email ON customer_index (owner_email)",
+        """CREATE VIRTUAL TABLE customer_fts USING fts5(
+            name, owner_email, member_emails, content='customer_index', content_rowid='company_id',
+            tokenize='trigram')""",
+        """CREATE TRIGGER customer_index_ai AFTER INSERT ON customer_index BEGIN
+           INSERT INTO customer_fts (rowid, name, owner_email, member_emails)
+           VALUES (NEW.company_id, NEW.name, NEW.owner_email, NEW.member_emails); END""",
+        """CREATE TRIGGER customer_index_ad AFTER DELETE ON customer_index BEGIN
+           INSERT INTO customer_fts (customer_fts, rowid, name, owner_email, member_emails)
+           VALUES ('delete', OLD.company_id, OLD.name, OLD.owner_email, OLD.member_emails); END""",
+        """CREATE TRIGGER customer_index_au AFTER UPDATE ON customer_index BEGIN
+           INSERT INTO customer_fts (customer_fts, rowid, name, owner_email, member_emails)
+           VALUES ('delete', OLD.company_id, OLD.name, OLD.owner_email, OLD.member_emails);
+           INSERT INTO customer_fts (rowid, name, owner_email, member_emails)
+           VALUES (NEW.company_id, NEW.name, NEW.owner_email, NEW.member_emails); END""",
+        """CREATE TRIGGER companies_search_ai AFTER INSERT ON companies BEGIN
+           INSERT INTO customer_index (company_id, name) VALUES (NEW.id, fold(NEW.name)); END""",
+        """CREATE TRIGGER companies_search_au AFTER UPDATE OF name ON companies BEGIN
+           UPDATE customer_index SET name = fold(NEW.name) WHERE company_id = NEW.id; END""",
+        """CREATE TRIGGER companies_search_ad AFTER DELETE ON companies BEGIN
+           DELETE FROM customer_index WHERE company_id = OLD.id; END""",
+        f"""CREATE TRIGGER users_search_ai AFTER INSERT ON users WHEN NEW.company_id IS NOT NULL BEGIN
+           {refresh_members.format(id="NEW.company_id")} END""",
+        f"""CREATE TRIGGER users_search_ad AFTER DELETE ON users WHEN OLD.company_id IS NOT NULL BEGIN
+           {refresh_members.format(id="OLD.company_id")} END""",
+        f"""CREATE TRIGGER users_search_au AFTER UPDATE OF email, role, company_id ON users BEGIN
+           {refresh_members.format(id="OLD.company_id")}
+           {refresh_members.format(id="NEW.company_id")} END""",
+        "INSERT INTO customer_index (company_id, name) SELECT id, fold(name) FROM companies",
+        """UPDATE customer_index SET
+            owner_email = coalesce((SELECT fold(u.email) FROM users u WHERE u.company_id = customer_index.company_id
+                                    AND u.role = 'owner' ORDER BY u.id LIMIT 1), ''),
+            member_emails = coalesce((SELECT group_concat(fold(u.email), ' ') FROM users u
+                                      WHERE u.company_id = customer_index.company_id AND u.role != 'owner'), '')""",
+        "ALTER TABLE companies ADD COLUMN card_expires TEXT",  # '2027-03': the renewal card's expiry month
+        "CREATE INDEX companies_card_expires ON companies (card_expires) WHERE card_expires IS NOT NULL",
+        "CREATE INDEX companies_tax_id ON companies (billing_tax_id) WHERE billing_tax_id IS NOT NULL",
+        "CREATE INDEX payments_created ON payments (created_at, id)",
+        # The report's totals per currency and status read this index alone, never the rows.
+        "CREATE INDEX payments_report ON payments (created_at, status, kind, plan, currency, amount)",
+        "CREATE INDEX outbox_failed ON outbox (id) WHERE status = 'failed'",
+    )

@@ -8,23 +8,37 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import clock, dashboard, events, i18n, jobs, money, payments, refunds, staff, subscriptions
+from billing import clock, customer_search, dashboard, events, i18n, jobs, money, payments, plans, refunds, staff
+from billing import subscriptions
 from billing.i18n import gettext as _, ngettext
 from billing.accounts import FormError
 from billing.paytr.client import PaytrRefused, PaytrUnavailable
 from billing.db import write
 from billing.web.common import current_user, flash, form, now, redirect, run, safe_next, settings, fresh_auth_required, requires
-from billing.web.templating import render
+from billing.web.templating import is_htmx, render
 
 log = logging.getLogger("billing.admin")
 
 
 @requires("console.read")
 async def home(request: Request):
-    query = request.query_params.get("q", "")[:100]
-    data = await run(request, staff.overview, now(request), query)
+    """The customer list (billing.customer_search). A filter or search typed with htmx gets the
+    list alone; the rest of the home (counts, anomalies, failed emails) only comes with the page."""
+    tz, whole_page = settings(request).tz, not is_htmx(request)
+
+    def load(db, at):
+        catalog = plans.all_plans(db, hidden=True, archived=True)
+        query = customer_search.parse(request.query_params, {plan.code for plan in catalog})
+        data = customer_search.page(db, query, at, tz)
+        if whole_page:
+            data.update(staff.overview(db))
+        return {**data, "catalog": catalog, "plan_names": {plan.code: plan for plan in catalog}}
+
+    data = await run(request, load, now(request))
     data.update(anomaly_label=refunds.anomaly_label, anomaly_explanation=refunds.anomaly_explanation,
-                status_labels=subscriptions.STATUS_LABELS)
+                status_labels=subscriptions.STATUS_LABELS, presets=customer_search.PRESETS,
+                orders=customer_search.ORDERS, currencies=customer_search.CURRENCIES,
+                min_substring=customer_search.MIN_SUBSTRING)
     return render(request, "admin/home.html", data, fragment="admin/_companies.html")
 
 
