@@ -23,7 +23,8 @@ ENGLISH = {
 }
 # Names that stay as they are in Turkish text.
 ALLOWED = ["PayTR Billing", "PayTR", "Starter", "Team", "Enterprise", "English", "Standard Webhooks", "VKN", "TCKN",
-           "Europe/Istanbul", "HTTP", "API", "URL", "JSON", "OK", "SMTP", "CVV", "IBAN", "htmx", "PDF", "KDV"]
+           "Europe/Istanbul", "HTTP", "API", "URL", "JSON", "OK", "SMTP", "CVV", "IBAN", "htmx", "PDF", "KDV",
+           "TRY", "USD", "EUR", "MRR", "merchant_oid"]  # currency codes (ISO 4217) and the console's terms
 READ_ATTRIBUTES = {"aria-label", "title", "placeholder", "alt"}
 
 

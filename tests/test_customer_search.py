@@ -455,3 +455,28 @@ def test_every_role_reads_the_report_but_only_export_roles_download(client, app,
     login(customer, email="ayse@example.com")
     assert customer.get("/admin/payments", follow_redirects=False).status_code in (302, 303, 403)
     assert customer.get("/admin/payments.csv", follow_redirects=False).status_code in (302, 303, 403)
+
+
+# --- in Turkish ---------------------------------------------------------------------------------
+
+
+def test_the_list_and_the_report_speak_turkish(client, app, db, report_data, password_hash):
+    from billing import payments, subscriptions
+    from test_i18n_staff import TR, labels, turkish
+
+    accounts.create_staff(db, START, email="tr@example.com", name="Operasyon", password_hash=password_hash)
+    staff_tr = second_browser(app)
+    staff_tr.headers.update(TR)
+    login(staff_tr, email="tr@example.com")
+    text = turkish(staff_tr.get("/admin/?q=ı&preset=card_expiring&status=deleted"), *labels(subscriptions.STATUS_LABELS))
+    assert "3 karakterden kısa" in text and "Bu listenin tanımadığı bir filtre değeri yok sayıldı: “deleted”." in text
+    assert "Kartının süresi gelecek aya kadar dolanlar" in text
+    text = turkish(staff_tr.get("/admin/?order=mrr-desc"), *labels(subscriptions.STATUS_LABELS))
+    assert "Önce en yüksek MRR" in text and "Dönem veya deneme sonu" in text
+    failed = report_data["failed"]["merchant_oid"]
+    text = turkish(staff_tr.get("/admin/payments"), *labels(payments.STATUS_LABELS), failed,
+                   report_data["paid"]["merchant_oid"])
+    assert "Bankanız ödemeyi reddetti" in text and "$5,00 iade edildi" in text and "CSV indir" in text
+    assert "Başarısız 1 ödeme · $29,00" in text
+    error = staff_tr.get("/admin/payments?from=2026-11-30&to=2026-11-01")
+    assert "Bitiş tarihi başlangıç tarihinden önce." in turkish(error, *labels(payments.STATUS_LABELS))
