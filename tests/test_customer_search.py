@@ -299,6 +299,20 @@ def test_every_customer_list_query_reads_indexes_not_tables(db, customers):
         assert not scans(plan, filtered=query.filtered), (values, plan)
 
 
+def test_identifier_lookups_and_the_home_counts_read_indexes(db, customers):
+    probes = [("SELECT company_id, number FROM invoices WHERE number = ?", ["INV-2026-000001"]),
+              ("SELECT company_id, number FROM credit_notes WHERE number = ?", ["CN-2026-000001"]),
+              ("SELECT id FROM companies WHERE billing_tax_id = ?", ["1234567890"]),
+              ("SELECT company_id, merchant_oid FROM payments WHERE merchant_oid IN (?, ?)", ["PB1T2", "PB1T2"]),
+              ("SELECT count(*) FROM outbox WHERE status = 'pending'", []),
+              ("SELECT count(*) FROM outbox WHERE status = 'failed'", [])]
+    for sql, params in probes:
+        plan = plans_of(db, sql, params)
+        # the outbox counts walk a partial index: only the pending (or failed) emails, never the sent ones
+        assert all(step.startswith("SEARCH") or re.fullmatch(r"SCAN outbox USING (COVERING )?INDEX outbox_(due|failed)", step)
+                   for step in plan), (sql, plan)
+
+
 def test_the_payments_report_reads_indexes_not_tables(db, customers):
     from zoneinfo import ZoneInfo
 
