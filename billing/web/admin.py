@@ -8,11 +8,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import (accounts, audit, cards, clock, dashboard, events, jobs, money, payments, plans, refunds, roles,
+from billing import (audit, cards, clock, dashboard, events, jobs, money, payments, plans, refunds, roles,
                      staff, staff_actions, subscriptions)
 from billing.i18n import gettext as _, ngettext
 from billing.accounts import FormError
 from billing.paytr.client import PaytrRefused, PaytrUnavailable
+from billing.changes import ChangeError
+from billing.payments import CheckoutError
 from billing.staff_actions import ActionError
 from billing.web import admin_audit
 from billing.web.common import (current_user, flash, form, ip, now, redirect, run, safe_next, settings,
@@ -76,7 +78,7 @@ async def _staff_action(request: Request, form_name: str, call):
         raise HTTPException(404, _("No customer with that number.")) from None
     except FormError as exc:
         return await _company_page(request, {form_name: exc.errors}, 422, {form_name: data})
-    except (ActionError, subscriptions.TransitionError) as exc:
+    except (ActionError, subscriptions.TransitionError, ChangeError, CheckoutError) as exc:
         return await _company_page(request, {form_name: {"form": str(exc)}}, 409, {form_name: data})
     flash(request, outcome.message)
     for made in outcome.refunds:
