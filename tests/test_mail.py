@@ -195,6 +195,11 @@ def test_every_email_template_renders_from_a_json_context(settings):
                           "level": 80, "over": False, "amount": "4 of 5 workspaces", "upgrade_path": "/billing/plan/team",
                           "suggested_name": "Team", "suggested_limits": "20 workspaces and 50 GB storage"},
         "usage_over_scheduled_plan": {**life, "reasons": ["You use 12 workspaces; Starter allows 5."]},
+        "subscription_canceled_by_staff": {**life, "when": "now", "refund": 1871, "ended_at": "2026-12-22T09:00:00Z"},
+        "subscription_resumed": life,
+        "free_days_granted": {**life, "days": 10, "trial": False, "until": "2027-01-21T09:00:00Z"},
+        "upgrade_offered": {**life, "new_plan_name": "Team", "amount": 4516, "days_left": 20,
+                            "change_url": "http://x/billing/plan/team"},
     }
     names = {p.stem for p in Path(mail.TEMPLATES, "emails").glob("*.txt")}
     missing = names - set(samples)
