@@ -186,16 +186,23 @@ def test_every_figure_of_a_known_history(db, settings, password_hash):
             assert m.mrr_end == m.mrr_start + m.net_new, (currency, m.key)
 
 
-def test_the_snapshot_the_page_reads_equals_folding_every_event(db, settings, password_hash):
-    # Refreshed on the way (mid-month, across month ends), as the daily tick does, then more events.
-    build_history(db, settings, password_hash,
-                  refresh_at=[parse("2026-12-05T09:00:00Z"), parse("2027-01-02T09:00:00Z"),
-                              parse("2027-02-01T09:00:00Z")])
+@pytest.mark.parametrize("refresh_at", [
+    # refreshed on the way (mid-month, across month ends), as the daily tick does, then more events
+    ["2026-12-05T09:00:00Z", "2027-01-02T09:00:00Z", "2027-02-01T09:00:00Z"],
+    # one old snapshot (from the month the companies first paid): the page folds two month ends on
+    # top of it, and D's churn in January must be measured from D's state at January's start
+    ["2026-11-28T12:00:00Z"],
+    ["2026-12-20T12:00:00Z"],
+])
+def test_the_snapshot_the_page_reads_equals_folding_every_event(db, settings, password_hash, refresh_at):
+    build_history(db, settings, password_hash, refresh_at=[parse(at) for at in refresh_at])
     snapshot = revenue.report(db, NOW, settings)
     live = revenue.compute(db, NOW, settings)
     assert_expected(snapshot)
     for currency in live.currencies:
         assert figures_of(snapshot, currency) == figures_of(live, currency)
+    if len(refresh_at) == 1:
+        return  # the rest follows the daily refreshes
     # The snapshot kept the closed months; the page folded only what came after the last refresh.
     meta = json.loads(one(db, "SELECT value FROM app_state WHERE key = 'revenue_snapshot'")["value"])
     assert meta["month"] == "2027-02"
@@ -243,11 +250,16 @@ def test_old_events_without_a_price_use_the_catalog_price(db, settings):
     assert months["2026-12"] == zeros(mrr_start=9900, mrr_end=10800, paying_start=1, paying_end=1, expansion=900)
 
 
-def test_the_daily_tick_refreshes_the_snapshot_once_a_day(db, settings, password_hash):
+def test_the_tick_refreshes_the_snapshot_once_a_day_or_after_a_busy_spell(db, settings, password_hash, monkeypatch):
     make_company(db, settings, START, password_hash, email="x@example.com")
     assert revenue.refresh_if_due(db, START, settings) is not None
     assert revenue.refresh_if_due(db, START + timedelta(hours=5), settings) is None  # same Istanbul day
     assert revenue.refresh_if_due(db, START + DAY, settings) is not None
+    monkeypatch.setattr(revenue, "REFRESH_AFTER_EVENTS", 1)
+    make_company(db, settings, START + DAY, password_hash, email="y@example.com")  # one more event
+    assert revenue.refresh_if_due(db, START + DAY + timedelta(hours=1), settings) is not None
+    assert revenue.refresh_if_due(db, START + DAY + timedelta(hours=2), settings) is None
+    assert revenue.report(db, START + DAY, settings).headline("USD")["trialing"] == 2
 
 
 # --- the page -------------------------------------------------------------------------------------

@@ -53,14 +53,15 @@ def percent_number(rate: Fraction | None) -> str:
 # --- charts: geometry here, drawing in the template ------------------------------------------------
 
 WIDTH, HEIGHT = 560, 260
-LEFT, RIGHT, TOP, BOTTOM = 88, 12, 14, 40
+LEFT, RIGHT, TOP, BOTTOM = 104, 12, 14, 40
 UP = (("new", "#17803d"), ("expansion", "#48bb78"), ("reactivation", "#9ae6b4"))
 DOWN = (("contraction", "#f6ad55"), ("churned", "#b42318"))
 
 
 def _axis_months(months: list[revenue.Month]) -> list[dict]:
     band = (WIDTH - LEFT - RIGHT) / len(months)
-    return [{"x": LEFT + band * (i + .5), "label": short_month(m.first_day),
+    # On a phone every other month is labelled (`odd` ones hidden by the page's style), newest included.
+    return [{"x": LEFT + band * (i + .5), "label": short_month(m.first_day), "odd": (len(months) - 1 - i) % 2 == 1,
              "year": str(m.first_day.year) if i == 0 or m.first_day.month == 1 else ""}
             for i, m in enumerate(months)]
 
