@@ -7,6 +7,7 @@ reads equals a recomputation from the events; the CSVs; who may see it."""
 import csv
 import io
 import json
+import re
 from datetime import timedelta
 from fractions import Fraction
 
@@ -331,3 +332,20 @@ def test_the_csv_of_each_chart_and_of_everything(history):
     assert {row[1] for row in everything[1:]} == {"USD", "TRY"}
     assert len(everything[0]) == 2 + 6 + 6 + 12
     assert history.get("/admin/metrics/other.csv").status_code == 404
+
+
+def test_the_rebuild_command(tmp_path, db, settings, password_hash):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    make_company(db, settings, START, password_hash, email="x@example.com")
+    env = {**os.environ, "BILLING_DATA_DIR": str(settings.data_dir), "BILLING_ENV": "development"}
+    result = subprocess.run([sys.executable, "main.py", "revenue", "rebuild"], cwd=Path(__file__).parent.parent,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    # closed months: as many as have ended between the sign-up and the real time of the run
+    assert re.fullmatch(r"revenue snapshot rebuilt: \d+ closed months, 1 companies, through event \d+\n", result.stdout)
+    meta = json.loads(one(db, "SELECT value FROM app_state WHERE key = 'revenue_snapshot'")["value"])
+    assert meta["cursor"] == db.conn.execute("SELECT max(id) FROM events").fetchone()[0]
