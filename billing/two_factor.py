@@ -116,7 +116,7 @@ def provisioning_uri(settings: Settings, user: dict, secret: str) -> str:
 
 def qr_svg(uri: str, title: str) -> Markup:
     """The QR code as inline SVG, drawn here: the secret never goes to a third-party QR service."""
-    svg = segno.make(uri, error="m").svg_inline(scale=5, border=2, dark="#1b2433", light="#ffffff",
+    svg = segno.make(uri, error="m").svg_inline(scale=5, border=4, dark="#1b2433", light="#ffffff",
                                                 title=title, svgclass="qr", lineclass=None)
     return Markup(svg)
 

@@ -221,3 +221,32 @@ def test_a_staff_session_made_before_the_rule_still_ends_at_twelve_hours(db, pas
     for minutes in range(20, 12 * 60, 20):
         assert accounts.session_user(db, START + timedelta(minutes=minutes), token) is not None
     assert accounts.session_user(db, START + timedelta(hours=12), token) is None
+
+
+def test_a_members_page_shows_their_account_and_only_the_actions_that_apply(client, db, admin, password_hash):
+    member = staff(db, password_hash, "destek@example.com", "support")
+    page = visible(client.get(f"/admin/staff/{member['id']}"))
+    assert "destek@example.com" in page and "Support" in page and "Change role" in page and "Deactivate" in page
+    assert "Reactivate" not in page and "Reset two-factor" not in page  # two-factor is off
+    staff_accounts.deactivate(db, START, admin, member["id"], "left")
+    page = visible(client.get(f"/admin/staff/{member['id']}"))
+    assert "Reactivate" in page and "Change role" not in page
+    assert client.get("/admin/staff/999").status_code == 404
+
+
+def test_an_admin_resets_a_lost_two_factor_and_the_member_is_told(client, app, db, admin, password_hash):
+    import pyotp
+
+    from billing import two_factor
+
+    member = staff(db, password_hash, "destek@example.com", "support")
+    secret = two_factor.pending_secret(db, app.state.settings, member)
+    two_factor.confirm_enrolment(db, START, app.state.settings, member, pyotp.TOTP(secret).at(START))
+    done = post(client, f"/admin/staff/{member['id']}/two-factor-reset", {"reason": "Lost phone, verified by call"},
+                token_from="/admin/staff")
+    assert done.status_code == 303
+    assert accounts.user_by_id(db, member["id"])["totp_enabled_at"] is None
+    entry = audit.entry(db, scalar(db, "SELECT max(id) FROM audit_log"))
+    assert entry["action"] == "staff.two_factor_reset" and entry["reason"] == "Lost phone, verified by call"
+    subjects = [m["subject"] for m in outbox(db, to_addr="destek@example.com")]
+    assert "Two-factor authentication was turned off for your PayTR Billing account" in subjects

@@ -17,17 +17,35 @@ from billing.web.templating import render
 
 
 async def _staff_page(request: Request, errors: dict | None = None, values: dict | None = None, status: int = 200,
-                      failed: int | None = None):
-    """The list; `failed` names the member whose row form the errors belong to."""
+                      form_name: str | None = None):
+    """The list; `form_name` names the form the errors belong to ('invite' or 'withdraw')."""
     members = await run(request, staff_accounts.staff_list)
     for member in members:
         member["last_login"] = staff_accounts.last_login(member)
     invites = await run(request, staff_accounts.pending_invites, now(request))
     return render(request, "admin/staff.html",
                   {"members": members, "invites": invites, "errors": errors or {}, "values": values or {},
-                   "failed": failed, "role_labels": roles.LABELS, "role_descriptions": roles.DESCRIPTIONS,
+                   "form": form_name, "role_labels": roles.LABELS, "role_descriptions": roles.DESCRIPTIONS,
                    "roles": roles.ROLES},
                   status=status)
+
+
+async def _member_page(request: Request, user_id: int, errors: dict | None = None, values: dict | None = None,
+                       status: int = 200, form_name: str | None = None):
+    member = next((m for m in await run(request, staff_accounts.staff_list) if m["id"] == user_id), None)
+    if member is None:
+        raise HTTPException(404)
+    member["last_login"] = staff_accounts.last_login(member)
+    return render(request, "admin/staff_member.html",
+                  {"member": member, "role": member["staff_role"] or roles.ADMIN, "errors": errors or {},
+                   "values": values or {}, "form": form_name, "role_labels": roles.LABELS,
+                   "role_descriptions": roles.DESCRIPTIONS, "roles": roles.ROLES},
+                  status=status)
+
+
+@requires("staff.manage")
+async def member_page(request: Request):
+    return await _member_page(request, request.path_params["user_id"])
 
 
 @requires("staff.manage")
@@ -49,14 +67,14 @@ async def invite(request: Request):
         await run(request, staff_accounts.invite, now(request), settings(request), admin, email, role, reason,
                   ip(request))
     except FormError as exc:
-        return await _staff_page(request, errors=exc.errors, values=data, status=422)
+        return await _staff_page(request, errors=exc.errors, values=data, status=422, form_name="invite")
     flash(request, ngettext("Invitation sent to %(email)s. The link works for %(num)d day.",
                             "Invitation sent to %(email)s. The link works for %(num)d days.",
                             staff_accounts.INVITE_TTL.days, email=email))
     return redirect(request, "/admin/staff")
 
 
-async def _member_action(request: Request, action, done: str):
+async def _member_action(request: Request, form_name: str, action, done):
     admin = await current_user(request)
     user_id = request.path_params["user_id"]
     data = await form(request)
@@ -65,9 +83,9 @@ async def _member_action(request: Request, action, done: str):
     except LookupError:
         raise HTTPException(404) from None
     except FormError as exc:
-        return await _staff_page(request, errors=exc.errors, values=data, status=422, failed=user_id)
+        return await _member_page(request, user_id, errors=exc.errors, values=data, status=422, form_name=form_name)
     flash(request, done(member["name"]))
-    return redirect(request, "/admin/staff")
+    return redirect(request, f"/admin/staff/{user_id}")
 
 
 @requires("staff.manage")
@@ -76,7 +94,7 @@ async def change_role(request: Request):
     def action(db, admin, user_id, data):
         return staff_accounts.change_role(db, now(request), admin, user_id, data.get("role", ""), data.get("reason"),
                                           ip(request))
-    return await _member_action(request, action, lambda name: _("Role changed for %(name)s.", name=name))
+    return await _member_action(request, "role", action, lambda name: _("Role changed for %(name)s.", name=name))
 
 
 @requires("staff.manage")
@@ -84,7 +102,7 @@ async def change_role(request: Request):
 async def deactivate(request: Request):
     def action(db, admin, user_id, data):
         return staff_accounts.deactivate(db, now(request), admin, user_id, data.get("reason"), ip(request))
-    return await _member_action(request, action, lambda name: _("%(name)s is deactivated and was logged out everywhere.", name=name))
+    return await _member_action(request, "deactivate", action, lambda name: _("%(name)s is deactivated and was logged out everywhere.", name=name))
 
 
 @requires("staff.manage")
@@ -92,7 +110,7 @@ async def deactivate(request: Request):
 async def reactivate(request: Request):
     def action(db, admin, user_id, data):
         return staff_accounts.reactivate(db, now(request), admin, user_id, data.get("reason"), ip(request))
-    return await _member_action(request, action, lambda name: _("%(name)s can log in again.", name=name))
+    return await _member_action(request, "reactivate", action, lambda name: _("%(name)s can log in again.", name=name))
 
 
 @requires("staff.manage")
@@ -101,7 +119,7 @@ async def reset_two_factor(request: Request):
     def action(db, admin, user_id, data):
         return staff_accounts.reset_two_factor(db, now(request), settings(request), admin, user_id,
                                                data.get("reason"), ip(request))
-    return await _member_action(request, action, lambda name: _("Two-factor authentication was reset for %(name)s.", name=name))
+    return await _member_action(request, "2fa", action, lambda name: _("Two-factor authentication was reset for %(name)s.", name=name))
 
 
 @requires("staff.manage")
@@ -115,7 +133,7 @@ async def withdraw_invite(request: Request):
     except LookupError:
         raise HTTPException(404) from None
     except FormError as exc:
-        return await _staff_page(request, errors=exc.errors, values=data, status=422)
+        return await _staff_page(request, errors=exc.errors, values=data, status=422, form_name="withdraw")
     flash(request, _("Invitation withdrawn."))
     return redirect(request, "/admin/staff")
 
@@ -159,6 +177,7 @@ async def save_email(request: Request):
 routes = [
     Route("/admin/staff", staff_page),
     Route("/admin/staff/invite", invite, methods=["POST"]),
+    Route("/admin/staff/{user_id:int}", member_page),
     Route("/admin/staff/invites/{invite_id:int}/withdraw", withdraw_invite, methods=["POST"]),
     Route("/admin/staff/{user_id:int}/role", change_role, methods=["POST"]),
     Route("/admin/staff/{user_id:int}/deactivate", deactivate, methods=["POST"]),
