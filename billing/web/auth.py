@@ -154,7 +154,9 @@ async def login(request: Request):
         context["message"] = _("Email or password is incorrect.")
         return render(request, "auth/login.html", context, status=422, fragment="auth/_login_form.html")
     if two_factor.is_on(user):
-        request.session.pop("sid", None)
+        old = request.session.pop("sid", None)
+        if old:  # whoever was logged in on this browser is logged out, as a completed login would do
+            await run(request, accounts.end_session, old)
         request.session[PENDING] = {"uid": user["id"], "at": clock.iso(session_now(request)), "next": next_url}
         return redirect(request, "/auth/two-factor")
     await _log_in(request, user)
