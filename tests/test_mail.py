@@ -195,6 +195,12 @@ def test_every_email_template_renders_from_a_json_context(settings):
                           "level": 80, "over": False, "amount": "4 of 5 workspaces", "upgrade_path": "/billing/plan/team",
                           "suggested_name": "Team", "suggested_limits": "20 workspaces and 50 GB storage"},
         "usage_over_scheduled_plan": {**life, "reasons": ["You use 12 workspaces; Starter allows 5."]},
+        "security_alert": {"name": "Ayşe", "kind": "email_changed", "when": "2026-11-27T09:00:00Z",
+                           "tz": "Europe/Istanbul", "ip": "10.0.0.1", "browser": "Chrome", "system": "Linux",
+                           "reset_url": "http://x/auth/forgot-password", "account_url": "http://x/billing/account",
+                           "is_staff": False, "old_email": "a@example.com", "new_email": "b@example.com",
+                           "undo_url": "http://x/auth/undo-email/t", "undo_days": 7},
+        "staff_invite": {"inviter": "Ayşe", "role": "finance", "invite_url": "http://x/i", "days": 7},
     }
     names = {p.stem for p in Path(mail.TEMPLATES, "emails").glob("*.txt")}
     missing = names - set(samples)
