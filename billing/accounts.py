@@ -42,7 +42,14 @@ EMAIL_MAX = 254
 
 SESSION_IDLE = timedelta(days=14)
 SESSION_MAX = timedelta(days=30)
-SESSION_TOUCH = timedelta(minutes=5)
+SESSION_TOUCH = timedelta(minutes=5)  # last_seen_at is written at most this often (a customer's idle is 14 days)
+# Staff can refund and change prices: their sessions are short. Idle is measured from last_seen_at,
+# which lags the last request by up to STAFF_SESSION_TOUCH, so that is kept small: a staff session
+# ends between 29.75 and 30 minutes after its last request, never later.
+STAFF_SESSION_IDLE = timedelta(minutes=30)
+STAFF_SESSION_MAX = timedelta(hours=12)
+STAFF_SESSION_TOUCH = timedelta(seconds=15)
+EMAIL_UNDO_TTL = timedelta(days=7)
 RESET_TTL = timedelta(minutes=20)
 RESETS_PER_HOUR = 5
 INVITE_TTL = timedelta(days=7)
@@ -67,6 +74,10 @@ class FormError(Exception):
 
 class InvalidToken(Exception):
     """A reset or invite link that is unknown, expired or already used."""
+
+
+class Deactivated(Exception):
+    """The password was right, but an admin deactivated this staff account."""
 
 
 @dataclass(frozen=True)
@@ -348,6 +359,13 @@ def create_staff(db: Database, now: datetime, *, email: str, name: str, password
     return user_by_id(db, user_id)
 
 
+def set_name(db: Database, now: datetime, user: dict, name: str) -> None:
+    with write(db):
+        db.execute("UPDATE users SET name = ? WHERE id = ?", [name, user["id"]])
+        events.record(db, now, "user.renamed", f"{user['email']} is now called {name}",
+                      company_id=user.get("company_id"), actor=events.user_actor(user))
+
+
 def set_locale(db: Database, user_id: int, locale: str) -> None:
     """The user's language: pages when they are logged in, and every email to them."""
     from billing import i18n
@@ -374,19 +392,20 @@ def company(db: Database, company_id: int) -> dict | None:
 # --- login and throttling --------------------------------------------------------------
 
 
-def throttle(db: Database, now: datetime, email: str, ip: str) -> Throttle:
+def throttle(db: Database, now: datetime, email: str, ip: str, kind: str = "login") -> Throttle:
     """Where a login for `email` from `ip` stands: how long to slow it down, or to refuse it.
-    A read; `start_login` decides and counts in one transaction."""
+    A read; `start_login` decides and counts in one transaction. `kind` 'two_factor' counts
+    wrong codes apart from wrong passwords: a right password must not wipe the count of codes."""
     since = clock.iso(now - THROTTLE_WINDOW)
     email = normalize_email(email)
-    last_success = scalar(db, "SELECT max(created_at) FROM login_attempts WHERE email = ? AND kind = 'login' "
-                              "AND succeeded = 1", [email]) or ""
+    last_success = scalar(db, "SELECT max(created_at) FROM login_attempts WHERE email = ? AND kind = ? "
+                              "AND succeeded = 1", [email, kind]) or ""
     account_failures = rows(
         db,
         """SELECT created_at FROM login_attempts
-           WHERE email = ? AND kind = 'login' AND succeeded = 0 AND created_at >= ? AND created_at > ?
+           WHERE email = ? AND kind = ? AND succeeded = 0 AND created_at >= ? AND created_at > ?
            ORDER BY created_at DESC""",
-        [email, since, last_success],
+        [email, kind, since, last_success],
     )
     ip_failures = _ip_failures(db, now, ip)
     locked_until = max(filter(None, (_locked_until(account_failures, ACCOUNT_LOCK_AFTER),
@@ -420,17 +439,23 @@ def _record_attempt(db: Database, now: datetime, email: str, ip: str, kind: str,
                       [email[:EMAIL_MAX], ip, int(succeeded), clock.iso(now), kind]).lastrowid
 
 
-def start_login(db: Database, now: datetime, email: str, ip: str) -> Throttle:
-    """May this try check a password? Decided and counted in one BEGIN IMMEDIATE transaction,
-    the try recorded as failed until `finish_login` finds the password right: so a burst of
-    parallel guesses checks at most ACCOUNT_LOCK_AFTER passwords, not one per request."""
+def start_login(db: Database, now: datetime, email: str, ip: str, kind: str = "login") -> Throttle:
+    """May this try check a password (or, `kind` 'two_factor', a second-factor code)? Decided and
+    counted in one BEGIN IMMEDIATE transaction, the try recorded as failed until it is found
+    right: so a burst of parallel guesses checks at most ACCOUNT_LOCK_AFTER, not one per request."""
     email = normalize_email(email)
     with write(db):
-        state = throttle(db, now, email, ip)
+        state = throttle(db, now, email, ip, kind)
         if state.locked:
             return state
-        attempt_id = _record_attempt(db, now, email, ip, "login")
+        attempt_id = _record_attempt(db, now, email, ip, kind)
     return Throttle(delay=state.delay, locked_for=None, attempt_id=attempt_id)
+
+
+def attempt_succeeded(db: Database, attempt: Throttle) -> None:
+    """A try `start_login` let through was right (a second-factor code): it no longer counts."""
+    with write(db):
+        db.execute("UPDATE login_attempts SET succeeded = 1 WHERE id = ?", [attempt.attempt_id])
 
 
 def finish_login(db: Database, now: datetime, attempt: Throttle, email: str, password: str) -> dict | None:
@@ -440,6 +465,8 @@ def finish_login(db: Database, now: datetime, attempt: Throttle, email: str, pas
     user = user_by_email(db, normalize_email(email))
     # Verified against a dummy hash when the email is unknown: both answers take as long.
     ok = password_matches(user["password_hash"] if user else None, password) and user is not None
+    if ok and user.get("deactivated_at"):
+        raise Deactivated  # told only to whoever knows the password; counted as a failed try
     with write(db):
         if ok:
             db.execute("UPDATE login_attempts SET succeeded = 1 WHERE id = ?", [attempt.attempt_id])
@@ -456,20 +483,31 @@ def check_login(db: Database, now: datetime, email: str, password: str, ip: str)
     attempt = start_login(db, now, email, ip)
     if attempt.locked:
         return None
-    return finish_login(db, now, attempt, email, password)
+    try:
+        return finish_login(db, now, attempt, email, password)
+    except Deactivated:
+        return None
 
 
 # --- sessions ----------------------------------------------------------------------------
 
 
+def _session_limits(role: str | None) -> tuple[timedelta, timedelta, timedelta]:
+    """(max, idle, touch) for a session of a user with this role."""
+    if role == "staff":
+        return STAFF_SESSION_MAX, STAFF_SESSION_IDLE, STAFF_SESSION_TOUCH
+    return SESSION_MAX, SESSION_IDLE, SESSION_TOUCH
+
+
 def create_session(db: Database, now: datetime, user_id: int, ip: str = "", user_agent: str = "") -> str:
     token, digest = _token()
     with write(db):
+        longest, _idle, _touch = _session_limits(scalar(db, "SELECT role FROM users WHERE id = ?", [user_id]))
         db.execute(
             """INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at, ip, user_agent,
                                      authenticated_at)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-            [digest, user_id, clock.iso(now), clock.iso(now), clock.iso(now + SESSION_MAX), ip, user_agent[:300],
+            [digest, user_id, clock.iso(now), clock.iso(now), clock.iso(now + longest), ip, user_agent[:300],
              clock.iso(now)],
         )
     return token
@@ -481,7 +519,8 @@ def session_user(db: Database, now: datetime, token: str | None) -> dict | None:
         return None
     row = one(
         db,
-        """SELECT s.id AS session_id, s.last_seen_at, s.expires_at, s.authenticated_at, u.*,
+        """SELECT s.id AS session_id, s.created_at AS session_created_at, s.last_seen_at, s.expires_at,
+                  s.authenticated_at, u.*,
                   sub.status AS subscription_status, sub.current_period_end AS subscription_period_end
            FROM sessions s JOIN users u ON u.id = s.user_id
            LEFT JOIN subscriptions sub ON sub.company_id = u.company_id
@@ -491,11 +530,15 @@ def session_user(db: Database, now: datetime, token: str | None) -> dict | None:
     if row is None:
         return None
     last_seen = clock.parse(row["last_seen_at"])
-    if now >= clock.parse(row["expires_at"]) or now - last_seen >= SESSION_IDLE:
+    longest, idle, touch = _session_limits(row["role"])
+    # The age is checked from created_at too: a staff session made before the 12-hour rule
+    # (expires_at 30 days out) still ends at 12 hours.
+    if (now >= clock.parse(row["expires_at"]) or now - clock.parse(row["session_created_at"]) >= longest
+            or now - last_seen >= idle or row["deactivated_at"]):
         with write(db):
             db.execute("DELETE FROM sessions WHERE id = ?", [row["session_id"]])
         return None
-    if now - last_seen >= SESSION_TOUCH:
+    if now - last_seen >= touch:
         with write(db):
             db.execute("UPDATE sessions SET last_seen_at = ? WHERE id = ?", [clock.iso(now), row["session_id"]])
     return row
@@ -566,8 +609,10 @@ def reset_token_user(db: Database, now: datetime, token: str) -> dict:
     return row
 
 
-def reset_password(db: Database, now: datetime, token: str, password_hash: str) -> dict:
-    """Set the new password, use up the link, and end every session of the user."""
+def reset_password(db: Database, now: datetime, token: str, password_hash: str, settings: Settings | None = None,
+                   ip: str | None = None, user_agent: str | None = None) -> dict:
+    """Set the new password, use up the link, and end every session of the user. With
+    `settings` (always, from the web), the account is told by a security alert."""
     with write(db):
         user = reset_token_user(db, now, token)
         db.execute("UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
@@ -578,7 +623,93 @@ def reset_password(db: Database, now: datetime, token: str, password_hash: str) 
         db.execute("DELETE FROM sessions WHERE user_id = ?", [user["id"]])
         events.record(db, now, "user.password_reset", f"{user['email']} set a new password with a reset link",
                       company_id=user["company_id"], actor=f"user:{user['id']}")
+        if settings is not None:
+            from billing import security_alerts
+
+            security_alerts.send(db, now, settings, user, "password_changed", ip=ip, user_agent=user_agent,
+                                 how="reset")
     return user
+
+
+# --- changing one's own password and email -----------------------------------------------------
+
+
+def change_password(db: Database, now: datetime, settings: Settings, user: dict, session_token: str | None,
+                    password_hash: str, *, ip: str | None = None, user_agent: str | None = None) -> None:
+    """A logged-in person's new password (they gave the current one). Every other session ends:
+    whoever else was logged in with the old password is out. The account is told."""
+    from billing import security_alerts
+
+    with write(db):
+        db.execute("UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
+                   [password_hash, clock.iso(now), user["id"]])
+        db.execute("DELETE FROM sessions WHERE user_id = ? AND id != ?", [user["id"], token_hash(session_token or "")])
+        db.execute("UPDATE password_resets SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+                   [clock.iso(now), user["id"]])
+        events.record(db, now, "user.password_changed", f"{user['email']} changed their password",
+                      company_id=user.get("company_id"), actor=events.user_actor(user))
+        security_alerts.send(db, now, settings, user, "password_changed", ip=ip, user_agent=user_agent,
+                             how="change")
+
+
+def change_email(db: Database, now: datetime, settings: Settings, user: dict, new_email: str, *,
+                 ip: str | None = None, user_agent: str | None = None) -> None:
+    """A logged-in person's new address (they gave their password). The OLD address is told,
+    with a link that undoes the change for EMAIL_UNDO_TTL: if someone else did it, the owner of
+    the old mailbox takes the account back."""
+    from billing import security_alerts
+
+    if new_email == user["email"]:
+        raise FormError({"email": _("This is already your email address.")})
+    token, digest = _token()
+    with write(db):
+        if user_by_email(db, new_email) is not None:
+            raise FormError({"email": _("Another account uses this address. Choose another.")})
+        db.execute("UPDATE users SET email = ? WHERE id = ?", [new_email, user["id"]])
+        db.execute("""INSERT INTO email_changes (token_hash, user_id, old_email, new_email, created_at, expires_at)
+                      VALUES (?, ?, ?, ?, ?, ?)""",
+                   [digest, user["id"], user["email"], new_email, clock.iso(now), clock.iso(now + EMAIL_UNDO_TTL)])
+        # Reset links sent to the old address stop working: they were for a mailbox no longer the account's.
+        db.execute("UPDATE password_resets SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+                   [clock.iso(now), user["id"]])
+        events.record(db, now, "user.email_changed", f"{user['email']} changed their email to {new_email}",
+                      company_id=user.get("company_id"), actor=events.user_actor(user))
+        security_alerts.send(db, now, settings, user, "email_changed", ip=ip, user_agent=user_agent,
+                             to=user["email"], old_email=user["email"], new_email=new_email,
+                             undo_url=settings.url(f"/auth/undo-email/{token}"), undo_days=EMAIL_UNDO_TTL.days)
+
+
+def email_change_for_token(db: Database, now: datetime, token: str) -> dict:
+    row = one(db, "SELECT * FROM email_changes WHERE token_hash = ?", [token_hash(token or "")])
+    if row is None or row["used_at"] or now >= clock.parse(row["expires_at"]):
+        raise InvalidToken(_("This link has expired or was already used."))
+    return row
+
+
+def undo_email_change(db: Database, now: datetime, token: str) -> str:
+    """The old address comes back, every session ends and every other undo link stops working.
+    Whoever changed it knew the password, so the owner is sent to choose a new one: the
+    returned token is a fresh password-reset link (this link proved the mailbox is theirs)."""
+    reset_token, reset_digest = _token()
+    with write(db):
+        change = email_change_for_token(db, now, token)
+        holder = user_by_email(db, change["old_email"])
+        if holder is not None and holder["id"] != change["user_id"]:
+            raise FormError({"email": _("Another account has used %(email)s since; the change cannot be undone. "
+                                        "Contact us.", email=change["old_email"])})
+        user = user_by_id(db, change["user_id"])
+        db.execute("UPDATE users SET email = ? WHERE id = ?", [change["old_email"], user["id"]])
+        db.execute("UPDATE email_changes SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+                   [clock.iso(now), user["id"]])
+        db.execute("DELETE FROM sessions WHERE user_id = ?", [user["id"]])
+        db.execute("UPDATE password_resets SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+                   [clock.iso(now), user["id"]])
+        db.execute("INSERT INTO password_resets (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                   [reset_digest, user["id"], clock.iso(now), clock.iso(now + RESET_TTL)])
+        events.record(db, now, "user.email_change_undone",
+                      f"The change of {change['old_email']} to {user['email']} was undone from the old address",
+                      company_id=user["company_id"], actor=events.user_actor(user))
+    return reset_token
 
 
 # --- team: invites and members ------------------------------------------------------------------

@@ -178,7 +178,7 @@ def alert_staff(db: Database, now: datetime, settings: Settings, *, dedupe_key: 
     """Email the operator's staff about something that needs a human (an anomaly). Titles and bodies
     are written in English by their callers: staff read the default language, DEFAULT_LOCALE."""
     recipients = [settings.staff_alert_email] if settings.staff_alert_email else [
-        r["email"] for r in rows(db, "SELECT email FROM users WHERE role = 'staff' ORDER BY id")
+        r["email"] for r in rows(db, "SELECT email FROM users WHERE role = 'staff' AND deactivated_at IS NULL ORDER BY id")
     ]
     for address in recipients:
         enqueue(db, now, settings, template="staff_alert", to=address,

@@ -282,6 +282,9 @@ USAGE = {"name": "Ayşe", "company": "Acme", "plan_name": "Starter", "limit": "w
          "over": False, "amount": "4 of 5 workspaces", "upgrade_path": "/billing/plan/team", "suggested_name": "Team",
          "suggested_limits": "20 workspaces and 50 GB storage"}
 
+ALERT = {"name": "Ayşe", "when": "2026-11-27T09:00:00Z", "tz": "Europe/Istanbul", "ip": "10.0.0.1",
+         "browser": "Chrome", "system": "Linux", "reset_url": "http://x/auth/forgot-password",
+         "account_url": "http://x/billing/account", "is_staff": False}
 # (template, context) pairs covering each template's branches; sample contexts as in tests/test_mail.py.
 SAMPLES = {
     "welcome": {"name": "Ayşe", "company": "Acme", "plan": {"name": "Starter"}, "trial_days": 14,
@@ -336,6 +339,17 @@ SAMPLES = {
     "free_days_granted:trial": {**LIFE, "days": 5, "trial": True, "until": "2026-12-16T09:00:00Z"},
     "upgrade_offered": {**LIFE, "new_plan_name": "Team", "amount": 4516, "days_left": 20,
                         "change_url": "http://x/billing/plan/team"},
+    "security_alert": {**ALERT, "kind": "new_browser"},
+    "security_alert:password": {**ALERT, "kind": "password_changed", "how": "change"},
+    "security_alert:reset": {**ALERT, "kind": "password_changed", "how": "reset", "is_staff": True},
+    "security_alert:email": {**ALERT, "kind": "email_changed", "old_email": "a@example.com",
+                             "new_email": "b@example.com", "undo_url": "http://x/auth/undo-email/t", "undo_days": 7},
+    "security_alert:on": {**ALERT, "kind": "two_factor_on", "browser": None},
+    "security_alert:off": {**ALERT, "kind": "two_factor_off", "browser": None, "system": None, "ip": None},
+    "security_alert:recovery": {**ALERT, "kind": "recovery_code_used", "remaining": 1},
+    "staff_invite": {"inviter": "Ayşe", "role": "admin", "invite_url": "http://x/auth/staff-invite/t", "days": 7},
+    "staff_invite:finance": {"inviter": "Ayşe", "role": "finance", "invite_url": "http://x/i", "days": 1},
+    "staff_invite:support": {"inviter": "Ayşe", "role": "support", "invite_url": "http://x/i", "days": 7},
 }
 # What the callers put in the context is data in the sender's words: a refund reason typed by staff,
 # the payment's line, usage figures (billing/usage.py builds them in the recipient's language).

@@ -100,6 +100,7 @@ def test_staff_extending_an_ended_trial_brings_new_reminders(client, app, clock,
     tick(client, app, clock, TRIAL_END + 3 * DAY)  # 7 days before the new end
     keys = [m["dedupe_key"] for m in emails(db, "trial_reminder")]
     assert keys[-1].endswith(f":7:{clock_iso(TRIAL_END + 10 * DAY)}")
+    login(client, email="ops@example.com")  # days later: the staff session (12 hours at most) has ended
     bad = post(client, f"/admin/companies/{company_id}/extend-trial", {"days": "0", "reason": "Support ticket"},
                token_from=f"/admin/companies/{company_id}")
     assert bad.status_code == 422 and "from 1 to 90" in bad.text

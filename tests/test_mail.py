@@ -200,6 +200,12 @@ def test_every_email_template_renders_from_a_json_context(settings):
         "free_days_granted": {**life, "days": 10, "trial": False, "until": "2027-01-21T09:00:00Z"},
         "upgrade_offered": {**life, "new_plan_name": "Team", "amount": 4516, "days_left": 20,
                             "change_url": "http://x/billing/plan/team"},
+        "security_alert": {"name": "Ayşe", "kind": "email_changed", "when": "2026-11-27T09:00:00Z",
+                           "tz": "Europe/Istanbul", "ip": "10.0.0.1", "browser": "Chrome", "system": "Linux",
+                           "reset_url": "http://x/auth/forgot-password", "account_url": "http://x/billing/account",
+                           "is_staff": False, "old_email": "a@example.com", "new_email": "b@example.com",
+                           "undo_url": "http://x/auth/undo-email/t", "undo_days": 7},
+        "staff_invite": {"inviter": "Ayşe", "role": "finance", "invite_url": "http://x/i", "days": 7},
     }
     names = {p.stem for p in Path(mail.TEMPLATES, "emails").glob("*.txt")}
     missing = names - set(samples)

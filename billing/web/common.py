@@ -61,9 +61,25 @@ async def current_user(request: Request) -> dict | None:
     return request.state.user
 
 
+# A staff member without two-factor, in production, may open only these until they enrol.
+ENROL_PATH = "/auth/two-factor/setup"
+ENROL_ALLOWED = (ENROL_PATH, "/auth/confirm", "/auth/logout")
+
+DEVICE_COOKIE = "device"
+DEVICE_MAX_AGE = 2 * 365 * 24 * 3600
+
+
+def must_enrol(request: Request, user: dict | None) -> bool:
+    """Production staff must have two-factor on before they see anything of the console."""
+    return bool(user and user["role"] == "staff" and settings(request).is_production
+                and not user.get("totp_enabled_at"))
+
+
 class CurrentUserMiddleware:
     """Load who is logged in before any page renders, so every page's navigation
-    (error pages included) knows. Static files and server-to-server calls skip it."""
+    (error pages included) knows. Static files and server-to-server calls skip it.
+    Also the guard that sends production staff without two-factor to enrol first, and the
+    one place that sets the browser's long-lived `device` cookie after a login chose one."""
 
     SKIP = ("/static/", "/billing/callback", "/paytr-emulator/", "/healthz")
     QUIET = ("/static/", "/billing/callback", "/healthz")  # no language to choose
@@ -78,11 +94,27 @@ class CurrentUserMiddleware:
             # Every page speaks the visitor's language (the emulator's too), chosen before anything renders.
             scope["billing.locale"] = choose_locale(request, user)
             i18n.activate(scope["billing.locale"])
+            if must_enrol(request, user) and not scope["path"].startswith(ENROL_ALLOWED):
+                await redirect(request, ENROL_PATH)(scope, receive, send)
+                return
             if user and user.get("subscription_status") == "past_due" and not await run(
                     request, payments.renewal_confirming, now(request), user["company_id"]):
                 # While PayTR confirms a payment for it, "pay now" would invite paying twice.
                 request.state.billing_alert = past_due_alert(request, user)
+            send = _device_cookie_sender(scope, send, settings(request).https)
         await self.app(scope, receive, send)
+
+
+def _device_cookie_sender(scope, send, secure: bool):
+    async def sending(message):
+        token = scope.get("billing.device_cookie")
+        if message["type"] == "http.response.start" and token:
+            cookie = (f"{DEVICE_COOKIE}={token}; Max-Age={DEVICE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax"
+                      + ("; Secure" if secure else ""))
+            message.setdefault("headers", []).append((b"set-cookie", cookie.encode("latin-1")))
+        await send(message)
+
+    return sending
 
 
 LANG_COOKIE = "lang"
