@@ -720,6 +720,22 @@ def m018_console(db: Database) -> None:
     db.execute("UPDATE sessions SET authenticated_at = created_at")
 
 
+@migrations()
+def m019_price_changes(db: Database) -> None:
+    """A catalog price change reaches existing subscribers only when staff apply it, with notice:
+    the subscription keeps renewing at `price` until the first period starting on or after
+    `next_price_from`, which renews at `next_price`. `featured` highlights a plan on the pricing page."""
+    _run(
+        db,
+        "ALTER TABLE subscriptions ADD COLUMN next_price INTEGER CHECK (next_price > 0)",
+        "ALTER TABLE subscriptions ADD COLUMN next_price_from TEXT",
+        "ALTER TABLE subscriptions ADD COLUMN price_notice_at TEXT",  # when the customer was told
+        "CREATE INDEX subscriptions_plan_status ON subscriptions (plan, status)",
+        "ALTER TABLE plans ADD COLUMN featured INTEGER NOT NULL DEFAULT 0 CHECK (featured IN (0, 1))",
+        "UPDATE plans SET featured = 1 WHERE code = 'team'",
+    )
+
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

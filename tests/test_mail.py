@@ -195,6 +195,12 @@ def test_every_email_template_renders_from_a_json_context(settings):
                           "level": 80, "over": False, "amount": "4 of 5 workspaces", "upgrade_path": "/billing/plan/team",
                           "suggested_name": "Team", "suggested_limits": "20 workspaces and 50 GB storage"},
         "usage_over_scheduled_plan": {**life, "reasons": ["You use 12 workspaces; Starter allows 5."]},
+        "price_change_notice": {"name": "Ayşe", "company": "Acme", "plan": {"__plan__": True, "code": "team", "name_en": "Team", "name_tr": "Ekip", "description_en": "",
+                 "description_tr": "", "price": 9900, "currency": "USD", "interval": "month", "workspaces": 20,
+                 "storage_gb": 50, "trial_days": 14, "sort_order": 20, "public": True, "archived_at": None,
+                 "featured": True}, "old_price": 9900,
+                                "new_price": 11900, "currency": "USD", "from_date": "2027-01-11T09:00:00Z",
+                                "tz": "Europe/Istanbul", "dashboard_url": "http://x/billing/"},
     }
     names = {p.stem for p in Path(mail.TEMPLATES, "emails").glob("*.txt")}
     missing = names - set(samples)
