@@ -10,7 +10,7 @@ from sqlite_utils import Database
 from billing import (accounts, billing_details, cards, credit_notes, events, invoices, mail, money, payments, plans,
                      subscriptions, usage)
 from billing.db import rows
-from billing.i18n import gettext as _, lazy_gettext
+from billing.i18n import gettext as _, lazy_gettext, ngettext
 
 
 def overview(db: Database, now: datetime, company_id: int) -> dict:
@@ -106,6 +106,10 @@ def event_text(event: dict, currencies: dict[str, str] | None = None,
                     else _("A plan change was scheduled for the end of the period.")), None
         if status == "downgrade_undone":
             return _("The scheduled plan change was undone."), None
+        if status == "days_granted":
+            days = data.get("days") if isinstance(data.get("days"), int) else 0
+            return ngettext("%(num)d free day was added to the paid period; the renewal moves with it.",
+                            "%(num)d free days were added to the paid period; the renewal moves with it.", days), None
         if status == "periods_skipped":
             return _("A late renewal: only the period running now was charged."), None
     if kind == "payment.started":
@@ -159,6 +163,12 @@ def event_text(event: dict, currencies: dict[str, str] | None = None,
         return _("Billing was opened from the host product."), None
     if kind == "customer.updated":
         return _("Customer details changed through the API."), None
+    if kind == "email.resent":
+        return _("An email was sent again by our team."), None
+    if kind == "staff.upgrade_offered":
+        plan = (catalog or {}).get(data.get("plan") or "")
+        return (_("Our team emailed a link to upgrade to %(plan)s.", plan=plan.name) if plan
+                else _("Our team emailed a link to upgrade.")), None
     if kind == "anomaly.resolved":
         return _("A payment our team checked was resolved."), None
     if kind.startswith("anomaly."):
@@ -208,6 +218,6 @@ def timeline(db: Database, company_id: int, settings, limit: int = 200) -> list[
         entries.append({"at": m["sent_at"] or m["created_at"], "kind": "Email", "kind_label": str(KIND_LABELS["Email"]),
                         "text": _("“%(subject)s” to %(address)s", subject=subject, address=m["to_addr"]),
                         "badge": m["status"], "badge_label": str(EMAIL_LABELS.get(m["status"], m["status"])),
-                        "order": (m["sent_at"] or m["created_at"], 0, m["id"])})
+                        "outbox_id": m["id"], "order": (m["sent_at"] or m["created_at"], 0, m["id"])})
     entries.sort(key=lambda e: e["order"], reverse=True)
     return entries[:limit]

@@ -71,11 +71,13 @@ class Checkout:
 
 
 def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dict, plan_code: str, ip: str,
-                   method: str = "iframe", upgrade: "changes.Quote | None" = None) -> Checkout:
+                   method: str = "iframe", upgrade: "changes.Quote | None" = None,
+                   actor: str | None = None) -> Checkout:
     """Create the pending payment (superseding the company's open checkouts) and the request
     for PayTR: get-token fields for the iframe, or the hidden fields of a Direct API card form
     (`method="direct"`, which can save the card for automatic renewal). `method="recurring"`
-    (an upgrade charged to the saved card) needs no request from the browser."""
+    (an upgrade charged to the saved card) needs no request from the browser. `actor`: who started
+    it, when not `user` (staff charging an upgrade for the owner)."""
     plan = plans.get(db, plan_code)
     with write(db):
         company = accounts.company(db, user["company_id"])
@@ -123,7 +125,7 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
              clock.iso(now + RECONCILE_AFTER), clock.iso(now), clock.iso(now)],
         ).lastrowid
         events.record(db, now, "payment.started", f"{user['name']} started a checkout: {description}",
-                      company_id=company["id"], actor=f"user:{user['id']}", merchant_oid=oid, payment_kind=kind,
+                      company_id=company["id"], actor=actor or f"user:{user['id']}", merchant_oid=oid, payment_kind=kind,
                       amount=amount, superseded=superseded)
         payment = one(db, "SELECT * FROM payments WHERE id = ?", [payment_id])
     # A saved-card charge is sent by our server (jobs.charge_now), not by the customer's browser.

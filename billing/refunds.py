@@ -192,12 +192,8 @@ def settle(db: Database, now: datetime, settings: Settings, refund_id: int, *, o
             company = one(db, "SELECT name FROM companies WHERE id = ?", [refund["company_id"]])
             mail.enqueue(db, now, settings, template="refund_issued", to=payment["email"],
                          dedupe_key=f"refund:{refund_id}", company_id=refund["company_id"],
-                         context={"company": company["name"] if company else "", "amount": refund["amount"],
-                                  "currency": refund["currency"], "paid": payment["paid_amount"],
-                                  "paid_at": payment["decided_at"], "description": payment["description"] or "",
-                                  "reason": refund["reason"], "tz": settings.tz.key,
-                                  # its number: the email names it, and the sender attaches its PDF
-                                  "credit_note": note["number"] if note else None})
+                         context=email_context(settings, refund, payment, company["name"] if company else "",
+                                               note["number"] if note else None))
             if refundable(db, payment) == 0:
                 _resolve_for_payment(db, now, payment["id"], refund["requested_by"],
                                      f"Refunded in full ({amount}, {refund['reference_no']}).")
@@ -206,6 +202,16 @@ def settle(db: Database, now: datetime, settings: Settings, refund_id: int, *, o
                           company_id=refund["company_id"], actor="paytr", merchant_oid=payment["merchant_oid"],
                           reference_no=refund["reference_no"])
         return one(db, "SELECT * FROM refunds WHERE id = ?", [refund_id])
+
+
+def email_context(settings: Settings, refund: dict, payment: dict, company_name: str,
+                  credit_note: str | None) -> dict:
+    """What the refund email says; the staff form's confirmation step shows it before anything is sent."""
+    return {"company": company_name, "amount": refund["amount"], "currency": refund["currency"],
+            "paid": payment["paid_amount"], "paid_at": payment["decided_at"], "description": payment["description"] or "",
+            "reason": refund["reason"], "tz": settings.tz.key,
+            # its number: the email names it, and the sender attaches its PDF
+            "credit_note": credit_note}
 
 
 def unknown(db: Database, now: datetime, refund_id: int, message: str) -> dict:

@@ -330,6 +330,18 @@ SAMPLES = {
                  "featured": True}, "old_price": 9900,
                             "new_price": 11900, "currency": "USD", "from_date": "2027-01-11T09:00:00Z",
                             "tz": "Europe/Istanbul", "dashboard_url": "http://x/billing/"},
+    # What staff do from the console (billing/staff_actions.py).
+    "subscription_canceled_by_staff": {**LIFE, "when": "now", "refund": 1871, "ended_at": "2026-12-22T09:00:00Z"},
+    "subscription_canceled_by_staff:no_refund": {**LIFE, "when": "now", "refund": 0,
+                                                 "ended_at": "2026-12-22T09:00:00Z"},
+    "subscription_canceled_by_staff:period_end": {**LIFE, "when": "period_end", "refund": 0,
+                                                  "ended_at": "2027-01-11T09:00:00Z"},
+    "subscription_resumed": LIFE,
+    "free_days_granted": {**LIFE, "days": 10, "trial": False, "until": "2027-01-21T09:00:00Z"},
+    "free_days_granted:1": {**LIFE, "days": 1, "trial": False, "until": "2027-01-12T09:00:00Z"},
+    "free_days_granted:trial": {**LIFE, "days": 5, "trial": True, "until": "2026-12-16T09:00:00Z"},
+    "upgrade_offered": {**LIFE, "new_plan_name": "Team", "amount": 4516, "days_left": 20,
+                        "change_url": "http://x/billing/plan/team"},
 }
 # What the callers put in the context is data in the sender's words: a refund reason typed by staff,
 # the payment's line, usage figures (billing/usage.py builds them in the recipient's language).

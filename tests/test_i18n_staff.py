@@ -101,7 +101,12 @@ def test_company_page_refund_and_its_errors_in_turkish(client, app, db, paid, st
     page = staff_tr.get(f"/admin/payments/{paid['id']}/refund")
     text = turkish(page, *labels(payments.STATUS_LABELS), paid["description"] or "")
     assert "Ödeme iadesi" in text and "İade edilebilir $29.00" in text.replace("$29,00", "$29.00")
-    assert "PayTR üzerinden iade et" in text
+    assert "İadeyi gözden geçir" in text
+    review = post(staff_tr, f"/admin/payments/{paid['id']}/refund",
+                  {"amount": "10,50", "reason": "Hizmet kesintisi", "request_key": "tr-review"},
+                  token_from=f"/admin/payments/{paid['id']}/refund")
+    text = visible(review)  # the email shown is the customer's, in the customer's language (English here)
+    assert "İadeyi onayla" in text and "Geri dön" in text and "Müşteri şu e-postayı alacak:" in text
 
     bad = refund(staff_tr, paid, amount="abc", reason="")
     assert bad.status_code == 422
@@ -119,7 +124,7 @@ def test_company_page_refund_and_its_errors_in_turkish(client, app, db, paid, st
     assert left == [], left
     text = visible(type("R", (), {"text": html})())
     assert "iade edildi. Müşteriye e-posta gönderilecek." in text and "İadeler" in text
-    assert "Deneme süresini uzat" in text or "Yalnızca deneme süresi" in text
+    assert "Ücretsiz gün tanımla" in text and "Aboneliği iptal et" in text and "Yönetici işlemleri" in text
     assert "PayTR iadeyi kabul etti." not in text  # a succeeded refund shows no message
 
 
@@ -129,10 +134,10 @@ def test_extending_a_trial_says_so_in_turkish_with_a_turkish_date(client, app, d
     page = staff_tr.get(f"/admin/companies/{company_id}")
     text = visible(type("R", (), {"text": without_timeline(main(page))})())
     assert "Aralık 2026" in text and "Deneme süresi" in text
-    bad_days = post(staff_tr, f"/admin/companies/{company_id}/extend-trial", {"days": "0"},
+    bad_days = post(staff_tr, f"/admin/companies/{company_id}/extend-trial", {"days": "0", "reason": "Destek talebi"},
                     token_from=f"/admin/companies/{company_id}")
     assert bad_days.status_code == 422 and "1 ile 90 arasında bir gün sayısı girin." in visible(bad_days)
-    done = post(staff_tr, f"/admin/companies/{company_id}/extend-trial", {"days": "1"},
+    done = post(staff_tr, f"/admin/companies/{company_id}/extend-trial", {"days": "1", "reason": "Destek talebi"},
                 token_from=f"/admin/companies/{company_id}")
     after = visible(staff_tr.get(done.headers["location"]))
     assert re.search(r"Deneme süresi 1 gün uzatıldı, \d+ Aralık 2026 tarihine kadar\.", after), after

@@ -93,14 +93,14 @@ def test_staff_extending_an_ended_trial_brings_new_reminders(client, app, clock,
     client.cookies.clear()
     login(client, email="ops@example.com")
     company_id = one(db, "SELECT id FROM companies")["id"]
-    response = post(client, f"/admin/companies/{company_id}/extend-trial", {"days": "10"},
+    response = post(client, f"/admin/companies/{company_id}/extend-trial", {"days": "10", "reason": "Support ticket"},
                     token_from=f"/admin/companies/{company_id}")
     assert response.status_code == 303
     assert sub(db)["status"] == "trialing" and sub(db)["trial_ends_at"] == clock_iso(TRIAL_END + 10 * DAY)
     tick(client, app, clock, TRIAL_END + 3 * DAY)  # 7 days before the new end
     keys = [m["dedupe_key"] for m in emails(db, "trial_reminder")]
     assert keys[-1].endswith(f":7:{clock_iso(TRIAL_END + 10 * DAY)}")
-    bad = post(client, f"/admin/companies/{company_id}/extend-trial", {"days": "0"},
+    bad = post(client, f"/admin/companies/{company_id}/extend-trial", {"days": "0", "reason": "Support ticket"},
                token_from=f"/admin/companies/{company_id}")
     assert bad.status_code == 422 and "from 1 to 90" in bad.text
 

@@ -201,6 +201,11 @@ def test_every_email_template_renders_from_a_json_context(settings):
                  "featured": True}, "old_price": 9900,
                                 "new_price": 11900, "currency": "USD", "from_date": "2027-01-11T09:00:00Z",
                                 "tz": "Europe/Istanbul", "dashboard_url": "http://x/billing/"},
+        "subscription_canceled_by_staff": {**life, "when": "now", "refund": 1871, "ended_at": "2026-12-22T09:00:00Z"},
+        "subscription_resumed": life,
+        "free_days_granted": {**life, "days": 10, "trial": False, "until": "2027-01-21T09:00:00Z"},
+        "upgrade_offered": {**life, "new_plan_name": "Team", "amount": 4516, "days_left": 20,
+                            "change_url": "http://x/billing/plan/team"},
     }
     names = {p.stem for p in Path(mail.TEMPLATES, "emails").glob("*.txt")}
     missing = names - set(samples)

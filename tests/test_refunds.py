@@ -31,10 +31,15 @@ def staff(app, db, password_hash):
 
 
 def refund(staff, payment, amount="29.00", reason="Müşteri iki kez ödedi", **extra):
+    """Fill the refund form, and confirm on the step that shows the amount and the customer's email.
+    A form the first step refuses (422) comes back as it is."""
     page = f"/admin/payments/{payment['id']}/refund"
     key = re.search(r'name="request_key" value="([^"]+)"', staff.get(page).text)
     data = {"amount": amount, "reason": reason, "request_key": key.group(1) if key else "", **extra}
-    return post(staff, page, data, token_from=page)
+    review = post(staff, page, data, token_from=page)
+    if review.status_code != 200 or 'name="step" value="confirm"' not in review.text:
+        return review
+    return post(staff, page, {**data, "step": "confirm"}, token_from=page)
 
 
 
@@ -92,7 +97,7 @@ def test_bad_refund_input_is_refused_and_changes_nothing(app, db, paid, staff, a
 def test_a_form_sent_twice_refunds_once(app, db, paid, staff):
     page = f"/admin/payments/{paid['id']}/refund"
     key = re.search(r'name="request_key" value="([^"]+)"', staff.get(page).text).group(1)
-    data = {"amount": "5.00", "reason": "Çift tıklama", "request_key": key}
+    data = {"amount": "5.00", "reason": "Çift tıklama", "request_key": key, "step": "confirm"}
     first, second = post(staff, page, data, token_from=page), post(staff, page, data, token_from=page)
     assert first.status_code == second.status_code == 303
     assert "already sent" in visible(staff.get(second.headers["location"]))
@@ -104,7 +109,7 @@ def test_a_double_click_while_paytr_is_slow_refunds_once(app, db, paid, staff):
     app.state.emulator.faults = app.state.emulator.faults.changed({"refund": "timeout", "timeout_seconds": 0.5})
     page = f"/admin/payments/{paid['id']}/refund"
     key = re.search(r'name="request_key" value="([^"]+)"', staff.get(page).text).group(1)
-    data = {"amount": "5.00", "reason": "Çift tıklama, yavaş PayTR", "request_key": key}
+    data = {"amount": "5.00", "reason": "Çift tıklama, yavaş PayTR", "request_key": key, "step": "confirm"}
     token = re.search(r'name="csrf_token" value="([^"]+)"', staff.get(page).text).group(1)
     with ThreadPoolExecutor(2) as pool:
         answers = list(pool.map(lambda _: staff.post(page, data={**data, "csrf_token": token},

@@ -8,13 +8,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import clock, customer_search, dashboard, events, i18n, jobs, money, payments, plans, refunds, staff
-from billing import subscriptions
+from billing import (audit, cards, clock, customer_search, dashboard, events, i18n, jobs, money, payments, plans,
+                     refunds, roles, staff, staff_actions, subscriptions)
 from billing.i18n import gettext as _, ngettext
 from billing.accounts import FormError
 from billing.paytr.client import PaytrRefused, PaytrUnavailable
-from billing.db import write
-from billing.web.common import current_user, flash, form, now, redirect, run, safe_next, settings, fresh_auth_required, requires
+from billing.changes import ChangeError
+from billing.payments import CheckoutError
+from billing.staff_actions import ActionError
+from billing.web import admin_audit
+from billing.web.common import (current_user, flash, form, ip, now, redirect, run, safe_next, settings,
+                                fresh_auth_required, requires)
 from billing.web.templating import is_htmx, render
 
 log = logging.getLogger("billing.admin")
@@ -42,16 +46,30 @@ async def home(request: Request):
     return render(request, "admin/home.html", data, fragment="admin/_companies.html")
 
 
-async def _company_page(request: Request, error: str | None = None, status: int = 200):
+async def _company_page(request: Request, errors: dict | None = None, status: int = 200,
+                        values: dict | None = None):
+    """The customer's console page. `errors` {form: {field: message}} show inline beside the form
+    that was sent (with `values`, what was typed), with a 4xx status."""
     company_id = request.path_params["company_id"]
     data = await run(request, staff.company, company_id)
     if data is None:
         raise HTTPException(404, _("No customer with that number."))
+    user = await current_user(request)
+    sub = data["subscription"]
     data["entries"] = await run(request, dashboard.timeline, company_id, settings(request))
-    data["status_label"] = subscriptions.STATUS_LABELS[data["subscription"]["status"]]
-    data.update(error=error, payment_labels=payments.STATUS_LABELS, refund_labels=refunds.STATUS_LABELS,
-                refund_message=refunds.message_text, anomaly_label=refunds.anomaly_label,
-                anomaly_explanation=refunds.anomaly_explanation)
+    data["status_label"] = subscriptions.STATUS_LABELS[sub["status"]]
+    data["plan"] = await run(request, plans.get, sub["plan"])
+    data["scheduled"] = await run(request, plans.get, sub["scheduled_plan"]) if sub["scheduled_plan"] else None
+    data["plan_choices"] = await run(request, staff_actions.plan_choices, now(request), settings(request), sub)
+    data["renews_by_card"] = bool(settings(request).paytr_recurring and cards.renews_by_card(data["company"]))
+    data["unused_refund"] = sum(amount for _p, amount in await run(
+        request, staff_actions.unused_time_refund, now(request), sub)) if sub["status"] == subscriptions.ACTIVE else 0
+    data["audit_entries"] = await run(request, lambda db: admin_audit.described(
+        db, audit.for_company(db, company_id, 20), settings(request).tz))
+    data.update(errors=errors or {}, values=values or {}, payment_labels=payments.STATUS_LABELS,
+                refund_labels=refunds.STATUS_LABELS, refund_message=refunds.message_text,
+                anomaly_label=refunds.anomaly_label, anomaly_explanation=refunds.anomaly_explanation,
+                can_refund=roles.can(user, "refund"), max_days=staff_actions.MAX_DAYS)
     return render(request, "admin/company.html", data, status=status)
 
 
@@ -60,47 +78,125 @@ async def company(request: Request):
     return await _company_page(request)
 
 
-@requires("trial.extend")
-async def extend_trial(request: Request):
-    data = await form(request)
+async def _staff_action(request: Request, form_name: str, call):
+    """Run one of billing/staff_actions.py for this customer, `call(db, now, settings, staff, company_id,
+    form, ip)`: the flash says what happened; a refusal or a missing reason shows beside the form
+    (409 / 422) and nothing changed. Refunds and an upgrade's charge go to PayTR after the commit,
+    as from the refund form and the customer's own upgrade."""
+    user, data = await current_user(request), await form(request)
+    company_id = request.path_params["company_id"]
     try:
-        days = int(data.get("days", ""))
-        if not 1 <= days <= 90:
-            raise ValueError
-    except ValueError:
-        return await _company_page(request, _("Enter a number of days from 1 to 90."), status=422)
-    user = await current_user(request)
-
-    def extend(db, at):
-        with write(db):
-            sub = subscriptions.for_company(db, request.path_params["company_id"])
-            if sub is None:
-                raise LookupError
-            return subscriptions.extend_trial(db, at, sub, days, events.user_actor(user))
-
-    try:
-        sub = await run(request, extend, now(request))
+        outcome = await run(request, call, now(request), settings(request), user, company_id, data, ip(request))
     except LookupError:
         raise HTTPException(404, _("No customer with that number.")) from None
-    except subscriptions.TransitionError as exc:
-        return await _company_page(request, str(exc), status=409)
-    ends = clock.parse(sub["trial_ends_at"]).astimezone(settings(request).tz)
-    flash(request, ngettext("Trial extended by %(num)d day, to %(date)s. New reminders will go out.",
-                            "Trial extended by %(num)d days, to %(date)s. New reminders will go out.", days,
-                            date=i18n.date_text(ends)))
-    return redirect(request, f"/admin/companies/{request.path_params['company_id']}")
+    except FormError as exc:
+        return await _company_page(request, {form_name: exc.errors}, 422, {form_name: data})
+    except (ActionError, subscriptions.TransitionError, ChangeError, CheckoutError) as exc:
+        return await _company_page(request, {form_name: {"form": str(exc)}}, 409, {form_name: data})
+    flash(request, outcome.message)
+    for made in outcome.refunds:
+        level, message = await _send_refund(request, made)
+        if level != "success":
+            flash(request, message, level)
+    if outcome.charge is not None:
+        # PayTR answers the charge by callback, which changes the plan and emails the receipt.
+        await jobs.charge_now(request.app.state.jobs, now(request), outcome.charge["id"])
+    return redirect(request, f"/admin/companies/{company_id}")
+
+
+def _refusing_refund(user: dict, data: dict) -> None:
+    if data.get("settle") == "refund" and not roles.can(user, "refund"):
+        raise ActionError(_("Your role cannot refund; choose “no refund”, or ask finance to refund."))
+
+
+@requires("subscription.manage")
+@fresh_auth_required  # it can move money: a charge to the saved card, or a refund
+async def change_plan_now(request: Request):
+    def call(db, at, s, user, company_id, data, address):
+        _refusing_refund(user, data)
+        return staff_actions.change_plan_now(db, at, s, user, company_id, data.get("plan", ""),
+                                             settle=data.get("settle", ""), reason=data.get("reason", ""), ip=address)
+
+    return await _staff_action(request, "plan_now", call)
+
+
+@requires("subscription.manage")
+async def schedule_plan(request: Request):
+    def call(db, at, s, user, company_id, data, address):
+        return staff_actions.schedule_change(db, at, s, user, company_id, data.get("plan", ""),
+                                             reason=data.get("reason", ""), ip=address)
+
+    return await _staff_action(request, "plan_later", call)
+
+
+@requires("subscription.manage")
+@fresh_auth_required  # it can refund
+async def cancel_now(request: Request):
+    def call(db, at, s, user, company_id, data, address):
+        _refusing_refund(user, data)
+        return staff_actions.cancel_now(db, at, s, user, company_id, settle=data.get("settle", ""),
+                                        reason=data.get("reason", ""), ip=address)
+
+    return await _staff_action(request, "cancel_now", call)
+
+
+@requires("subscription.manage")
+async def cancel_at_period_end(request: Request):
+    def call(db, at, s, user, company_id, data, address):
+        return staff_actions.cancel_at_period_end(db, at, s, user, company_id, reason=data.get("reason", ""),
+                                                  ip=address)
+
+    return await _staff_action(request, "cancel_later", call)
+
+
+@requires("subscription.manage")
+async def resume(request: Request):
+    def call(db, at, s, user, company_id, data, address):
+        return staff_actions.resume(db, at, s, user, company_id, reason=data.get("reason", ""), ip=address)
+
+    return await _staff_action(request, "resume", call)
+
+
+@requires("trial.extend")
+async def extend_trial(request: Request):
+    def call(db, at, s, user, company_id, data, address):
+        return staff_actions.extend_trial(db, at, s, user, company_id, data.get("days", ""),
+                                          reason=data.get("reason", ""), ip=address)
+
+    return await _staff_action(request, "trial", call)
+
+
+@requires("days.grant")
+async def grant_days(request: Request):
+    def call(db, at, s, user, company_id, data, address):
+        return staff_actions.grant_days(db, at, s, user, company_id, data.get("days", ""),
+                                        reason=data.get("reason", ""), ip=address)
+
+    return await _staff_action(request, "days", call)
+
+
+@requires("email.resend")
+async def resend_email(request: Request):
+    def call(db, at, s, user, company_id, data, address):
+        copy = staff_actions.resend_email(db, at, user, company_id, request.path_params["outbox_id"],
+                                          reason=data.get("reason", ""), ip=address)
+        return staff_actions.Outcome(subscriptions.for_company(db, company_id),
+                                     _("The email goes out again to %(address)s.", address=copy["to_addr"]))
+
+    return await _staff_action(request, f"resend_{request.path_params['outbox_id']}", call)
 
 
 async def _refund_page(request: Request, values: dict | None = None, errors: dict | None = None,
-                       status: int = 200):
+                       status: int = 200, preview: dict | None = None):
     data = await run(request, staff.refund_form, request.path_params["payment_id"])
     if data is None:
         raise HTTPException(404, _("No payment with that number."))
     if values is None:
         values = {"amount": money.decimal_string(data["refundable"]) if data["refundable"] else ""}
-    # A fresh key per form: submitting this form twice makes one refund, never two.
+    # A fresh key per form: submitting this form twice makes one refund, never two. The confirmation
+    # step carries the key of the form it came from.
     data.update(values={"request_key": refunds.new_request_key(), **values}, errors=errors or {},
-                refund_labels=refunds.STATUS_LABELS, anomaly_label=refunds.anomaly_label)
+                refund_labels=refunds.STATUS_LABELS, anomaly_label=refunds.anomaly_label, preview=preview)
     return render(request, "admin/refund.html", data, status=status, fragment="admin/_refund_form.html")
 
 
@@ -113,47 +209,64 @@ async def refund_page(request: Request):
 @requires("refund")
 @fresh_auth_required
 async def make_refund(request: Request):
-    """Record the refund, ask PayTR (outside any transaction), record what PayTR said."""
+    """Two steps. The first submit checks the form and shows the amount and the email the customer
+    will get, writing and sending nothing; "Confirm" records the refund (with its audit row), asks
+    PayTR (outside any transaction) and records what PayTR said."""
     user, data = await current_user(request), await form(request)
+    payment_id = request.path_params["payment_id"]
+    values = {k: data.get(k, "") for k in ("amount", "reason", "request_key")}
     try:
-        refund, created = await run(request, refunds.start, now(request),
-                                    payment_id=request.path_params["payment_id"], amount=data.get("amount", ""),
-                                    reason=data.get("reason", ""), request_key=data.get("request_key", ""),
-                                    actor=events.user_actor(user))
+        if data.get("step") != "confirm" or data.get("back"):
+            if data.get("back"):  # "Go back": the form again, as typed, with the same key
+                return await _refund_page(request, values=values)
+            preview = await run(request, staff_actions.refund_preview, now(request), settings(request),
+                                payment_id=payment_id, **values)
+            if "already" not in preview:
+                return await _refund_page(request, values=values, preview=preview)
+            refund, created = preview["already"], False
+        else:
+            refund, created = await run(request, staff_actions.refund, now(request), user, payment_id=payment_id,
+                                        ip=ip(request), **values)
     except LookupError:
         raise HTTPException(404, _("No payment with that number.")) from None
     except FormError as exc:
-        return await _refund_page(request, values=data, errors=exc.errors, status=422)
+        return await _refund_page(request, values=values, errors=exc.errors, status=422)
     back = f"/admin/companies/{refund['company_id']}"
     amount = money.format(refund["amount"], refund["currency"])
     if not created:  # the same form sent again (a double click): the first request sends it, once
         flash(request, _("This refund of %(amount)s was already sent (%(status)s).", amount=amount,
                          status=refunds.STATUS_LABELS[refund["status"]]))
         return redirect(request, back)
+    level, message = await _send_refund(request, refund)
+    flash(request, message, level)
+    return redirect(request, back)
+
+
+async def _send_refund(request: Request, refund: dict) -> tuple[str, str]:
+    """Ask PayTR to make a refund already recorded as pending; record its answer. -> (flash level, sentence)."""
+    amount = money.format(refund["amount"], refund["currency"])
     oid = (await run(request, staff.refund_form, refund["payment_id"]))["payment"]["merchant_oid"]
     try:
         await request.app.state.paytr.refund(oid, refund["amount"], refund["reference_no"])
     except PaytrRefused as exc:
         await run(request, refunds.settle, now(request), settings(request), refund["id"], ok=False,
                   message=exc.reason)
-        flash(request, _("PayTR refused the refund of %(amount)s: %(reason)s. Nothing was refunded.", amount=amount,
-                         reason=exc.reason), "error")
+        return "error", _("PayTR refused the refund of %(amount)s: %(reason)s. Nothing was refunded.", amount=amount,
+                          reason=exc.reason)
     except Exception as exc:  # PayTR did not answer (or we broke after asking): only its status query can tell
         if not isinstance(exc, PaytrUnavailable):
             log.exception("refund %s: unexpected error while asking PayTR", refund["reference_no"])
         await run(request, refunds.unknown, now(request), refund["id"], str(exc))
         minutes = int(refunds.CHECK_AFTER.total_seconds() // 60)
-        flash(request, ngettext("PayTR did not answer, so we don't know yet whether %(amount)s went back. Don't "
-                                "refund again: within %(num)d minute we ask PayTR's status query and record the "
-                                "outcome here.",
-                                "PayTR did not answer, so we don't know yet whether %(amount)s went back. Don't "
-                                "refund again: within %(num)d minutes we ask PayTR's status query and record the "
-                                "outcome here.", minutes, amount=amount), "error")
-    else:
-        await run(request, refunds.settle, now(request), settings(request), refund["id"], ok=True,
-                  message=refunds.ACCEPTED)
-        flash(request, _("Refunded %(amount)s. The customer gets an email.", amount=amount))
-    return redirect(request, back)
+        return "error", ngettext("PayTR did not answer, so we don't know yet whether %(amount)s went back. Don't "
+                                 "refund again: within %(num)d minute we ask PayTR's status query and record the "
+                                 "outcome here.",
+                                 "PayTR did not answer, so we don't know yet whether %(amount)s went back. Don't "
+                                 "refund again: within %(num)d minutes we ask PayTR's status query and record the "
+                                 "outcome here.", minutes, amount=amount)
+    await run(request, refunds.settle, now(request), settings(request), refund["id"], ok=True,
+              message=refunds.ACCEPTED)
+    return "success", _("Refunded %(amount)s. The customer gets an email.", amount=amount)
 
 
 @requires("refund")
@@ -237,6 +350,13 @@ routes = [
     Route("/admin/", home),
     Route("/admin/companies/{company_id:int}", company),
     Route("/admin/companies/{company_id:int}/extend-trial", extend_trial, methods=["POST"]),
+    Route("/admin/companies/{company_id:int}/grant-days", grant_days, methods=["POST"]),
+    Route("/admin/companies/{company_id:int}/plan/now", change_plan_now, methods=["POST"]),
+    Route("/admin/companies/{company_id:int}/plan/later", schedule_plan, methods=["POST"]),
+    Route("/admin/companies/{company_id:int}/cancel/now", cancel_now, methods=["POST"]),
+    Route("/admin/companies/{company_id:int}/cancel/later", cancel_at_period_end, methods=["POST"]),
+    Route("/admin/companies/{company_id:int}/resume", resume, methods=["POST"]),
+    Route("/admin/companies/{company_id:int}/emails/{outbox_id:int}/resend", resend_email, methods=["POST"]),
     Route("/admin/payments/{payment_id:int}/refund", refund_page),
     Route("/admin/payments/{payment_id:int}/refund", make_refund, methods=["POST"]),
     Route("/admin/refunds/{refund_id:int}/settle", settle_refund, methods=["POST"]),
