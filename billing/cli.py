@@ -256,6 +256,21 @@ def clock_command(settings: Settings, action: str, amount: str | None) -> int:
     return 0
 
 
+def revenue_command(settings: Settings) -> int:
+    """Recompute the metrics' snapshot from the first event (after a fix, or to check it)."""
+    from billing import revenue
+
+    store, db = _open(settings)
+    try:
+        now = clock.utcnow() + clock.load_offset(db)  # the app's time, test clock included
+        done = revenue.rebuild(db, now, settings)
+    finally:
+        store.close()
+    print(f"revenue snapshot rebuilt: {done['months_closed']} closed months, {done['companies']} companies, "
+          f"through event {done['cursor']}")
+    return 0
+
+
 def api_key_command(settings: Settings, action: str, value: str | None, scope: str | None) -> int:
     """`create` prints the key alone on stdout (for `KEY=$(python main.py api-key create …)`);
     everything else goes to stderr."""
@@ -369,6 +384,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--format", dest="fmt", help="csv, xlsx or zip (default: from the --out file's extension)")
     x.add_argument("--out", required=True, help="the file to write, e.g. invoices-2026-12.xlsx")
     x.add_argument("--lang", default="tr", help="tr (default: Fatura, İade Faturası, KDV) or en")
+    r = sub.add_parser("revenue", help="revenue metrics: rebuild the snapshot the metrics page reads, from every event")
+    r.add_argument("action", choices=["rebuild"])
     e = sub.add_parser("paytr-emulator", help="run the PayTR emulator on its own (development and tests)")
     e.add_argument("--host", default="127.0.0.1")
     e.add_argument("--port", type=int, default=8001)
@@ -428,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         return api_key_command(settings, args.action, args.value, args.scope)
     if command == "export":
         return export_command(settings, args.month, args.fmt, args.out, args.lang)
+    if command == "revenue":
+        return revenue_command(settings)
     if command == "paytr-emulator":
         if settings.is_production:
             print("error: the PayTR emulator does not run in production", file=sys.stderr)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import anyio.to_thread
 
-from billing import billing_details, cards, clock, lifecycle, mail, payments, refunds
+from billing import billing_details, cards, clock, lifecycle, mail, payments, refunds, revenue
 from billing.db import Store, one, rows, write
 from billing.paytr import protocol
 from billing.paytr.client import PaytrClient, PaytrRefused, PaytrUnavailable
@@ -266,6 +266,12 @@ async def tick(ctx: Context, now: datetime | None = None, mail_batches: int | No
     # the next tick's renewals; the app's mail sender works through the rest in the background.
     sent = await _in_thread(ctx, mail.deliver_due, now, ctx.settings, None, mail_batches)
     report["emails_sent"] = sent["sent"]
+    # Once a local day: fold the day's events into the revenue snapshot (an idle tick reads one row).
+    try:
+        report["revenue"] = bool(await _in_thread(ctx, revenue.refresh_if_due, now, ctx.settings))
+    except Exception:  # the metrics' snapshot must never stop renewals; the page folds from the last one
+        log.exception("refreshing the revenue snapshot failed")
+        report["revenue"] = False
     if any(report[k] for k in ("subscriptions", "charges", "reconciled", "refunds_checked", "emails_sent")):
         log.info("tick %s", report)
     return report

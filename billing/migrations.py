@@ -736,14 +736,6 @@ def m019_price_changes(db: Database) -> None:
     )
 
 
-def apply(db: Database) -> list[str]:
-    """Apply pending migrations; return the names applied (empty when up to date)."""
-    pending = [m.name for m in migrations.pending(db)]
-    if pending:
-        migrations.apply(db)
-    return pending
-
-
 @migrations()
 def m021_search(db: Database) -> None:
     """The customer list at 100,000 customers: every filter, search and sort reads an index.
@@ -847,3 +839,37 @@ def m021_search(db: Database) -> None:
         "CREATE INDEX payments_report ON payments (created_at, status, kind, plan, currency, amount)",
         "CREATE INDEX outbox_failed ON outbox (id) WHERE status = 'failed'",
     )
+
+
+@migrations()
+def m022_revenue(db: Database) -> None:
+    """Revenue metrics (billing/revenue.py): a snapshot of the figures folded from the events, so
+    the metrics page reads a dozen rows instead of two years of history. `revenue_months` holds
+    each closed month's figures per currency (and the open month's as of the last refresh);
+    `revenue_companies` each company's MRR-relevant state (now, and at the open month's start).
+    Both are rebuilt from the events by `revenue.rebuild` at any time. The partial indexes let a
+    month's failed payments and refunds be summed without reading every payment."""
+    _run(
+        db,
+        """CREATE TABLE revenue_months (
+            month TEXT NOT NULL,                  -- '2026-11', in the operator's time zone
+            currency TEXT NOT NULL,
+            closed INTEGER NOT NULL CHECK (closed IN (0, 1)),  -- 0: the open month, as of the last refresh
+            figures TEXT NOT NULL,                -- JSON: integer minor units and counts (revenue.FIELDS)
+            PRIMARY KEY (month, currency)
+        )""",
+        """CREATE TABLE revenue_companies (
+            company_id INTEGER PRIMARY KEY,
+            state TEXT NOT NULL                   -- JSON: status, plan, price, currency, start of the open month
+        )""",
+        "CREATE INDEX payments_failed_decided ON payments (decided_at) WHERE status = 'failed'",
+        "CREATE INDEX refunds_succeeded_decided ON refunds (decided_at) WHERE status = 'succeeded'",
+    )
+
+
+def apply(db: Database) -> list[str]:
+    """Apply pending migrations; return the names applied (empty when up to date)."""
+    pending = [m.name for m in migrations.pending(db)]
+    if pending:
+        migrations.apply(db)
+    return pending

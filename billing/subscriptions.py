@@ -80,8 +80,10 @@ def transition(db: Database, now: datetime, sub: dict, status: str, reason: str,
     assignments = ", ".join(f"{column} = ?" for column in stored)
     db.conn.execute(f"UPDATE subscriptions SET {assignments} WHERE id = ?", [*stored.values(), sub["id"]])
     moved = {"previous_plan": sub["plan"]} if stored.get("plan", sub["plan"]) != sub["plan"] else {}
+    # The MRR-relevant state after the change, always: revenue metrics are folded from these events.
+    state = {k: stored.get(k, sub.get(k)) for k in ("plan", "price", "currency")}
     events.record(db, now, f"subscription.{status}", reason, company_id=sub["company_id"], actor=actor,
-                  previous=sub["status"], **moved, **{k: stored[k] for k in changes})
+                  previous=sub["status"], **moved, **{**state, **{k: stored[k] for k in changes}})
     return {**sub, **stored}
 
 
