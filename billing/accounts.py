@@ -323,7 +323,8 @@ def create_company(db, now, settings, company_name, name, email, password_hash, 
     user_id = _insert_user(db, now, company_id, email, name, password_hash, "owner")
     if locale:
         db.execute("UPDATE users SET locale = ? WHERE id = ?", [locale, user_id])
-    subscriptions.start_trial(db, now, company_id, plan, settings.trial_days)
+    chosen = plans.get(db, plan)
+    subscriptions.start_trial(db, now, company_id, plan, chosen.trial_days)  # each plan says how long
     sub = subscriptions.for_company(db, company_id)
     events.record(db, now, "company.registered", f"{name} registered {company_name}; trial started",
                   company_id=company_id, actor=actor or f"user:{user_id}", plan=plan,
@@ -331,8 +332,8 @@ def create_company(db, now, settings, company_name, name, email, password_hash, 
     needs_password = password_hash == NO_PASSWORD
     mail.enqueue(db, now, settings, template="welcome", to=email, dedupe_key=f"welcome:{user_id}",
                  company_id=company_id,
-                 context={"name": name, "company": company_name, "plan": plans.get(db, plan),
-                          "trial_days": settings.trial_days, "trial_ends_at": sub["trial_ends_at"],
+                 context={"name": name, "company": company_name, "plan": chosen,
+                          "trial_days": chosen.trial_days, "trial_ends_at": sub["trial_ends_at"],
                           "dashboard_url": settings.url("/billing/"),
                           "set_password_url": settings.url("/auth/forgot-password") if needs_password else None})
     return user_id

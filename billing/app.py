@@ -35,7 +35,7 @@ from billing.db import Store, write
 from billing.notify.delivery import WebhookSender
 from billing.settings import Settings
 from billing.web import account, admin, admin_staff, admin_webhooks, auth, checkout, dev, errors, portal, public, subscription
-from billing.web import admin_audit, admin_metrics, admin_payments, api_pages, callback, exports, language
+from billing.web import admin_audit, admin_metrics, admin_payments, admin_plans, api_pages, callback, exports, language
 from billing.web import credit_notes as credit_note_pages
 from billing.web.common import CurrentUserMiddleware, choose_locale
 from billing.web.security import CSRFMiddleware, SecurityHeadersMiddleware, csrf_token
@@ -167,7 +167,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         await anyio.to_thread.run_sync(checkpointer.stop)
         store.close()
 
-    routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *subscription.routes, *admin.routes,
+    routes = [*public.routes, *auth.routes, *account.routes, *checkout.routes, *subscription.routes, *admin.routes, *admin_plans.routes,
               *credit_note_pages.routes,
               *admin_audit.routes, *admin_staff.routes,
               *portal.routes, *api_pages.routes, *admin_webhooks.routes, *exports.routes, *admin_metrics.routes,

@@ -139,6 +139,7 @@ def quote(db: Database, sub: dict, new_code: str, now: datetime, vat_rate: Decim
     `earlier`: the periods paid before the current one that have not ended yet (the next
     periods were paid early): the paid part of each that is left is charged too."""
     old, new = plans.get(db, sub["plan"]), plans.get(db, new_code)
+    paying = sub.get("price") or old.price  # what this customer renews at, which may be below today's catalog
     start, end = clock.parse(sub["current_period_start"]), clock.parse(sub["current_period_end"])
     period = int((end - start).total_seconds())
     left = int((end - max(now, start)).total_seconds())
@@ -150,7 +151,7 @@ def quote(db: Database, sub: dict, new_code: str, now: datetime, vat_rate: Decim
         # Only the paid part: time before a period began (a trial) costs nothing.
         share += Fraction(int((e_ - max(now, s_)).total_seconds()), int((e_ - s_).total_seconds()))
     paid_ahead = bool(running) and now < start
-    net_difference = money.split_gross(new.price, vat_rate)[0] - money.split_gross(old.price, vat_rate)[0]
+    net_difference = money.split_gross(new.price, vat_rate)[0] - money.split_gross(paying, vat_rate)[0]
     net = math.floor(net_difference * share + Fraction(1, 2))  # half up, once
     exact = money.gross_from_net(net, vat_rate)
     charged_from = max(now, min(s_ for s_, _ in running)) if paid_ahead else max(now, start)
@@ -174,11 +175,21 @@ def current_quote(db: Database, now: datetime, settings: Settings, sub: dict, ne
 
 
 def direction(db: Database, sub: dict, new_code: str) -> str:
-    """'upgrade', 'downgrade' or 'same' for moving `sub` to plan `new_code`."""
+    """'upgrade', 'downgrade' or 'same' for moving `sub` to plan `new_code`.
+
+    Upgrades start now and prorate the difference over the current period, which only means
+    something between plans of the same interval: a move between monthly and yearly is made at
+    the period's end, like a downgrade. Plans in another currency are not offered (ChangeError)."""
     old, new = plans.get(db, sub["plan"]), plans.get(db, new_code)
     if new.code == old.code:
         return "same"
-    return "upgrade" if new.price > old.price else "downgrade"
+    if new.currency != (sub.get("currency") or old.currency):
+        raise ChangeError(_("%(plan)s is priced in %(currency)s, and your subscription is paid in %(paid)s. "
+                            "Contact us to move between currencies.", plan=new.name, currency=new.currency,
+                            paid=sub.get("currency") or old.currency))
+    if new.interval != old.interval:
+        return "downgrade"
+    return "upgrade" if new.price > (sub.get("price") or old.price) else "downgrade"
 
 
 def preview(db: Database, now: datetime, settings: Settings, company_id: int,

@@ -29,8 +29,11 @@ def overview(db: Database, now: datetime, company_id: int) -> dict:
         "is_paid": subscriptions.is_paid(sub),
         "paid_until": subscriptions.paid_until(sub),
         "first_period_later": subscriptions.first_period_later(sub, now),
-        # What the owner may move to: the offered plans in the subscription's currency.
-        "plans": [p for p in plans.all_plans(db) if p.currency == plan.currency],
+        # What the owner may choose: any offered plan to subscribe; once paying, those in the same currency.
+        "plans": [p for p in plans.all_plans(db)
+                  if not subscriptions.is_paid(sub) or p.currency == (sub["currency"] or plan.currency)],
+        "price": sub["price"] or plan.price,  # what this subscription renews at
+        "next_price": sub.get("next_price"), "next_price_from": sub.get("next_price_from"),
         "payments": payments.for_company(db, company_id),
         "invoices": invoices.for_company(db, company_id),
         "credit_notes": credit_notes.for_company(db, company_id),  # listed under their invoices

@@ -206,9 +206,11 @@ def advance(db: Database, now: datetime, settings: Settings, sub: dict) -> Due:
 
 def _context(db: Database, settings: Settings, sub: dict, company: dict, owner: dict, tz: ZoneInfo, extra: dict) -> dict:
     plan_ = plans.get(db, sub["plan"])
-    next_plan = renewal_plan(db, sub)
+    start = clock.parse(sub["current_period_end"]) if sub.get("current_period_end") else None
+    next_plan, price = subscriptions.renewal_price(db, sub, start) if start else (plan_, plan_.price)
     return {"name": owner["name"], "company": company["name"], "plan_name": plan_.name,
-            "next_plan_name": next_plan.name, "price": next_plan.price, "currency": next_plan.currency,
+            "next_plan_name": next_plan.name, "price": price, "currency": next_plan.currency,
+            "interval": next_plan.interval,
             "trial_ends_at": sub.get("trial_ends_at"), "period_end": sub.get("current_period_end"),
             "grace_days": settings.grace_days, "tz": tz.key,
             "pay_url": settings.url("/billing/renew"), "dashboard_url": settings.url("/billing/"),
@@ -218,13 +220,13 @@ def _context(db: Database, settings: Settings, sub: dict, company: dict, owner: 
 def start_renewal_charge(db: Database, now: datetime, settings: Settings, sub: dict, company: dict, owner: dict,
                          attempt: int) -> dict:
     """Record a recurring charge of the saved card; jobs.charge_cards sends it to PayTR after commit."""
-    plan_ = renewal_plan(db, sub)
+    plan_, price = subscriptions.renewal_price(db, sub, clock.parse(sub["current_period_end"]))
     oid = protocol.new_merchant_oid(company["id"], now)
     payment_id = db.conn.execute(
         """INSERT INTO payments (company_id, merchant_oid, kind, method, plan, amount, currency, test_mode,
                base_period_end, attempt, user_id, user_ip, email, reconcile_at, created_at, updated_at)
            VALUES (?, ?, 'renewal', 'recurring', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        [company["id"], oid, plan_.code, plan_.price, plan_.currency, int(settings.paytr_test_mode),
+        [company["id"], oid, plan_.code, price, plan_.currency, int(settings.paytr_test_mode),
          sub["current_period_end"], attempt, owner and owner["id"], company.get("card_ip") or "127.0.0.1",
          owner["email"] if owner else "", clock.iso(now + timedelta(minutes=30)), clock.iso(now), clock.iso(now)],
     ).lastrowid

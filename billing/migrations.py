@@ -721,37 +721,92 @@ def m018_console(db: Database) -> None:
 
 
 @migrations()
-def m022_revenue(db: Database) -> None:
-    """Revenue metrics (billing/revenue.py): a snapshot of the figures folded from the events, so
-    the metrics page reads a dozen rows instead of two years of history. `revenue_months` holds
-    each closed month's figures per currency (and the open month's as of the last refresh);
-    `revenue_companies` each company's MRR-relevant state (now, and at the open month's start).
-    Both are rebuilt from the events by `revenue.rebuild` at any time. The partial indexes let a
-    month's failed payments and refunds be summed without reading every payment."""
+def m019_price_changes(db: Database) -> None:
+    """A catalog price change reaches existing subscribers only when staff apply it, with notice:
+    the subscription keeps renewing at `price` until the first period starting on or after
+    `next_price_from`, which renews at `next_price`. `featured` highlights a plan on the pricing page."""
     _run(
         db,
-        """CREATE TABLE revenue_months (
-            month TEXT NOT NULL,                  -- '2026-11', in the operator's time zone
-            currency TEXT NOT NULL,
-            closed INTEGER NOT NULL CHECK (closed IN (0, 1)),  -- 0: the open month, as of the last refresh
-            figures TEXT NOT NULL,                -- JSON: integer minor units and counts (revenue.FIELDS)
-            PRIMARY KEY (month, currency)
-        )""",
-        """CREATE TABLE revenue_companies (
-            company_id INTEGER PRIMARY KEY,
-            state TEXT NOT NULL                   -- JSON: status, plan, price, currency, start of the open month
-        )""",
-        "CREATE INDEX payments_failed_decided ON payments (decided_at) WHERE status = 'failed'",
-        "CREATE INDEX refunds_succeeded_decided ON refunds (decided_at) WHERE status = 'succeeded'",
+        "ALTER TABLE subscriptions ADD COLUMN next_price INTEGER CHECK (next_price > 0)",
+        "ALTER TABLE subscriptions ADD COLUMN next_price_from TEXT",
+        "ALTER TABLE subscriptions ADD COLUMN price_notice_at TEXT",  # when the customer was told
+        "CREATE INDEX subscriptions_plan_status ON subscriptions (plan, status)",
+        "ALTER TABLE plans ADD COLUMN featured INTEGER NOT NULL DEFAULT 0 CHECK (featured IN (0, 1))",
+        "UPDATE plans SET featured = 1 WHERE code = 'team'",
     )
 
 
-def apply(db: Database) -> list[str]:
-    """Apply pending migrations; return the names applied (empty when up to date)."""
-    pending = [m.name for m in migrations.pending(db)]
-    if pending:
-        migrations.apply(db)
-    return pending
+@migrations()
+def m020_two_factor(db: Database) -> None:
+    """Account security: TOTP two-factor (the secret sealed with a key derived from SECRET_KEY,
+    the last accepted time step so a code works once), one-time recovery codes (only their
+    SHA-256), invitations for staff, the browsers each account has logged in from (only a hash
+    of the long-lived `device` cookie), and the undo links of email changes. Login attempts
+    gain a 'two_factor' kind, counted apart from passwords so a right password cannot reset
+    the count of wrong codes."""
+    _run(
+        db,
+        "ALTER TABLE users ADD COLUMN totp_secret TEXT",         # sealed (two_factor.seal); NULL: none
+        "ALTER TABLE users ADD COLUMN totp_enabled_at TEXT",     # NULL while enrolment is unconfirmed
+        "ALTER TABLE users ADD COLUMN totp_last_step INTEGER",   # the newest 30-second step accepted
+        """CREATE TABLE recovery_codes (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            code_hash TEXT NOT NULL,              -- sha256 of an 80-bit random code
+            created_at TEXT NOT NULL,
+            used_at TEXT,
+            UNIQUE (user_id, code_hash)
+        )""",
+        """CREATE TABLE staff_invites (
+            id INTEGER PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,      -- sha256 of the token in the emailed link
+            email TEXT NOT NULL,
+            staff_role TEXT NOT NULL CHECK (staff_role IN ('admin', 'finance', 'support')),
+            invited_by INTEGER REFERENCES users(id) ON DELETE SET NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            accepted_at TEXT,
+            revoked_at TEXT
+        )""",
+        "CREATE INDEX staff_invites_email ON staff_invites (email)",
+        """CREATE TABLE known_browsers (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            fingerprint TEXT NOT NULL,            -- sha256 of the browser's `device` cookie
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            ip TEXT,
+            user_agent TEXT,
+            UNIQUE (user_id, fingerprint)
+        )""",
+        """CREATE TABLE email_changes (
+            id INTEGER PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,      -- sha256 of the undo link's token (sent to the old address)
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            old_email TEXT NOT NULL,
+            new_email TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            used_at TEXT
+        )""",
+        "CREATE INDEX email_changes_user ON email_changes (user_id)",
+        # SQLite cannot change a CHECK in place: the (short-lived) attempts table is rebuilt.
+        """CREATE TABLE login_attempts_new (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL,
+            ip TEXT NOT NULL,
+            succeeded INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            kind TEXT NOT NULL DEFAULT 'login'
+                CHECK (kind IN ('login', 'register', 'invite', 'reset', 'two_factor'))
+        )""",
+        "INSERT INTO login_attempts_new (id, email, ip, succeeded, created_at, kind) "
+        "SELECT id, email, ip, succeeded, created_at, kind FROM login_attempts",
+        "DROP TABLE login_attempts",
+        "ALTER TABLE login_attempts_new RENAME TO login_attempts",
+        "CREATE INDEX login_attempts_email ON login_attempts(email, created_at)",
+        "CREATE INDEX login_attempts_ip ON login_attempts(ip, created_at)",
+    )
 
 
 @migrations()
@@ -860,73 +915,34 @@ def m021_search(db: Database) -> None:
 
 
 @migrations()
-def m020_two_factor(db: Database) -> None:
-    """Account security: TOTP two-factor (the secret sealed with a key derived from SECRET_KEY,
-    the last accepted time step so a code works once), one-time recovery codes (only their
-    SHA-256), invitations for staff, the browsers each account has logged in from (only a hash
-    of the long-lived `device` cookie), and the undo links of email changes. Login attempts
-    gain a 'two_factor' kind, counted apart from passwords so a right password cannot reset
-    the count of wrong codes."""
+def m022_revenue(db: Database) -> None:
+    """Revenue metrics (billing/revenue.py): a snapshot of the figures folded from the events, so
+    the metrics page reads a dozen rows instead of two years of history. `revenue_months` holds
+    each closed month's figures per currency (and the open month's as of the last refresh);
+    `revenue_companies` each company's MRR-relevant state (now, and at the open month's start).
+    Both are rebuilt from the events by `revenue.rebuild` at any time. The partial indexes let a
+    month's failed payments and refunds be summed without reading every payment."""
     _run(
         db,
-        "ALTER TABLE users ADD COLUMN totp_secret TEXT",         # sealed (two_factor.seal); NULL: none
-        "ALTER TABLE users ADD COLUMN totp_enabled_at TEXT",     # NULL while enrolment is unconfirmed
-        "ALTER TABLE users ADD COLUMN totp_last_step INTEGER",   # the newest 30-second step accepted
-        """CREATE TABLE recovery_codes (
-            id INTEGER PRIMARY KEY,
-            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-            code_hash TEXT NOT NULL,              -- sha256 of an 80-bit random code
-            created_at TEXT NOT NULL,
-            used_at TEXT,
-            UNIQUE (user_id, code_hash)
+        """CREATE TABLE revenue_months (
+            month TEXT NOT NULL,                  -- '2026-11', in the operator's time zone
+            currency TEXT NOT NULL,
+            closed INTEGER NOT NULL CHECK (closed IN (0, 1)),  -- 0: the open month, as of the last refresh
+            figures TEXT NOT NULL,                -- JSON: integer minor units and counts (revenue.FIELDS)
+            PRIMARY KEY (month, currency)
         )""",
-        """CREATE TABLE staff_invites (
-            id INTEGER PRIMARY KEY,
-            token_hash TEXT NOT NULL UNIQUE,      -- sha256 of the token in the emailed link
-            email TEXT NOT NULL,
-            staff_role TEXT NOT NULL CHECK (staff_role IN ('admin', 'finance', 'support')),
-            invited_by INTEGER REFERENCES users(id) ON DELETE SET NULL,
-            created_at TEXT NOT NULL,
-            expires_at TEXT NOT NULL,
-            accepted_at TEXT,
-            revoked_at TEXT
+        """CREATE TABLE revenue_companies (
+            company_id INTEGER PRIMARY KEY,
+            state TEXT NOT NULL                   -- JSON: status, plan, price, currency, start of the open month
         )""",
-        "CREATE INDEX staff_invites_email ON staff_invites (email)",
-        """CREATE TABLE known_browsers (
-            id INTEGER PRIMARY KEY,
-            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-            fingerprint TEXT NOT NULL,            -- sha256 of the browser's `device` cookie
-            first_seen TEXT NOT NULL,
-            last_seen TEXT NOT NULL,
-            ip TEXT,
-            user_agent TEXT,
-            UNIQUE (user_id, fingerprint)
-        )""",
-        """CREATE TABLE email_changes (
-            id INTEGER PRIMARY KEY,
-            token_hash TEXT NOT NULL UNIQUE,      -- sha256 of the undo link's token (sent to the old address)
-            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-            old_email TEXT NOT NULL,
-            new_email TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            expires_at TEXT NOT NULL,
-            used_at TEXT
-        )""",
-        "CREATE INDEX email_changes_user ON email_changes (user_id)",
-        # SQLite cannot change a CHECK in place: the (short-lived) attempts table is rebuilt.
-        """CREATE TABLE login_attempts_new (
-            id INTEGER PRIMARY KEY,
-            email TEXT NOT NULL,
-            ip TEXT NOT NULL,
-            succeeded INTEGER NOT NULL,
-            created_at TEXT NOT NULL,
-            kind TEXT NOT NULL DEFAULT 'login'
-                CHECK (kind IN ('login', 'register', 'invite', 'reset', 'two_factor'))
-        )""",
-        "INSERT INTO login_attempts_new (id, email, ip, succeeded, created_at, kind) "
-        "SELECT id, email, ip, succeeded, created_at, kind FROM login_attempts",
-        "DROP TABLE login_attempts",
-        "ALTER TABLE login_attempts_new RENAME TO login_attempts",
-        "CREATE INDEX login_attempts_email ON login_attempts(email, created_at)",
-        "CREATE INDEX login_attempts_ip ON login_attempts(ip, created_at)",
+        "CREATE INDEX payments_failed_decided ON payments (decided_at) WHERE status = 'failed'",
+        "CREATE INDEX refunds_succeeded_decided ON refunds (decided_at) WHERE status = 'succeeded'",
     )
+
+
+def apply(db: Database) -> list[str]:
+    """Apply pending migrations; return the names applied (empty when up to date)."""
+    pending = [m.name for m in migrations.pending(db)]
+    if pending:
+        migrations.apply(db)
+    return pending

@@ -106,8 +106,11 @@ def start_checkout(db: Database, now: datetime, settings: Settings, *, user: dic
                                       date=i18n.date_text(begins.astimezone(settings.tz))))
             base_plan = sub["plan"]
             # What the basket tells PayTR; the invoice line is written from the period actually granted.
-            start, end, _anchor = subscriptions.next_period(sub, now, settings.tz)
-            amount, description = plan.price, line_description(plan, start, end, settings.tz)
+            start, end, _anchor = subscriptions.next_period(sub, now, settings.tz, plan.months)
+            # A renewal is charged at the price the subscription renews at (staff apply catalog
+            # changes with notice); a new subscription at the catalog's.
+            amount = subscriptions.renewal_price(db, sub, start)[1] if kind == "renewal" else plan.price
+            description = line_description(plan, start, end, settings.tz)
         superseded = db.conn.execute(
             "UPDATE payments SET status = ?, updated_at = ? WHERE company_id = ? AND status = ? AND method != ?",
             [SUPERSEDED, clock.iso(now), company["id"], PENDING, "recurring"]).rowcount

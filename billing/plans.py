@@ -33,11 +33,12 @@ class Plan:
     sort_order: int
     public: bool
     archived_at: str | None
+    featured: bool = False  # highlighted on the pricing page
 
     @classmethod
     def from_row(cls, row: dict) -> "Plan":
         values = {field: row.get(field) for field in cls.__dataclass_fields__}
-        return cls(**{**values, "public": bool(values["public"])})
+        return cls(**{**values, "public": bool(values["public"]), "featured": bool(values.get("featured"))})
 
     @property
     def name(self) -> str:
@@ -51,6 +52,15 @@ class Plan:
     @property
     def months(self) -> int:
         return 12 if self.interval == "year" else 1
+
+    @property
+    def per_period(self) -> str:
+        """"/ month" or "/ year", after a price."""
+        return _("/ year") if self.interval == "year" else _("/ month")
+
+    @property
+    def interval_label(self) -> str:
+        return _("Yearly") if self.interval == "year" else _("Monthly")
 
     @property
     def archived(self) -> bool:
@@ -78,7 +88,8 @@ class Plan:
 
 
 def from_context(value: dict) -> Plan:
-    return Plan(**{field: value.get(field) for field in Plan.__dataclass_fields__})
+    values = {field: value.get(field) for field in Plan.__dataclass_fields__}
+    return Plan(**{**values, "interval": values["interval"] or "month", "featured": bool(values["featured"])})
 
 
 class UnknownPlan(LookupError):

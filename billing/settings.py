@@ -89,6 +89,7 @@ class Settings:
     tick_seconds: int = 60
     renewal_notice_days: int = 7
     grace_days: int = 7
+    price_change_notice_days: int = 30  # a catalog price reaches existing subscribers no sooner
     dunning_retry_days: tuple[int, ...] = (1, 3, 5)
     paytr_recurring: bool = False
 
@@ -249,6 +250,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         tick_seconds=number("TICK_SECONDS", 60, minimum=1),
         renewal_notice_days=number("RENEWAL_NOTICE_DAYS", 7, minimum=1),
         grace_days=number("GRACE_DAYS", 7, minimum=1),
+        price_change_notice_days=number("PRICE_CHANGE_NOTICE_DAYS", 30, minimum=0),
         dunning_retry_days=dunning_retry_days,
         # The built-in emulator can store and charge cards, so development shows saved-card
         # renewal out of the box; against PayTR it needs the store's Non3D recurring permission.

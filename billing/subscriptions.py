@@ -73,7 +73,8 @@ def transition(db: Database, now: datetime, sub: dict, status: str, reason: str,
     if changes.get("plan", sub["plan"]) != sub["plan"] or "price" not in changes and not sub.get("price"):
         # A new plan renews at its catalog price (a price change reaches existing subscribers only by staff).
         plan = plans.get(db, changes.get("plan", sub["plan"]))
-        changes = {"price": plan.price, "currency": plan.currency, **changes}
+        changes = {"price": plan.price, "currency": plan.currency, "next_price": None, "next_price_from": None,
+                   **changes}
     values = {"status": status, "updated_at": now, **changes}
     stored = {column: _store(value) for column, value in values.items()}
     assignments = ", ".join(f"{column} = ?" for column in stored)
@@ -93,16 +94,19 @@ def _store(value):
 # --- periods --------------------------------------------------------------------------
 
 
-def add_month(at: datetime, anchor_day: int, tz: ZoneInfo, anchor_time: str | None = None) -> datetime:
-    """One calendar month later on the anchor day and wall-clock time, clamped to the month's
-    length: anchored on the 31st, Jan 31 -> Feb 28 (29 in leap years) -> Mar 31.
+def add_month(at: datetime, anchor_day: int, tz: ZoneInfo, anchor_time: str | None = None,
+              months: int = 1) -> datetime:
+    """`months` calendar months later (1, or 12 for a yearly plan) on the anchor day and wall-clock
+    time, clamped to the month's length: anchored on the 31st, Jan 31 -> Feb 28 (29 in leap years)
+    -> Mar 31; yearly on Feb 29, 2028 -> Feb 28, 2029 -> Feb 28, 2030 ... -> Feb 29, 2032.
 
     The anchor is local wall-clock time (`anchor_time`, "HH:MM:SS"; default: `at`'s own). A time
     that does not exist that day (the hour a DST change skips) moves forward by the gap, for that
     occurrence only: the next month is back on the anchor time.
     """
     local = at.astimezone(tz)
-    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+    year, month = divmod(local.year * 12 + local.month - 1 + months, 12)
+    month += 1
     day = min(anchor_day, calendar.monthrange(year, month)[1])
     hour, minute, second = (int(part) for part in anchor_time.split(":")) if anchor_time else \
         (local.hour, local.minute, local.second)
@@ -110,12 +114,26 @@ def add_month(at: datetime, anchor_day: int, tz: ZoneInfo, anchor_time: str | No
     return datetime(year, month, day, hour, minute, second, tzinfo=tz).astimezone(UTC)
 
 
+def renewal_price(db: Database, sub: dict, period_start: datetime) -> tuple[plans.Plan, int]:
+    """(plan, amount) the period starting at `period_start` renews at: a scheduled change's plan at
+    its catalog price; else the subscription's stored price, or the price staff applied with notice
+    once the period starts on or after its date. Never the catalog's price for a running subscription."""
+    if sub.get("scheduled_plan") and sub["scheduled_plan"] != sub["plan"]:
+        plan = plans.get(db, sub["scheduled_plan"])
+        return plan, plan.price
+    plan = plans.get(db, sub["plan"])
+    if sub.get("next_price") and sub.get("next_price_from") and clock.iso(period_start) >= sub["next_price_from"]:
+        return plan, sub["next_price"]
+    return plan, sub.get("price") or plan.price
+
+
 def anchor_time_of(at: datetime, tz: ZoneInfo) -> str:
     return at.astimezone(tz).strftime("%H:%M:%S")
 
 
-def next_period(sub: dict, now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime, int]:
-    """(start, end, anchor day) of the period a payment made now would buy.
+def next_period(sub: dict, now: datetime, tz: ZoneInfo, months: int = 1) -> tuple[datetime, datetime, int]:
+    """(start, end, anchor day) of the period a payment made now would buy: `months` long (the
+    plan's: 1, or 12 for yearly).
 
     Active or past due: from the current period's end, so paying early or late
     loses no paid day; but late work does not stack: when whole periods have gone by
@@ -130,20 +148,21 @@ def next_period(sub: dict, now: datetime, tz: ZoneInfo) -> tuple[datetime, datet
         start = current_end
         anchor = sub.get("period_anchor_day") or start.astimezone(tz).day
         anchor_time = sub.get("period_anchor_time")
-        while (following := add_month(start, anchor, tz, anchor_time)) <= now:
+        while (following := add_month(start, anchor, tz, anchor_time, months)) <= now:
             start = following
     elif sub["status"] == TRIALING and trial_end is not None and trial_end > now:
         start, anchor = trial_end, trial_end.astimezone(tz).day
     else:
         start, anchor = now, now.astimezone(tz).day
-    return start, add_month(start, anchor, tz, anchor_time), anchor
+    return start, add_month(start, anchor, tz, anchor_time, months), anchor
 
 
 def activate(db: Database, now: datetime, sub: dict, plan: str, tz: ZoneInfo, reason: str,
              actor: str = "paytr") -> tuple[dict, datetime, datetime]:
     """A payment for the next period succeeded: become (or stay) active through its end.
     The new period's start is recorded every time (a quote prorates over the current period)."""
-    start, end, anchor = next_period(sub, now, tz)
+    catalog = plans.get(db, plan)
+    start, end, anchor = next_period(sub, now, tz, catalog.months)
     extending = sub["status"] in (ACTIVE, PAST_DUE) and sub.get("current_period_end")
     changes = {"plan": plan, "current_period_start": start, "current_period_end": end, "period_anchor_day": anchor,
                "past_due_since": None, "past_due_at": None, "next_action_at": now}
@@ -151,8 +170,14 @@ def activate(db: Database, now: datetime, sub: dict, plan: str, tz: ZoneInfo, re
         # A new subscription (after a trial, or after it ended): a new anchor, nothing to cancel, today's price.
         changes.update(period_anchor_time=anchor_time_of(start, tz), cancel_at_period_end=0, canceled_at=None,
                        ended_at=None)
-        catalog = plans.get(db, plan)
-        changes.update(price=catalog.price, currency=catalog.currency)
+        changes.update(price=catalog.price, currency=catalog.currency, next_price=None, next_price_from=None)
+    elif plan == sub["plan"] and sub.get("next_price") and clock.iso(start) >= sub["next_price_from"]:
+        # The first period at the price staff applied with notice: from now on it renews at it.
+        changes.update(price=sub["next_price"], next_price=None, next_price_from=None)
+        events.record(db, now, "subscription.price_changed",
+                      f"Renews at the new price of {catalog.name} from this period on",
+                      company_id=sub["company_id"], actor="system", plan=plan, previous_price=sub["price"],
+                      price=sub["next_price"], currency=sub["currency"])
     if sub.get("scheduled_plan") == plan:  # a scheduled downgrade took effect with this renewal
         changes["scheduled_plan"] = None
     if extending and clock.iso(start) != sub["current_period_end"]:

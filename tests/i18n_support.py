@@ -35,7 +35,7 @@ class _Text(HTMLParser):
         self._skip = 0
 
     def handle_starttag(self, tag, attrs):
-        if tag in ("script", "style", "code", "pre", "kbd"):
+        if tag in ("script", "style", "code", "pre", "kbd", "textarea"):  # a textarea holds typed data
             self._skip += 1
         attrs = dict(attrs)
         if attrs.get("lang") == "en" or attrs.get("translate") == "no":
@@ -45,7 +45,7 @@ class _Text(HTMLParser):
                 self.parts.append(value)
 
     def handle_endtag(self, tag):
-        if tag in ("script", "style", "code", "pre", "kbd") and self._skip:
+        if tag in ("script", "style", "code", "pre", "kbd", "textarea") and self._skip:
             self._skip -= 1
 
     def handle_data(self, data):

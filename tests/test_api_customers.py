@@ -197,6 +197,7 @@ def test_payments_and_invoices_of_a_customer(client, key, db, settings):
 def test_plans_list_the_catalog(client, key):
     plans = client.get("/api/v1/plans", headers=bearer(key)).json()["data"]
     assert plans[0] == {"code": "starter", "name": "Starter", "price": 2900, "currency": "USD", "interval": "month",
+                        "description": "For small teams getting started.", "trial_days": 14,
                         "limits": {"workspaces": 5, "storage_gb": 10}}
     assert [p["code"] for p in plans] == ["starter", "team", "enterprise"]
     assert plans[2]["limits"]["workspaces"] is None

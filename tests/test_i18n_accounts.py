@@ -327,6 +327,12 @@ SAMPLES = {
     "usage_warning:over": {**USAGE, "limit": "storage_gb", "level": 100, "over": True,
                            "amount": "10.1 GB of 10 GB storage", "suggested_name": None, "plan_name": "Enterprise"},
     "usage_over_scheduled_plan": {**LIFE, "reasons": ["You use 12 workspaces; Starter allows 5."]},
+    "price_change_notice": {"name": "Ayşe", "company": "Acme", "plan": {"__plan__": True, "code": "team", "name_en": "Team", "name_tr": "Ekip", "description_en": "",
+                 "description_tr": "", "price": 9900, "currency": "USD", "interval": "month", "workspaces": 20,
+                 "storage_gb": 50, "trial_days": 14, "sort_order": 20, "public": True, "archived_at": None,
+                 "featured": True}, "old_price": 9900,
+                            "new_price": 11900, "currency": "USD", "from_date": "2027-01-11T09:00:00Z",
+                            "tz": "Europe/Istanbul", "dashboard_url": "http://x/billing/"},
     # What staff do from the console (billing/staff_actions.py).
     "subscription_canceled_by_staff": {**LIFE, "when": "now", "refund": 1871, "ended_at": "2026-12-22T09:00:00Z"},
     "subscription_canceled_by_staff:no_refund": {**LIFE, "when": "now", "refund": 0,

@@ -147,7 +147,7 @@ def test_invoice_in_english_keeps_one_date_style(en_owner, app, db):
 def test_change_plan_cancel_and_renew_pages_in_turkish(tr_owner, app):
     pay_starter(tr_owner, app)
     change = turkish(tr_owner.get("/billing/plan/team"))
-    assert "Team planına geç" in change and "Şu an" in change and "/ay" in change
+    assert "Team planına geç" in change and "Starter planındasınız" in change and "/ ay" in change
     assert "Şimdi ilk ücretli döneminiz (11 Aralık 2026 – 11 Ocak 2027) için ödersiniz" in change  # paid in the trial
     cancel = turkish(tr_owner.get("/billing/cancel"))
     assert "Starter planınızı iptal etmek istiyor musunuz?" in cancel and "11 Ocak 2027" in cancel

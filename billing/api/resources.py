@@ -280,8 +280,9 @@ async def get_invoice(request: Request) -> Response:
 
 
 def plan_object(plan: plans.Plan) -> dict:
-    return {"code": plan.code, "name": plan.name, "price": plan.price, "currency": plan.currency,
-            "interval": plan.interval, "limits": entitlements.limits(plan)}
+    return {"code": plan.code, "name": plan.name, "description": plan.blurb_text, "price": plan.price,
+            "currency": plan.currency, "interval": plan.interval, "trial_days": plan.trial_days,
+            "limits": entitlements.limits(plan)}
 
 
 async def list_plans(request: Request) -> Response:

@@ -155,10 +155,13 @@ PLAN = {
     "type": "object",
     "properties": {
         "code": _s("string", "Use it in portal sessions with flow subscribe."),
-        "name": {"type": "string"},
-        "price": _s("integer", "Per interval, VAT included, in minor units of `currency`."),
-        "currency": {"type": "string"},
-        "interval": {"type": "string", "enum": ["month"]},
+        "name": _s("string", "In the language of the request's Accept-Language (Turkish or English)."),
+        "description": {"type": "string"},
+        "price": _s("integer", "Per interval, VAT included, in minor units of `currency`. New subscriptions pay "
+                               "it; existing subscribers renew at their own price until staff apply a change."),
+        "currency": {"type": "string", "enum": ["TRY", "USD", "EUR"]},
+        "interval": _s("string", "month, or year (12 months on the anchor day).", enum=["month", "year"]),
+        "trial_days": {"type": "integer"},
         "limits": {"type": "object", "properties": {"workspaces": {"type": ["integer", "null"]},
                                                     "storage_gb": {"type": "integer"}}},
     },

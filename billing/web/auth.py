@@ -12,7 +12,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import accounts, clock, plans, roles, security_alerts, staff_accounts, two_factor
+from billing import accounts, clock, plans, roles, security_alerts, staff_accounts, subscriptions, two_factor
 from billing.i18n import gettext as _, ngettext
 from billing.db import write
 from billing.accounts import Deactivated, FormError, InvalidToken, Throttle, TooManyAttempts
@@ -75,10 +75,14 @@ def _home(user: dict) -> str:
     return "/admin/" if user["role"] == "staff" else "/billing/"
 
 
+def _default_plan(db):
+    return plans.get(db, plans.default_code(db))
+
+
 async def register(request: Request):
     chosen = await run(request, plans.subscribable, request.query_params.get("plan", ""))
     context = {"values": {"plan": chosen.code if chosen else ""}, "errors": {},
-               "trial_days": settings(request).trial_days, "plan": chosen}
+               "trial_days": (chosen or await run(request, _default_plan)).trial_days, "plan": chosen}
     # Starlette routes HEAD to GET endpoints: anything but POST shows the page and reads no form.
     if request.method != "POST":
         user = await current_user(request)
@@ -109,8 +113,10 @@ async def register(request: Request):
         return render(request, "auth/register.html", context, status=429, fragment="auth/_register_form.html",
                       headers=retry_after(exc.throttle))
     await _log_in(request, user)
+    trial = await run(request, subscriptions.for_company, user["company_id"])
     flash(request, ngettext("Welcome aboard! Your %(num)d-day free trial has started.",
-                            "Welcome aboard! Your %(num)d-day free trial has started.", settings(request).trial_days))
+                            "Welcome aboard! Your %(num)d-day free trial has started.",
+                            subscriptions.trial_length_days(trial)))
     return redirect(request, "/billing/")
 
 

@@ -22,7 +22,10 @@ async def pricing(request: Request):
     if user and user["role"] == "owner":
         sub = await run(request, subscriptions.for_company, user["company_id"])
         subscribe, current_plan = not subscriptions.is_paid(sub), sub["plan"]
-    return render(request, "pricing.html", {"plans": await run(request, plans.all_plans), "trial_days": settings(request).trial_days,
+    offered = await run(request, plans.all_plans)
+    # One trial length for every plan is said once; otherwise each card says its own.
+    lengths = {p.trial_days for p in offered}
+    return render(request, "pricing.html", {"plans": offered, "trial_days": lengths.pop() if len(lengths) == 1 else None,
                                             "subscribe": subscribe, "current_plan": current_plan})
 
 

@@ -32,10 +32,12 @@ async def renew(request: Request):
     sub = await _subscription(request)
     if not subscriptions.is_paid(sub):
         return redirect(request, "/billing/#plans")
-    start, end, _anchor = subscriptions.next_period(sub, now(request), settings(request).tz)
+    plan = await run(request, lifecycle.renewal_plan, sub)
+    start, end, _anchor = subscriptions.next_period(sub, now(request), settings(request).tz, plan.months)
+    _plan, price = await run(request, subscriptions.renewal_price, sub, start)
     company = await run(request, accounts.company, sub["company_id"])
     return render(request, "billing/renew.html", {
-        "subscription": sub, "plan": await run(request, lifecycle.renewal_plan, sub), "period_start": start, "period_end": end,
+        "subscription": sub, "plan": plan, "price": price, "period_start": start, "period_end": end,
         "grace_ends": subscriptions.grace_ends(sub, settings(request).grace_days),
         "can_save_card": settings(request).paytr_recurring, "renews_by_card": cards.renews_by_card(company),
         "card_label": cards.shown(company.get("paytr_card_label")),

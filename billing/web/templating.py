@@ -95,6 +95,7 @@ def register_filters(env: jinja2.Environment) -> None:
     env.filters["card"] = _card_text
     env.filters["line"] = _line_text
     env.globals["plural"] = plural
+    env.filters["plan_name"] = plan_name_filter
     env.globals["current_locale"] = i18n.current
     env.globals["locale_names"] = i18n.NAMES
     install_translations(env)
@@ -115,6 +116,19 @@ def install_translations(env: jinja2.Environment) -> None:
         npgettext=lambda context, singular, plural, n: i18n.translations(i18n.current()).unpgettext(
             context, singular, plural, n),
     )
+
+
+@jinja2.pass_context
+def plan_name_filter(context, code: str | None) -> str:
+    """A plan code as its name in the reader's language (a one-row lookup by primary key);
+    the code itself when the catalog no longer has it."""
+    request = context.get("request")
+    if not code or request is None:
+        return code or ""
+    from billing import plans
+
+    plan = plans.find(request.app.state.store.db(), code)
+    return plan.name if plan else code
 
 
 def make_templates(context_processor) -> Jinja2Templates:
