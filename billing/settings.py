@@ -57,7 +57,7 @@ class Settings:
     mail_max_attempts: int = 8
     staff_alert_email: str = ""
 
-    trial_days: int = 14
+    trial_days: int = 14  # what a new plan's form starts with; each plan keeps its own
     timezone: str = "Europe/Istanbul"
 
     # PayTR (the checkout issue): credentials, mode and where its API lives.

@@ -24,9 +24,10 @@ async def index(request: Request):
     return render(request, "admin/plans.html", await run(request, load))
 
 
-def _form_values(plan: plans.Plan | None) -> dict:
-    if plan is None:
-        return {"currency": "TRY", "interval": "month", "public": "1", "trial_days": "14", "sort_order": "100"}
+def _form_values(plan: plans.Plan | None, trial_days: int = 14) -> dict:
+    if plan is None:  # a new plan starts from TRIAL_DAYS; each plan then keeps its own trial length
+        return {"currency": "TRY", "interval": "month", "public": "1", "trial_days": str(trial_days),
+                "sort_order": "100"}
     from billing import money
 
     return {**{f: getattr(plan, f) for f in plan_admin.FIELDS if f not in ("price", "public", "featured")},
@@ -49,7 +50,7 @@ async def _page(request: Request, plan: plans.Plan | None, values: dict, errors:
 @fresh_auth_required
 async def new(request: Request):
     if request.method != "POST":
-        return await _page(request, None, _form_values(None), {})
+        return await _page(request, None, _form_values(None, settings(request).trial_days), {})
     data = await form(request)
     user = await current_user(request)
     try:
