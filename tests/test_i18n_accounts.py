@@ -307,6 +307,7 @@ SAMPLES = {
     "renewal_notice": {**LIFE, "days_left": 7, "card": False},
     "renewal_notice:1": {**LIFE, "days_left": 1, "card": False},
     "renewal_notice:card": {**LIFE, "days_left": 7, "card": True},
+    "renewal_notice:yearly": {**LIFE, "days_left": 7, "card": False, "interval": "year"},
     "renewal_failed": {**LIFE, "step": 1, "card": True, "reason": "Kartın bakiyesi yetersiz"},
     "renewal_failed:link": {**LIFE, "step": 0, "card": False, "grace_days": 1},
     "subscription_canceled": {**LIFE, "reason": "unpaid"},

@@ -224,3 +224,17 @@ def test_price_changes_need_a_recent_password(client, app, clock, admin, db):
     clock.advance(timedelta(minutes=11))
     answer = admin.get("/admin/plans/starter", follow_redirects=False)
     assert answer.status_code == 303 and answer.headers["location"].startswith("/auth/confirm")
+
+
+def test_a_yearly_plans_renewal_notice_and_renew_page_speak_of_a_year(settings):
+    from billing import mail
+
+    context = {"name": "Ayşe", "company": "Acme", "plan_name": "Team yearly", "next_plan_name": "Team yearly",
+               "price": 99000, "currency": "USD", "period_end": "2027-11-27T09:00:00Z", "grace_days": 7,
+               "tz": "Europe/Istanbul", "pay_url": "http://x/billing/renew", "dashboard_url": "http://x/billing/",
+               "days_left": 7, "card": False, "interval": "year"}
+    subject, text, html = mail.render("renewal_notice", settings, context)
+    assert "pay for the next year" in subject and "next year of the Team yearly plan" in text
+    assert "month" not in text and "Time to pay for next year" in html
+    subject, text, _html = mail.render("renewal_notice", settings, context, "tr")
+    assert "yıl" in subject and "ay " not in text
