@@ -148,7 +148,7 @@ def wait_for(predicate, timeout=10.0, interval=0.05, message="condition"):
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {message}")
+    raise AssertionError(f"timed out waiting for {message() if callable(message) else message}")
 
 
 # --- a real SMTP server -------------------------------------------------------------------
