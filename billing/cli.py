@@ -85,13 +85,41 @@ def _open(settings: Settings) -> tuple[Store, object]:
     return store, db
 
 
-def migrate(settings: Settings) -> int:
+def migrate(settings: Settings, dry_run: bool = False) -> int:
+    if dry_run:
+        return migrate_dry_run(settings)
     store = Store(settings.database_path)
     db = store.db()
     with write(db):
         applied = migrations.apply(db)
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     store.close()
+    return 0
+
+
+def migrate_dry_run(settings: Settings) -> int:
+    """What `migrate` would apply, read from a read-only connection: safe beside a running server,
+    and creates nothing when the database does not exist yet."""
+    import sqlite3
+
+    from sqlite_utils import Database
+
+    path = settings.database_path
+    if not path.exists():
+        print(f"{path} does not exist yet: migrate (or the first start) creates it with all "
+              f"{len(migrations.names())} migrations")
+        return 0
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        pending = migrations.pending(Database(conn))
+    finally:
+        conn.close()
+    if not pending:
+        print(f"database is up to date ({migrations.names()[-1]}); nothing to apply")
+        return 0
+    print(f"{len(pending)} pending migration{'s' if len(pending) != 1 else ''} for {path} (nothing applied):")
+    for name, summary in pending:
+        print(f"  {name}" + (f"  {summary}" if summary else ""))
     return 0
 
 
@@ -356,7 +384,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve the app (the default)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    sub.add_parser("migrate", help="apply database migrations")
+    g = sub.add_parser("migrate", help="apply database migrations")
+    g.add_argument("--dry-run", action="store_true", help="list the pending migrations and change nothing")
     c = sub.add_parser("create-staff", help="create a staff (admin console) account")
     c.add_argument("email")
     c.add_argument("--name", help="display name (default: the part of the email before @)")
@@ -426,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(settings, args.host, args.port)
         return 0
     if command == "migrate":
-        return migrate(settings)
+        return migrate(settings, args.dry_run)
     if command == "create-staff":
         return create_staff(settings, args.email, args.name)
     if command == "send-mail":
