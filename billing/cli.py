@@ -58,6 +58,10 @@ def _logging_config() -> dict:
     return config
 
 
+# Below systemd's default TimeoutStopSec (90 s), so the service stops by itself rather than by SIGKILL.
+GRACEFUL_SHUTDOWN_SECONDS = 30
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
@@ -72,8 +76,11 @@ def serve(settings: Settings, host: str, port: int) -> None:
         settings = settings.replace(base_url=f"http://{shown}:{port}")
     print(f"{settings.app_name} ({settings.env}) on {settings.base_url}  data: {settings.data_dir}", flush=True)
     # proxy_headers off: the app decides which proxies it trusts (TRUSTED_PROXIES).
+    # SIGTERM (systemd stop, docker stop): uvicorn stops accepting, lets every request in flight be
+    # answered (a callback answers once its batch is committed), then the lifespan lets the running
+    # tick finish. A client that keeps a request open longer than this does not hold the exit.
     uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False, log_config=_logging_config(),
-                server_header=False)
+                server_header=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
 
 
 def _open(settings: Settings) -> tuple[Store, object]:
