@@ -7,6 +7,7 @@ lifespan opens the database, applies migrations and starts the mail sender
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
@@ -159,8 +160,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             try:
                 yield
             finally:
+                # SIGTERM: uvicorn has stopped accepting and answered every request in flight
+                # (callbacks included) before this runs; now the running tick finishes, then the
+                # senders stop, then the callback writer commits whatever is still queued.
                 if scheduler is not None:
-                    scheduler.shutdown(wait=False)
+                    await scheduler.stop()
                 await webhook_sender.stop()
                 await sender.stop()
         await writer.stop()
@@ -214,21 +218,55 @@ def check_catalog(db, settings: Settings) -> None:
                           "Change the prices or the rate.")
 
 
-def _start_scheduler(context: jobs.Context) -> AsyncIOScheduler:
-    """APScheduler is only the tick; what is due lives in the database. The first tick runs
-    at start-up, so work missed while the app was down is done once, right away."""
+# How long shutdown waits for a tick that is running (renewals, charges sent to PayTR, whose
+# client times out sooner). A tick cut short is safe (jobs claim rows, the next start redoes
+# what is due), but one that finishes leaves no half-sent work for that next start to sort out.
+TICK_STOP_SECONDS = 45  # with uvicorn's 30 s for requests, under systemd's 90 s
 
-    async def tick() -> None:
+
+class Ticker:
+    """The scheduler's tick, and the one running now, so shutdown can let it finish."""
+
+    def __init__(self, context: jobs.Context):
+        self.context = context
+        self.running: asyncio.Task | None = None
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+
+    async def tick(self) -> None:
+        self.running = asyncio.current_task()
         try:
-            await jobs.tick(context)
+            await jobs.tick(self.context)
         except Exception:  # one bad tick must not stop the next ones
             log.exception("scheduled tick failed")
+        finally:
+            self.running = None
 
-    scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(tick, "interval", seconds=context.settings.tick_seconds, id="tick", name="tick",
-                      max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
-    scheduler.start()
-    return scheduler
+    def start(self) -> "Ticker":
+        """APScheduler is only the tick; what is due lives in the database. The first tick runs
+        at start-up, so work missed while the app was down is done once, right away."""
+        self.scheduler.add_job(self.tick, "interval", seconds=self.context.settings.tick_seconds, id="tick",
+                               name="tick", max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        self.scheduler.start()
+        return self
+
+    async def stop(self, timeout: float = TICK_STOP_SECONDS) -> None:
+        """No new tick starts; the running one (if any) finishes, within `timeout`. Only then is
+        the scheduler shut down: its asyncio executor cancels the coroutines still running."""
+        self.scheduler.pause()
+        running = self.running
+        if running is not None and not running.done():
+            log.info("waiting for the running tick to finish before exit")
+            done, _pending = await asyncio.wait({running}, timeout=timeout)
+            if not done:
+                log.warning("the tick did not finish within %s s; stopping it (the next start redoes what is due)",
+                            timeout)
+                running.cancel()
+                await asyncio.wait({running})
+        self.scheduler.shutdown(wait=False)
+
+
+def _start_scheduler(context: jobs.Context) -> Ticker:
+    return Ticker(context).start()
 
 
 def _origin(settings: Settings) -> str:

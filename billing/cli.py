@@ -58,6 +58,10 @@ def _logging_config() -> dict:
     return config
 
 
+# Below systemd's default TimeoutStopSec (90 s), so the service stops by itself rather than by SIGKILL.
+GRACEFUL_SHUTDOWN_SECONDS = 30
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
@@ -72,8 +76,11 @@ def serve(settings: Settings, host: str, port: int) -> None:
         settings = settings.replace(base_url=f"http://{shown}:{port}")
     print(f"{settings.app_name} ({settings.env}) on {settings.base_url}  data: {settings.data_dir}", flush=True)
     # proxy_headers off: the app decides which proxies it trusts (TRUSTED_PROXIES).
+    # SIGTERM (systemd stop, docker stop): uvicorn stops accepting, lets every request in flight be
+    # answered (a callback answers once its batch is committed), then the lifespan lets the running
+    # tick finish. A client that keeps a request open longer than this does not hold the exit.
     uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False, log_config=_logging_config(),
-                server_header=False)
+                server_header=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
 
 
 def _open(settings: Settings) -> tuple[Store, object]:
@@ -85,13 +92,41 @@ def _open(settings: Settings) -> tuple[Store, object]:
     return store, db
 
 
-def migrate(settings: Settings) -> int:
+def migrate(settings: Settings, dry_run: bool = False) -> int:
+    if dry_run:
+        return migrate_dry_run(settings)
     store = Store(settings.database_path)
     db = store.db()
     with write(db):
         applied = migrations.apply(db)
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     store.close()
+    return 0
+
+
+def migrate_dry_run(settings: Settings) -> int:
+    """What `migrate` would apply, read from a read-only connection: safe beside a running server,
+    and creates nothing when the database does not exist yet."""
+    import sqlite3
+
+    from sqlite_utils import Database
+
+    path = settings.database_path
+    if not path.exists():
+        print(f"{path} does not exist yet: migrate (or the first start) creates it with all "
+              f"{len(migrations.names())} migrations")
+        return 0
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        pending = migrations.pending(Database(conn))
+    finally:
+        conn.close()
+    if not pending:
+        print(f"database is up to date ({migrations.names()[-1]}); nothing to apply")
+        return 0
+    print(f"{len(pending)} pending migration{'s' if len(pending) != 1 else ''} for {path} (nothing applied):")
+    for name, summary in pending:
+        print(f"  {name}" + (f"  {summary}" if summary else ""))
     return 0
 
 
@@ -348,6 +383,80 @@ def export_command(settings: Settings, month: str, fmt: str | None, out: str, la
     return 0
 
 
+def customer_command(settings: Settings, action: str, company_id: str, reason: str | None, out: str | None,
+                     yes: bool) -> int:
+    """KVKK/GDPR requests from the shell: the shell account is the authentication, the operating
+    system user is recorded in the audit log as `cli:<user>`, and a reason is required."""
+    import asyncio
+
+    import httpx
+
+    from billing import audit
+    from billing.ops import data_requests
+    from billing.paytr.client import PaytrClient, PaytrError, timeouts
+
+    staff = {"id": None, "email": f"cli:{getpass.getuser()}"}
+    store, db = _open(settings)
+    try:
+        now = _app_clock(settings, store).now()
+        if action == "export":
+            try:
+                document = data_requests.export(db, now, staff, company_id, reason=reason or "")
+            except accounts.FormError as exc:
+                print(f"error: --reason: {exc.errors['reason']}", file=sys.stderr)
+                return 2
+            text = data_requests.export_json(document)
+            if out:
+                # Written aside and renamed, readable by this user only: it is a person's data.
+                temporary = f"{out}.part"
+                with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
+                          encoding="utf-8") as handle:
+                    handle.write(text)
+                os.replace(temporary, out)
+                print(f"customer {company_id}: exported to {out}", file=sys.stderr)
+            else:
+                print(text)
+            return 0
+        try:
+            reason = audit.check_reason(reason)
+            company = data_requests.check(db, company_id)
+        except accounts.FormError as exc:
+            print(f"error: --reason: {exc.errors['reason']}", file=sys.stderr)
+            return 2
+        except data_requests.DataRequestError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if not yes:
+            print(f"error: erasing {company['name']!r} (#{company['id']}) cannot be undone; add --yes to go ahead",
+                  file=sys.stderr)
+            return 2
+        base = settings.url("/paytr-emulator") if settings.uses_emulator else settings.paytr_api_base
+
+        async def delete_cards() -> int:
+            async with httpx.AsyncClient(base_url=base, timeout=timeouts(settings)) as http:
+                return await data_requests.delete_cards_at_paytr(PaytrClient(settings, http), company["paytr_utoken"])
+
+        try:
+            deleted = asyncio.run(delete_cards())
+        except PaytrError as exc:
+            print(f"error: PayTR did not delete the saved cards ({exc}); nothing was erased, try again",
+                  file=sys.stderr)
+            return 1
+        try:
+            done = data_requests.erase(db, now, staff, company_id, reason=reason, cards_deleted_at_paytr=deleted)
+        except data_requests.DataRequestError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"customer {company_id}: personal data erased ({done['users']} people, {done['emails']} emails, "
+              f"{done['events']} events, {deleted} saved cards deleted at PayTR); invoices and credit notes kept")
+        return 0
+    except LookupError:
+        print(f"error: no customer #{company_id}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python main.py", description="PayTR Billing: serve the app, or run an operation.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -356,7 +465,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve the app (the default)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    sub.add_parser("migrate", help="apply database migrations")
+    g = sub.add_parser("migrate", help="apply database migrations")
+    g.add_argument("--dry-run", action="store_true", help="list the pending migrations and change nothing")
     c = sub.add_parser("create-staff", help="create a staff (admin console) account")
     c.add_argument("email")
     c.add_argument("--name", help="display name (default: the part of the email before @)")
@@ -386,6 +496,12 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--lang", default="tr", help="tr (default: Fatura, İade Faturası, KDV) or en")
     r = sub.add_parser("revenue", help="revenue metrics: rebuild the snapshot the metrics page reads, from every event")
     r.add_argument("action", choices=["rebuild"])
+    u = sub.add_parser("customer", help="KVKK/GDPR requests: export a customer's data as JSON, or erase it")
+    u.add_argument("action", choices=["export", "erase"])
+    u.add_argument("company_id", metavar="ID", help="the customer's number (as in /admin/companies/ID)")
+    u.add_argument("--reason", required=True, help="why (kept in the audit log), e.g. 'KVKK request of 2026-12-01'")
+    u.add_argument("--out", help="export: write the JSON to this file (default: stdout)")
+    u.add_argument("--yes", action="store_true", help="erase: go ahead (it cannot be undone)")
     e = sub.add_parser("paytr-emulator", help="run the PayTR emulator on its own (development and tests)")
     e.add_argument("--host", default="127.0.0.1")
     e.add_argument("--port", type=int, default=8001)
@@ -426,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(settings, args.host, args.port)
         return 0
     if command == "migrate":
-        return migrate(settings)
+        return migrate(settings, args.dry_run)
     if command == "create-staff":
         return create_staff(settings, args.email, args.name)
     if command == "send-mail":
@@ -447,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
         return export_command(settings, args.month, args.fmt, args.out, args.lang)
     if command == "revenue":
         return revenue_command(settings)
+    if command == "customer":
+        return customer_command(settings, args.action, args.company_id, args.reason, args.out, args.yes)
     if command == "paytr-emulator":
         if settings.is_production:
             print("error: the PayTR emulator does not run in production", file=sys.stderr)

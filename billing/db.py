@@ -55,7 +55,13 @@ def _tighten(path: str | Path) -> None:
 
 def create_private(path: str | Path) -> None:
     """Create the file as 0600 if it is missing. SQLite gives its -wal and -shm files the
-    database file's mode, so creating the database this way keeps all three private."""
+    database file's mode, so creating the database this way keeps all three private.
+
+    An existing file is not opened: closing any descriptor of a file drops every POSIX lock this
+    process holds on it, SQLite's included, so a second Store made beside open connections (a
+    test's, a backup's) would let another process delete the WAL under them and corrupt the file."""
+    if os.path.exists(path):
+        return
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
 
 

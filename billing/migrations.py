@@ -940,6 +940,18 @@ def m022_revenue(db: Database) -> None:
     )
 
 
+def pending(db: Database) -> list[tuple[str, str]]:
+    """The migrations not yet applied, as (name, first line of its docstring), without writing:
+    what `migrate --dry-run` shows before an upgrade."""
+    return [(m.name, (m.fn.__doc__ or "").strip().splitlines()[0] if m.fn.__doc__ else "")
+            for m in migrations.pending(db)]
+
+
+def names() -> list[str]:
+    """Every migration, in the order they apply."""
+    return [m.name for m in migrations._migrations]
+
+
 def apply(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     pending = [m.name for m in migrations.pending(db)]

@@ -33,6 +33,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "webhooks.manage": frozenset({ADMIN}),
     "clock.manage": frozenset({ADMIN}),                     # the test clock (never in production)
     "audit.read": EVERYONE,
+    "customer.data": frozenset({ADMIN}),                    # KVKK/GDPR: export or erase a customer's data
 }
 
 

@@ -6,13 +6,15 @@ import logging
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from billing import (audit, cards, clock, customer_search, dashboard, events, i18n, jobs, money, payments, plans,
                      refunds, roles, staff, staff_actions, subscriptions)
 from billing.i18n import gettext as _, ngettext
 from billing.accounts import FormError
-from billing.paytr.client import PaytrRefused, PaytrUnavailable
+from billing.ops import data_requests
+from billing.paytr.client import PaytrError, PaytrRefused, PaytrUnavailable
 from billing.changes import ChangeError
 from billing.payments import CheckoutError
 from billing.staff_actions import ActionError
@@ -69,7 +71,9 @@ async def _company_page(request: Request, errors: dict | None = None, status: in
     data.update(errors=errors or {}, values=values or {}, payment_labels=payments.STATUS_LABELS,
                 refund_labels=refunds.STATUS_LABELS, refund_message=refunds.message_text,
                 anomaly_label=refunds.anomaly_label, anomaly_explanation=refunds.anomaly_explanation,
-                can_refund=roles.can(user, "refund"), max_days=staff_actions.MAX_DAYS)
+                can_refund=roles.can(user, "refund"), max_days=staff_actions.MAX_DAYS,
+                erased=data_requests.is_erased(data["company"]),
+                erase_refusal=await run(request, data_requests.refusal, data["company"]))
     return render(request, "admin/company.html", data, status=status)
 
 
@@ -338,6 +342,69 @@ async def test_clock(request: Request):
     return render(request, "admin/clock.html", context, status=422 if context["error"] else 200)
 
 
+@requires("customer.data")
+@fresh_auth_required  # a copy of everything about a customer leaves the system
+async def export_data(request: Request):
+    """KVKK/GDPR access request: everything about the customer as one JSON file (audited)."""
+    user, data = await current_user(request), await form(request)
+    company_id = request.path_params["company_id"]
+    try:
+        document = await run(request, data_requests.export, now(request), user, company_id,
+                             reason=data.get("reason", ""), ip=ip(request))
+    except LookupError:
+        raise HTTPException(404, _("No customer with that number.")) from None
+    except FormError as exc:
+        return await _company_page(request, {"data_export": exc.errors}, 422, {"data_export": data})
+    stamp = document["exported_at"][:10]
+    return Response(data_requests.export_json(document), media_type="application/json; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="customer-{company_id}-{stamp}.json"',
+                             "Cache-Control": "no-store"})
+
+
+@requires("customer.data")
+@fresh_auth_required  # it cannot be undone
+async def erase_data(request: Request):
+    """KVKK/GDPR erasure: the saved cards are deleted at PayTR first (outside any transaction),
+    then the personal data in one transaction; refused while money could still move."""
+    user, data = await current_user(request), await form(request)
+    company_id = request.path_params["company_id"]
+    try:  # a refusal first: the form is not even offered while money can move
+        await run(request, data_requests.check, company_id)
+    except LookupError:
+        raise HTTPException(404, _("No customer with that number.")) from None
+    except data_requests.DataRequestError as exc:
+        return await _company_page(request, {"data_erase": {"form": str(exc)}}, 409, {"data_erase": data})
+    errors = {}
+    if data.get("confirm") != "yes":
+        errors["confirm"] = _("Tick the box to confirm: an erasure cannot be undone.")
+    try:
+        audit.check_reason(data.get("reason"))
+    except FormError as exc:
+        errors.update(exc.errors)
+    if errors:
+        return await _company_page(request, {"data_erase": errors}, 422, {"data_erase": data})
+    try:
+        company = await run(request, data_requests.check, company_id)
+        try:
+            deleted = await data_requests.delete_cards_at_paytr(request.app.state.paytr, company["paytr_utoken"])
+        except PaytrError:
+            log.warning("erasing company %s: PayTR's saved cards could not be deleted", company_id, exc_info=True)
+            raise data_requests.DataRequestError(_(
+                "PayTR did not delete the customer's saved cards, so nothing was erased. Try again in a few "
+                "minutes.")) from None
+        done = await run(request, data_requests.erase, now(request), user, company_id, reason=data["reason"],
+                         ip=ip(request), cards_deleted_at_paytr=deleted)
+    except LookupError:
+        raise HTTPException(404, _("No customer with that number.")) from None
+    except data_requests.DataRequestError as exc:
+        return await _company_page(request, {"data_erase": {"form": str(exc)}}, 409, {"data_erase": data})
+    flash(request, ngettext("The customer's personal data was erased (%(num)d person removed). Invoices and "
+                            "credit notes are kept as issued.",
+                            "The customer's personal data was erased (%(num)d people removed). Invoices and "
+                            "credit notes are kept as issued.", done["users"]))
+    return redirect(request, f"/admin/companies/{company_id}")
+
+
 def _ahead(offset) -> str:
     if not offset:
         return ""
@@ -362,4 +429,6 @@ routes = [
     Route("/admin/refunds/{refund_id:int}/settle", settle_refund, methods=["POST"]),
     Route("/admin/anomalies/{anomaly_id:int}/resolve", resolve_anomaly, methods=["POST"]),
     Route("/admin/clock", test_clock, methods=["GET", "POST"]),
+    Route("/admin/companies/{company_id:int}/data/export", export_data, methods=["POST"]),
+    Route("/admin/companies/{company_id:int}/data/erase", erase_data, methods=["POST"]),
 ]
