@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -34,6 +35,8 @@ from billing.paytr.client import timeouts as paytr_timeouts
 from billing.clock import Clock
 from billing.db import Store, write
 from billing.notify.delivery import WebhookSender
+from billing.ops import metrics
+from billing.ops.observe import Observe
 from billing.settings import Settings
 from billing.web import account, admin, admin_staff, admin_webhooks, auth, checkout, dev, errors, portal, public, subscription
 from billing.web import admin_audit, admin_metrics, admin_payments, admin_plans, api_pages, callback, exports, language
@@ -109,12 +112,29 @@ def _csrf_denied(scope, reason: str):
 
 
 class BillingApp(Starlette):
-    """Starlette, except that PayTR's callback and the JSON API are answered before any middleware runs."""
+    """Starlette, except that PayTR's callback, the JSON API, /metrics and /readyz are answered
+    before any middleware runs; around all of them, billing.ops.observe counts and logs each request."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._observed = Observe(self._dispatch)
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            await self._observed(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def _dispatch(self, scope, receive, send) -> None:
         if callback.dispatch(scope):
             scope["app"] = self
+            scope["billing.route"] = callback.PATH
             await callback.endpoint(scope, receive, send)
+            return
+        if metrics.dispatch(scope):
+            scope["app"] = self
+            scope["billing.route"] = scope["path"]
+            await metrics.endpoint(scope, receive, send)
             return
         if api_app.dispatch(scope):
             await self.state.api(scope, receive, send)
@@ -156,7 +176,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
                 emulator_app.state.emulator.resume_deliveries()
             app.state.jobs = jobs.Context(store=store, settings=settings, clock=app.state.clock,
                                           paytr=app.state.paytr)
-            scheduler = _start_scheduler(app.state.jobs) if settings.scheduler else None
+            scheduler = _start_scheduler(app.state.jobs, app.state.ticks) if settings.scheduler else None
             try:
                 yield
             finally:
@@ -202,6 +222,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     app.state.templates = make_templates(_template_context)
     app.state.api = api_app.create_api(settings, store, clock, API_ENDPOINTS)
     app.state.htmx_available = (STATIC_DIR / "vendor" / "htmx.min.js").is_file()
+    metrics.setup(app.state)
     return app
 
 
@@ -227,19 +248,25 @@ TICK_STOP_SECONDS = 45  # with uvicorn's 30 s for requests, under systemd's 90 s
 class Ticker:
     """The scheduler's tick, and the one running now, so shutdown can let it finish."""
 
-    def __init__(self, context: jobs.Context):
+    def __init__(self, context: jobs.Context, ticks: metrics.TickStatus):
         self.context = context
+        self.ticks = ticks
         self.running: asyncio.Task | None = None
         self.scheduler = AsyncIOScheduler(timezone=UTC)
 
     async def tick(self) -> None:
         self.running = asyncio.current_task()
+        started, ok = time.perf_counter(), False
         try:
             await jobs.tick(self.context)
+            ok = True
         except Exception:  # one bad tick must not stop the next ones
             log.exception("scheduled tick failed")
         finally:
             self.running = None
+        # /metrics shows the duration and the last good tick; /readyz fails after 3 intervals without one.
+        # (A tick cancelled at shutdown raised past this line: it is neither.)
+        self.ticks.record(time.perf_counter() - started, ok)
 
     def start(self) -> "Ticker":
         """APScheduler is only the tick; what is due lives in the database. The first tick runs
@@ -265,8 +292,8 @@ class Ticker:
         self.scheduler.shutdown(wait=False)
 
 
-def _start_scheduler(context: jobs.Context) -> Ticker:
-    return Ticker(context).start()
+def _start_scheduler(context: jobs.Context, ticks: metrics.TickStatus) -> Ticker:
+    return Ticker(context, ticks).start()
 
 
 def _origin(settings: Settings) -> str:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from billing import payments
 from billing.db import BUSY_TIMEOUT_MS, Store, connect, rolled_back, run_after_commit, run_before_commit, write
+from billing.ops import metrics
 from billing.paytr.protocol import Callback
 from billing.settings import Settings
 
@@ -123,6 +124,8 @@ class CallbackWriter:
         """One transaction, one fsync, for the batch. If a callback raises, the batch is
         rolled back and each is applied alone, so one bad callback cannot sink the others."""
         db, now = self.db, self.clock.now()
+        started = time.perf_counter()
+        metrics.BATCH_SIZE.observe(len(batch))
         try:
             await self._begin()
             try:
@@ -147,7 +150,9 @@ class CallbackWriter:
                     log.exception("applying callback %s failed", job.callback.merchant_oid)
                     results.append((job, None, exc))
         run_after_commit(db)  # wake the mail sender for what this batch queued
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         for job, outcome, error in results:
+            metrics.CALLBACKS.labels(outcome if error is None else "error").inc()
             if job.future.done():  # the request went away (client disconnected)
                 continue
             if error is not None:

@@ -44,18 +44,17 @@ class QuietPolls(logging.Filter):
         return True
 
 
-def _logging_config() -> dict:
+def _logging_config(settings: Settings) -> dict:
     from uvicorn.config import LOGGING_CONFIG
+
+    from billing.ops.logs import logging_config
 
     config = {**LOGGING_CONFIG}
     config["filters"] = {"redact": {"()": RedactTokens}, "quiet_polls": {"()": QuietPolls}}
     config["handlers"] = {name: {**handler, "filters": ["quiet_polls", "redact"] if name == "access" else ["redact"]}
                           for name, handler in LOGGING_CONFIG["handlers"].items()}
-    config["loggers"] = {**LOGGING_CONFIG["loggers"],
-                         "billing": {"handlers": ["default"], "level": "INFO", "propagate": False},
-                         # APScheduler would log every minute's tick; our tick logs when it did something.
-                         "apscheduler": {"handlers": ["default"], "level": "WARNING", "propagate": False}}
-    return config
+    # LOG_FORMAT, masking, and our loggers (billing, billing.access, apscheduler): billing.ops.logs.
+    return logging_config(settings, config)
 
 
 # Below systemd's default TimeoutStopSec (90 s), so the service stops by itself rather than by SIGKILL.
@@ -79,7 +78,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     # SIGTERM (systemd stop, docker stop): uvicorn stops accepting, lets every request in flight be
     # answered (a callback answers once its batch is committed), then the lifespan lets the running
     # tick finish. A client that keeps a request open longer than this does not hold the exit.
-    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False, log_config=_logging_config(),
+    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False, log_config=_logging_config(settings),
                 server_header=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
 
 
@@ -533,6 +532,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: refusing to start: {exc}", file=sys.stderr)
         return 2
+    if settings.log_format == "json":  # the commands' own lines too (serve: uvicorn's config does it)
+        from logging.config import dictConfig
+
+        from billing.ops.logs import logging_config
+
+        dictConfig(logging_config(settings))
     command = args.command or "serve"
     if command in ("serve", "paytr-emulator") and (refusal := bind_refusal(settings, args.host)):
         print(f"error: {refusal}", file=sys.stderr)

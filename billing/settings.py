@@ -102,6 +102,12 @@ class Settings:
     # The language of a visitor who has chosen none and whose browser sends no Accept-Language.
     default_locale: str = "en"
 
+    # Observing it (billing/ops): who may scrape /metrics, how logs are written, when the outbox is stuck.
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    metrics_token: Secret = Secret("")
+    log_format: str = "text"  # or "json": one object per line
+    ready_outbox_minutes: int = 15  # /readyz fails while a due email or webhook has waited longer
+
     @property
     def seller_legal_name(self) -> str:
         return self.seller_name
@@ -214,6 +220,21 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
     if default_locale not in ("en", "tr"):
         raise ConfigError(f"DEFAULT_LOCALE must be en or tr, not {default_locale!r}")
 
+    metrics_allow = tuple(p.strip() for p in get("METRICS_ALLOW", "127.0.0.0/8,::1/128").split(",") if p.strip())
+    for network in metrics_allow:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"METRICS_ALLOW has {network!r}, which is not an IP address or network") from None
+    metrics_token = get("METRICS_TOKEN")
+    if metrics_token and (len(metrics_token) < 24 or any(c.isspace() for c in metrics_token)):
+        # It unlocks the metrics from anywhere: as hard to guess as an API key.
+        raise ConfigError("METRICS_TOKEN must be at least 24 characters with no spaces "
+                          "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    log_format = get("LOG_FORMAT", "text").lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json, not {log_format!r}")
+
     smtp_port_default = 465 if smtp_tls == "ssl" else 587
     settings = Settings(
         env=env,
@@ -260,6 +281,10 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         api_rate_per_second=number("API_RATE_PER_SECOND", 50, minimum=1),
         api_rate_burst=number("API_RATE_BURST", 100, minimum=1),
         default_locale=default_locale,
+        metrics_allow=metrics_allow,
+        metrics_token=Secret(metrics_token),
+        log_format=log_format,
+        ready_outbox_minutes=number("READY_OUTBOX_MINUTES", 15, minimum=1),
     )
     if production:
         check_production(settings)

@@ -7,10 +7,13 @@ said no: show its reason) from an outage (no answer in time: try again later).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 
 import httpx
 
+from billing.ops import metrics
 from billing.paytr import protocol
 from billing.settings import Settings
 
@@ -31,6 +34,29 @@ class PaytrRefused(PaytrError):
 
 class PaytrUnavailable(PaytrError):
     """No usable answer: timeout, connection error, server error or garbage."""
+
+
+def _counted(call: str):
+    """Count the call by outcome (ok, refused, unavailable) and time it, for /metrics."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        async def counted(*args, **kwargs):
+            started, outcome = time.perf_counter(), "unavailable"
+            try:
+                result = await method(*args, **kwargs)
+                outcome = "ok"
+                return result
+            except PaytrRefused:
+                outcome = "refused"
+                raise
+            finally:
+                metrics.PAYTR_CALLS.labels(call, outcome).inc()
+                metrics.PAYTR_SECONDS.labels(call).observe(time.perf_counter() - started)
+
+        return counted
+
+    return decorate
 
 
 class PaytrClient:
@@ -61,6 +87,7 @@ class PaytrClient:
             log.warning("PayTR %s answered something that is not JSON: %r", call, response.text[:200])
             raise PaytrUnavailable("PayTR's answer could not be read") from None
 
+    @_counted("get_token")
     async def get_token(self, request: dict) -> str:
         answer = await self._post("get_token", request)
         if isinstance(answer, dict) and answer.get("status") == "success" and answer.get("token"):
@@ -68,6 +95,7 @@ class PaytrClient:
         reason = answer.get("reason") if isinstance(answer, dict) else None
         raise PaytrRefused(str(reason or "PayTR refused to start the payment"))
 
+    @_counted("status")
     async def status(self, merchant_oid: str) -> dict:
         fields = protocol.status_request(merchant_oid=merchant_oid, **self._credentials())
         answer = await self._post("status", fields)
@@ -75,6 +103,7 @@ class PaytrClient:
             raise PaytrUnavailable("unexpected status answer")
         return answer
 
+    @_counted("refund")
     async def refund(self, merchant_oid: str, amount: int, reference_no: str) -> dict:
         fields = protocol.refund_request(merchant_oid=merchant_oid, amount=amount, reference_no=reference_no,
                                          **self._credentials())
@@ -83,6 +112,7 @@ class PaytrClient:
             return answer
         raise PaytrRefused(str(answer.get("err_msg") if isinstance(answer, dict) else "refund refused"))
 
+    @_counted("direct")
     async def charge_stored_card(self, request: dict) -> None:
         answer = await self._post("direct", request)
         if isinstance(answer, dict) and answer.get("status") == "success":
@@ -90,6 +120,7 @@ class PaytrClient:
         reason = (answer.get("reason") or answer.get("err_msg")) if isinstance(answer, dict) else None
         raise PaytrRefused(str(reason or "PayTR refused the charge"))
 
+    @_counted("card_list")
     async def list_cards(self, utoken: str) -> list[dict]:
         s = self.settings
         fields = protocol.card_list_request(merchant_id=s.paytr_merchant_id, utoken=utoken,
@@ -101,6 +132,7 @@ class PaytrClient:
             return []
         return list(answer)
 
+    @_counted("card_delete")
     async def delete_card(self, utoken: str, ctoken: str) -> None:
         s = self.settings
         fields = protocol.card_delete_request(merchant_id=s.paytr_merchant_id, utoken=utoken, ctoken=ctoken,

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
+from billing.ops import metrics
 from billing.paytr import protocol
 from billing.web.security import BodyTooLarge, Disconnected, read_body
 
@@ -37,6 +38,7 @@ async def handle(scope: Scope, receive: Receive, send: Send) -> None:
     except Disconnected:
         return
     except BodyTooLarge:
+        metrics.CALLBACKS.labels("too_large").inc()
         await _answer(send, 413, "request too large")
         return
     fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -46,6 +48,7 @@ async def handle(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         callback = protocol.parse_callback(fields, str(settings.paytr_merchant_key), str(settings.paytr_merchant_salt))
     except protocol.CallbackError as exc:
+        metrics.CALLBACKS.labels("refused").inc()
         log.warning("refused a callback from %s: %s (merchant_oid=%r)", remote, exc, fields.get("merchant_oid", "")[:64])
         await _answer(send, 400, f"bad request: {exc}")
         return
