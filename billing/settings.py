@@ -102,6 +102,11 @@ class Settings:
     # The language of a visitor who has chosen none and whose browser sends no Accept-Language.
     default_locale: str = "en"
 
+    # Backups (billing/ops/backup.py): the tick makes one a day into backup_dir (None: off) and
+    # keeps the newest backup_keep.
+    backup_dir: Path | None = None
+    backup_keep: int = 7
+
     @property
     def seller_legal_name(self) -> str:
         return self.seller_name
@@ -260,6 +265,8 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         api_rate_per_second=number("API_RATE_PER_SECOND", 50, minimum=1),
         api_rate_burst=number("API_RATE_BURST", 100, minimum=1),
         default_locale=default_locale,
+        backup_dir=Path(get("BACKUP_DIR")).expanduser() if get("BACKUP_DIR") else None,
+        backup_keep=number("BACKUP_KEEP", 7, minimum=1),
     )
     if production:
         check_production(settings)
