@@ -215,7 +215,10 @@ def inspect(path: Path) -> dict:
     opened read-only and immutable (it may sit on read-only media; nothing is written beside it)."""
     conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro&immutable=1", uri=True)
     try:
-        integrity = "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check").fetchall()[:5])
+        try:
+            integrity = "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check").fetchall()[:5])
+        except sqlite3.DatabaseError as exc:  # too damaged even to check
+            return {"integrity": str(exc), "applied": [], "schema_version": None, "counts": {}}
         try:
             applied = [row[0] for row in conn.execute(
                 "SELECT name FROM _sqlite_migrations WHERE migration_set = 'billing' ORDER BY rowid")]
