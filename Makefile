@@ -15,7 +15,7 @@ setup: pdf-libraries $(VENV)/.installed static/vendor/htmx.min.js translations
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,ops]'
 	touch $@
 
 # htmx is a pinned npm dependency (package-lock.json), copied into static/.

@@ -74,6 +74,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         settings = settings.replace(base_url=f"http://{shown}:{port}")
     print(f"{settings.app_name} ({settings.env}) on {settings.base_url}  data: {settings.data_dir}", flush=True)
+    _hold_server_lock(settings)  # for the server's life: `restore` refuses while it runs
     # proxy_headers off: the app decides which proxies it trusts (TRUSTED_PROXIES).
     # SIGTERM (systemd stop, docker stop): uvicorn stops accepting, lets every request in flight be
     # answered (a callback answers once its batch is committed), then the lifespan lets the running
@@ -83,7 +84,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
 
 def _open(settings: Settings) -> tuple[Store, object]:
-    """The database, migrated: every operation starts here."""
+    """The database, migrated: every operation starts here. It holds the server lock (shared) until
+    the process ends, so a restore refuses to replace the database under it."""
+    _hold_server_lock(settings)
     store = Store(settings.database_path, settings=settings)
     db = store.db()
     with write(db):
@@ -91,9 +94,80 @@ def _open(settings: Settings) -> tuple[Store, object]:
     return store, db
 
 
+_lock_fd: int | None = None
+
+
+def _hold_server_lock(settings: Settings) -> None:
+    """Shared with every server and command on this data dir; exclusive only for a restore."""
+    global _lock_fd
+    if _lock_fd is None:
+        from billing.ops import backup
+
+        try:
+            _lock_fd = backup.hold_server_lock(settings.data_dir)
+        except backup.BackupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
+def backup_command(settings: Settings, dest: str, with_secret: bool) -> int:
+    from pathlib import Path
+
+    from billing.ops import backup
+
+    try:
+        made = backup.backup(settings.database_path, Path(dest), clock.utcnow(),
+                             secret=str(settings.secret_key) if with_secret else None)
+    except backup.BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    m = made.manifest
+    print(f"backup {made.path} ({m['bytes']:,} bytes, schema {m['schema_version']}, {m['counts']['payments']} "
+          f"payments, {m['counts']['invoices']} invoices, integrity ok); manifest {made.manifest_path.name}")
+    if made.secret_path:
+        print(f"the secret key is in {made.secret_path}: keep it as safe as the key itself")
+    else:
+        print("without the secret key (--with-secret adds it): staff two-factor secrets restore only where "
+              "BILLING_SECRET_KEY is the same")
+    return 0
+
+
+def restore_command(settings: Settings, source: str, with_secret: bool) -> int:
+    from pathlib import Path
+
+    from billing.ops import backup
+
+    try:
+        if with_secret and settings.is_production:
+            raise backup.BackupError("--with-secret writes data/secret_key, which production does not read; "
+                                     "restore without it and set BILLING_SECRET_KEY to the backup's .secret_key")
+        checked, kept = backup.restore(Path(source), settings.database_path, settings.data_dir, clock.utcnow(),
+                                       [m.name for m in migrations.migrations._migrations])
+        if with_secret:
+            if checked.secret_path is None:
+                raise backup.BackupError(f"the database is restored, but {checked.path.name} was made without "
+                                         "its secret key (no --with-secret); the current key stays")
+            key_file = settings.data_dir / "secret_key"
+            if key_file.exists():
+                key_file.replace(key_file.with_name(f"secret_key.before-restore-{clock.utcnow():%Y%m%dT%H%M%SZ}"))
+            backup._write_private(key_file, checked.secret_path.read_text())
+    except backup.BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    m = checked.manifest
+    print(f"restored {checked.path.name} (made {m.get('created_at')}, schema {m.get('schema_version')}, "
+          f"{m.get('counts', {}).get('payments')} payments) into {settings.database_path}")
+    print(f"the previous database is kept as {kept}" if kept else "there was no database before")
+    if with_secret:
+        print("the secret key was restored too (the previous one kept beside it)")
+    print("start the server now: it applies any newer migrations itself")
+    return 0
+
+
 def migrate(settings: Settings, dry_run: bool = False) -> int:
     if dry_run:
         return migrate_dry_run(settings)
+    _hold_server_lock(settings)
     store = Store(settings.database_path)
     db = store.db()
     with write(db):
@@ -493,6 +567,15 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--format", dest="fmt", help="csv, xlsx or zip (default: from the --out file's extension)")
     x.add_argument("--out", required=True, help="the file to write, e.g. invoices-2026-12.xlsx")
     x.add_argument("--lang", default="tr", help="tr (default: Fatura, İade Faturası, KDV) or en")
+    b = sub.add_parser("backup", help="an online, checked copy of the database (while the server runs), "
+                                      "with a manifest beside it")
+    b.add_argument("dest", metavar="DEST", help="a directory (a time-named file is made in it) or a .sqlite3 file")
+    b.add_argument("--with-secret", action="store_true",
+                   help="also copy the secret key (it seals staff two-factor secrets); keep that file safe")
+    rs = sub.add_parser("restore", help="replace the database with a verified backup (the server must be stopped)")
+    rs.add_argument("source", metavar="SRC", help="the backup's .sqlite3 file (its manifest must be beside it)")
+    rs.add_argument("--with-secret", action="store_true",
+                    help="also restore the secret key saved with the backup (development's data/secret_key)")
     r = sub.add_parser("revenue", help="revenue metrics: rebuild the snapshot the metrics page reads, from every event")
     r.add_argument("action", choices=["rebuild"])
     u = sub.add_parser("customer", help="KVKK/GDPR requests: export a customer's data as JSON, or erase it")
@@ -570,6 +653,10 @@ def main(argv: list[str] | None = None) -> int:
         return revenue_command(settings)
     if command == "customer":
         return customer_command(settings, args.action, args.company_id, args.reason, args.out, args.yes)
+    if command == "backup":
+        return backup_command(settings, args.dest, args.with_secret)
+    if command == "restore":
+        return restore_command(settings, args.source, args.with_secret)
     if command == "paytr-emulator":
         if settings.is_production:
             print("error: the PayTR emulator does not run in production", file=sys.stderr)

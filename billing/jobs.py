@@ -20,6 +20,7 @@ import anyio.to_thread
 
 from billing import billing_details, cards, clock, lifecycle, mail, payments, refunds, revenue
 from billing.db import Store, one, rows, write
+from billing.ops import backup
 from billing.paytr import protocol
 from billing.paytr.client import PaytrClient, PaytrRefused, PaytrUnavailable
 from billing.settings import Settings
@@ -252,6 +253,23 @@ async def _in_thread(ctx: Context, fn, *args):
     return await anyio.to_thread.run_sync(lambda: fn(store.db(), *args))
 
 
+async def daily_backup(ctx: Context) -> str | None:
+    """BACKUP_DIR: one backup a day, the oldest beyond BACKUP_KEEP pruned; the file's name, or None.
+    Real time, not the test clock: a backup's name and age are about the real world. Last in the
+    tick and in a worker thread: a copy of a large database takes seconds and must not delay
+    renewals or the event loop; when none is due the check touches no disk."""
+    s = ctx.settings
+    if s.backup_dir is None:
+        return None
+    try:
+        made = await anyio.to_thread.run_sync(backup.scheduled, ctx.store.path, s.backup_dir, s.backup_keep,
+                                              clock.utcnow())
+    except Exception:  # a full backup disk must never stop renewals; retried within the hour
+        log.exception("the daily backup into %s failed", s.backup_dir)
+        return None
+    return made.path.name if made else None
+
+
 async def tick(ctx: Context, now: datetime | None = None, mail_batches: int | None = 1) -> dict:
     """Everything due at `now` (default: the app's clock, test clock included). In the server the
     mail sender sends in the background, so a tick sends at most `mail_batches` batches itself;
@@ -272,6 +290,8 @@ async def tick(ctx: Context, now: datetime | None = None, mail_batches: int | No
     except Exception:  # the metrics' snapshot must never stop renewals; the page folds from the last one
         log.exception("refreshing the revenue snapshot failed")
         report["revenue"] = False
-    if any(report[k] for k in ("subscriptions", "charges", "reconciled", "refunds_checked", "emails_sent")):
+    report["backup"] = await daily_backup(ctx)
+    if any(report[k] for k in ("subscriptions", "charges", "reconciled", "refunds_checked", "emails_sent",
+                               "backup")):
         log.info("tick %s", report)
     return report

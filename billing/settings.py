@@ -107,6 +107,10 @@ class Settings:
     metrics_token: Secret = Secret("")
     log_format: str = "text"  # or "json": one object per line
     ready_outbox_minutes: int = 15  # /readyz fails while a due email or webhook has waited longer
+    # Backups (billing/ops/backup.py): the tick makes one a day into backup_dir (None: off) and
+    # keeps the newest backup_keep.
+    backup_dir: Path | None = None
+    backup_keep: int = 7
 
     @property
     def seller_legal_name(self) -> str:
@@ -285,6 +289,8 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         metrics_token=Secret(metrics_token),
         log_format=log_format,
         ready_outbox_minutes=number("READY_OUTBOX_MINUTES", 15, minimum=1),
+        backup_dir=Path(get("BACKUP_DIR")).expanduser() if get("BACKUP_DIR") else None,
+        backup_keep=number("BACKUP_KEEP", 7, minimum=1),
     )
     if production:
         check_production(settings)
