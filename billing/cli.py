@@ -386,6 +386,9 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--lang", default="tr", help="tr (default: Fatura, İade Faturası, KDV) or en")
     r = sub.add_parser("revenue", help="revenue metrics: rebuild the snapshot the metrics page reads, from every event")
     r.add_argument("action", choices=["rebuild"])
+    d = sub.add_parser("doctor", help="check this installation: settings, data dir, disk, database, backups, SMTP, "
+                                      "PayTR credentials, clock (exit code 1 when a check fails)")
+    d.add_argument("--full", action="store_true", help="the complete integrity_check instead of quick_check")
     e = sub.add_parser("paytr-emulator", help="run the PayTR emulator on its own (development and tests)")
     e.add_argument("--host", default="127.0.0.1")
     e.add_argument("--port", type=int, default=8001)
@@ -412,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    if args.command == "doctor":
+        # Before the settings are enforced and the data directory tightened: the doctor reports
+        # both as they are rather than refusing or fixing them.
+        from billing.ops import doctor
+
+        return doctor.main(full=args.full)
     try:
         settings = settings_module.load()
     except ConfigError as exc:
