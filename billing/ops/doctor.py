@@ -1,7 +1,8 @@
 """`python main.py doctor`: is this installation fit to run? One line per check: ok, warn or fail.
 
 Each check explains what it found and, when it is not ok, what to do. The doctor reads and
-asks; it changes nothing: the database is opened read-only, the data directory's modes are
+asks; it changes nothing: the database is opened read-only (like any reader of a WAL database it
+may leave empty -wal/-shm files beside it), the data directory's modes are
 reported, not fixed (the server tightens them at start-up), and PayTR is asked about an order
 that does not exist, which costs nothing and proves the credentials.
 """
