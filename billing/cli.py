@@ -584,6 +584,9 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--reason", required=True, help="why (kept in the audit log), e.g. 'KVKK request of 2026-12-01'")
     u.add_argument("--out", help="export: write the JSON to this file (default: stdout)")
     u.add_argument("--yes", action="store_true", help="erase: go ahead (it cannot be undone)")
+    d = sub.add_parser("doctor", help="check this installation: settings, data dir, disk, database, backups, SMTP, "
+                                      "PayTR credentials, clock (exit code 1 when a check fails)")
+    d.add_argument("--full", action="store_true", help="the complete integrity_check instead of quick_check")
     e = sub.add_parser("paytr-emulator", help="run the PayTR emulator on its own (development and tests)")
     e.add_argument("--host", default="127.0.0.1")
     e.add_argument("--port", type=int, default=8001)
@@ -610,6 +613,12 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    if args.command == "doctor":
+        # Before the settings are enforced and the data directory tightened: the doctor reports
+        # both as they are rather than refusing or fixing them.
+        from billing.ops import doctor
+
+        return doctor.main(full=args.full)
     try:
         settings = settings_module.load()
     except ConfigError as exc:
