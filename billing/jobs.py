@@ -284,6 +284,7 @@ async def tick(ctx: Context, now: datetime | None = None, mail_batches: int | No
     # the next tick's renewals; the app's mail sender works through the rest in the background.
     sent = await _in_thread(ctx, mail.deliver_due, now, ctx.settings, None, mail_batches)
     report["emails_sent"] = sent["sent"]
+    report["bodies_pruned"] = await _in_thread(ctx, mail.prune_expired, now, ctx.settings)  # retention
     # Once a local day: fold the day's events into the revenue snapshot (an idle tick reads one row).
     try:
         report["revenue"] = bool(await _in_thread(ctx, revenue.refresh_if_due, now, ctx.settings))

@@ -166,8 +166,9 @@ def enqueue(
 
 
 def rendered(row: dict, settings: Settings) -> dict:
-    """The row with subject and bodies, rendering them from its context if not yet done."""
-    if row.get("body_html") is None:
+    """The row with subject and bodies, rendering them from its context if not yet done. A pruned
+    row is returned as it is (subject kept, bodies gone): its context went with them."""
+    if row.get("body_html") is None and not row.get("pruned_at"):
         subject, text, html = render(row["template"], settings, json.loads(row["context"] or "{}"), row.get("locale"))
         row = {**row, "subject": subject, "body_text": text, "body_html": html}
     return row
@@ -184,6 +185,56 @@ def alert_staff(db: Database, now: datetime, settings: Settings, *, dedupe_key: 
         enqueue(db, now, settings, template="staff_alert", to=address,
                 dedupe_key=f"{dedupe_key}:{address}", company_id=company_id, locale=settings.default_locale,
                 context={"title": title, "body": body})
+
+
+# --- retention ---------------------------------------------------------------
+
+PRUNE_BATCH = 2000  # rows per transaction: the write lock is held for milliseconds, callbacks never wait long
+
+
+def prune_bodies(db: Database, now: datetime, retention_days: int, *, batch: int = PRUNE_BATCH,
+                 max_batches: int | None = 1) -> int:
+    """Drop the rendered bodies and context of emails sent more than `retention_days` ago; keep what an
+    audit needs (recipient, subject, template, dedupe key, status, attempts, times, company, language; the
+    Message-ID is made from the id and dedupe key, so it stays too) and mark the row `pruned_at`. Pending
+    and failed rows are never touched: they may still be sent. At most `max_batches` transactions of
+    `batch` rows (None: until done). -> rows pruned. The partial index outbox_to_prune holds only sent,
+    unpruned rows, so a tick with nothing old enough reads one index entry."""
+    cutoff = clock.iso(now - timedelta(days=retention_days))
+    pruned = batches = 0
+    while max_batches is None or batches < max_batches:
+        batches += 1
+        with write(db):
+            done = db.conn.execute(
+                """UPDATE outbox SET body_text = NULL, body_html = NULL, context = '{}', pruned_at = ?
+                   WHERE id IN (SELECT id FROM outbox WHERE status = 'sent' AND pruned_at IS NULL AND sent_at < ?
+                                ORDER BY sent_at LIMIT ?)""", [clock.iso(now), cutoff, batch]).rowcount
+        pruned += done
+        if done < batch:
+            break
+    if pruned:
+        log.info("pruned the bodies of %s emails sent before %s", pruned, cutoff)
+    return pruned
+
+
+def for_company(db: Database, company_id: int, outbox_id: int) -> dict | None:
+    """One of a company's emails as its page shows it: what is kept for ever, and the text body while it is."""
+    return one(db, """SELECT id, company_id, template, to_addr, subject, status, attempts, created_at, sent_at,
+                             pruned_at, body_text FROM outbox WHERE id = ? AND company_id = ?""", [outbox_id, company_id])
+
+
+def prune_expired(db: Database, now: datetime, settings: Settings) -> int:
+    """The tick's share of retention: one batch of emails and one of webhook payloads (a backlog after an
+    upgrade goes at PRUNE_BATCH rows a tick, without holding the write lock). Never raises: a failure here
+    must not stop the rest of the tick. -> rows pruned."""
+    from billing.notify import webhooks  # the channels sit beside each other; imported here to avoid a cycle
+
+    try:
+        days = settings.mail_body_retention_days
+        return prune_bodies(db, now, days) + sum(webhooks.prune_payloads(db, now, days).values())
+    except Exception:
+        log.exception("pruning old email and webhook bodies failed; the next tick tries again")
+        return 0
 
 
 # --- sending ---------------------------------------------------------------

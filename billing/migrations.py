@@ -958,3 +958,26 @@ def apply(db: Database) -> list[str]:
     if pending:
         migrations.apply(db)
     return pending
+
+
+@migrations()
+def m023_outbox_retention(db: Database) -> None:
+    """Sent emails and delivered webhook events lose their bodies after MAIL_BODY_RETENTION_DAYS; lookups use indexes.
+
+    billing/mail.py `prune_bodies` and billing/notify/webhooks.py `prune_payloads` do the pruning; `pruned_at` marks a row whose rendered body, context or payload was dropped, so pages can
+    say so. The partial indexes let the tick find what is left to prune without reading the outbox, and let the
+    console, /metrics and the senders count and look up without a scan: webhook messages by status, refunds by
+    company (the staff customer page), staff accounts (the alert addresses)."""
+    _run(
+        db,
+        "ALTER TABLE outbox ADD COLUMN pruned_at TEXT",
+        "ALTER TABLE webhook_events ADD COLUMN pruned_at TEXT",
+        # Only sent, not yet pruned rows: the entry leaves the index as the row is pruned.
+        "CREATE INDEX outbox_to_prune ON outbox (sent_at) WHERE status = 'sent' AND pruned_at IS NULL",
+        "CREATE INDEX webhook_events_to_prune ON webhook_events (created_at) WHERE pruned_at IS NULL",
+        "CREATE INDEX webhook_attempts_to_prune ON webhook_attempts (attempted_at) WHERE response IS NOT NULL",
+        "CREATE INDEX webhook_messages_failed ON webhook_messages (endpoint_id) WHERE status = 'failed'",
+        "CREATE INDEX refunds_company ON refunds (company_id, id)",
+        "CREATE INDEX users_staff ON users (id) WHERE role = 'staff'",
+        "CREATE INDEX users_staff_email ON users (email) WHERE role = 'staff'",
+    )

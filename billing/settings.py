@@ -55,6 +55,9 @@ class Settings:
     smtp_smtputf8: bool = True
     mail_from: str = DEFAULT_MAIL_FROM
     mail_max_attempts: int = 8
+    # Sent emails (and delivered webhook payloads) keep their audit fields for ever; their rendered bodies and
+    # context only this long (billing/mail.py prune_bodies): the outbox otherwise grows by every body ever sent.
+    mail_body_retention_days: int = 90
     staff_alert_email: str = ""
 
     trial_days: int = 14  # what a new plan's form starts with; each plan keeps its own
@@ -259,6 +262,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         smtp_smtputf8=flag("SMTP_SMTPUTF8", not get("SMTP_HOST")),
         mail_from=get("MAIL_FROM", DEFAULT_MAIL_FROM),
         mail_max_attempts=number("MAIL_MAX_ATTEMPTS", 8, minimum=1),
+        mail_body_retention_days=number("MAIL_BODY_RETENTION_DAYS", 90, minimum=1),
         staff_alert_email=get("STAFF_ALERT_EMAIL"),
         trial_days=number("TRIAL_DAYS", 14, minimum=1),
         timezone=timezone,

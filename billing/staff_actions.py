@@ -590,12 +590,19 @@ def grant_days(db: Database, now: datetime, settings: Settings, staff: dict, com
 def resend_email(db: Database, now: datetime, staff: dict, company_id: int, outbox_id: int, *, reason: str,
                  ip: str | None = None) -> dict:
     """Queue a copy of one of the customer's emails (same template, stored context, address and
-    language) under a new dedupe key. The original row stays as it was. -> the new row."""
+    language) under a new dedupe key. The original row stays as it was. -> the new row. FormError for an
+    email whose content was pruned (MAIL_BODY_RETENTION_DAYS)."""
     reason = audit.check_reason(reason)
     with write(db):
         original = one(db, "SELECT * FROM outbox WHERE id = ? AND company_id = ?", [outbox_id, company_id])
         if original is None:
             raise LookupError(outbox_id)
+        if original["pruned_at"]:
+            # Its context (the snapshot the email was rendered from) went with the body. Rendering it from
+            # today's data would send a different email under the old one's name, so it is refused instead.
+            raise FormError({"form": _("This email's content was removed under the email retention rule, so it "
+                                       "cannot be sent again as it was. Send what the customer needs from its "
+                                       "page instead (an invoice, a password reset).")})
         key = f"resend:{original['id']}:{clock.iso(now)}:{secrets.token_hex(4)}"
         mail.enqueue(db, now, None, template=original["template"], to=original["to_addr"], dedupe_key=key,
                      context=json.loads(original["context"] or "{}"), company_id=company_id,

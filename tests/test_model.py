@@ -101,7 +101,9 @@ def shared_world():
     # tmpfs when there is one: the money rules are under test here, not the disk's fsync.
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     Shared.root = Path(tempfile.mkdtemp(prefix="billing-model-", dir=base))
-    Shared.settings = make_settings(Shared.root, PAYTR_RECURRING="1")
+    # Emails keep their context for the whole run: _check_emails reads what each is about from it, and
+    # a run spans more than the default 90 days of retention (pruning has its own tests).
+    Shared.settings = make_settings(Shared.root, PAYTR_RECURRING="1", MAIL_BODY_RETENTION_DAYS="36500")
     Shared.template = Shared.root / "template.sqlite3"
     store = Store(Shared.template)
     with write(store.db()):

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from sqlite_utils import Database
 
 from billing import clock, entitlements, snapshots
-from billing.db import on_commit, one, rows, staged, write
+from billing.db import on_commit, one, rows, scalar, staged, write
 from billing.i18n import gettext as _, lazy_gettext
 from billing.settings import Settings
 
@@ -273,17 +273,60 @@ def delete(db: Database, now: datetime, endpoint_id: int, *, actor: str = "syste
                      actor=actor, endpoint=endpoint_id)
 
 
+class PayloadPruned(Exception):
+    """The event's payload was dropped under the retention rule: there is nothing left to send."""
+
+
 def send_again(db: Database, now: datetime, message_id: int, *, actor: str = "system") -> dict:
-    """Queue a message again, now, with a fresh 3 days of retries (even one that was delivered)."""
+    """Queue a message again, now, with a fresh 3 days of retries (even one that was delivered).
+    PayloadPruned when its event's body is gone (MAIL_BODY_RETENTION_DAYS): an empty body is never sent."""
     with write(db):
         message = one(db, "SELECT * FROM webhook_messages WHERE id = ?", [message_id])
         if message is None:
             raise LookupError(message_id)
+        if scalar(db, "SELECT pruned_at FROM webhook_events WHERE id = ?", [message["event_id"]]):
+            raise PayloadPruned(message_id)
         db.conn.execute("UPDATE webhook_messages SET status = 'pending', next_attempt_at = ?, expires_at = ?, "
                         "claimed_until = NULL WHERE id = ?", [clock.iso(now), clock.iso(now + RETRY_FOR), message_id])
         _wake(db)
     log.info("webhook message %s queued again by %s", message_id, actor)
     return one(db, "SELECT * FROM webhook_messages WHERE id = ?", [message_id])
+
+
+PRUNE_BATCH = 2000  # rows per transaction, as for emails (billing/mail.py prune_bodies)
+
+
+def prune_payloads(db: Database, now: datetime, retention_days: int, *, batch: int = PRUNE_BATCH,
+                   max_batches: int | None = 1) -> dict:
+    """The webhook side of MAIL_BODY_RETENTION_DAYS. An event older than the retention whose messages are
+    all finished (delivered or given up; none pending) loses its body, which becomes '{}' and `pruned_at` is
+    set: its public id, type, company, sequence and times stay, and so does every message's status and every
+    attempt's time, status code and duration. Attempts older than the retention lose the answer's text.
+    -> {"events": n, "attempts": n} pruned, in transactions of at most `batch` rows each."""
+    cutoff = clock.iso(now - timedelta(days=retention_days))
+    done = {"events": 0, "attempts": 0}
+    statements = {
+        "events": ("""UPDATE webhook_events SET body = '{}', pruned_at = ? WHERE id IN (
+                          SELECT e.id FROM webhook_events e WHERE e.pruned_at IS NULL AND e.created_at < ?
+                            AND NOT EXISTS (SELECT 1 FROM webhook_messages m WHERE m.event_id = e.id
+                                            AND m.status = 'pending')
+                          ORDER BY e.created_at LIMIT ?)""", [clock.iso(now), cutoff, batch]),
+        "attempts": ("""UPDATE webhook_attempts SET response = NULL WHERE id IN (
+                            SELECT id FROM webhook_attempts WHERE response IS NOT NULL AND attempted_at < ?
+                            ORDER BY attempted_at LIMIT ?)""", [cutoff, batch]),
+    }
+    for kind, (sql, params) in statements.items():
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            batches += 1
+            with write(db):
+                count = db.conn.execute(sql, params).rowcount
+            done[kind] += count
+            if count < batch:
+                break
+    if any(done.values()):
+        log.info("pruned webhook payloads older than %s: %s", cutoff, done)
+    return done
 
 
 def get_message(db: Database, message_id: int) -> dict | None:

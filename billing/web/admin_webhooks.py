@@ -146,6 +146,10 @@ async def send_again(request: Request):
         await run(request, again, now(request))
     except LookupError:
         raise HTTPException(404, _("No such message for this endpoint.")) from None
+    except webhooks.PayloadPruned:
+        flash(request, _("This event's payload was removed under the retention rule, so it cannot be sent "
+                         "again."), "error")
+        return redirect(request, f"/admin/webhooks/{endpoint_id}")
     flash(request, _("Queued to be sent again now."))
     return redirect(request, f"/admin/webhooks/{endpoint_id}")
 

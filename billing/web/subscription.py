@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import accounts, cards, changes, dashboard, jobs, lifecycle, payments, plans, subscriptions
+from billing import accounts, cards, changes, dashboard, jobs, lifecycle, mail, payments, plans, subscriptions
 from billing.cards import CardError
 from billing.i18n import gettext as _
 from billing.changes import ChangeError
@@ -211,7 +212,22 @@ async def timeline(request: Request):
     return render(request, "billing/timeline.html", {"company": company, "entries": entries})
 
 
+@login_required
+async def email(request: Request):
+    """One email from the timeline. Only the person it was sent to reads its body here (a password reset
+    to a colleague carries their link); everyone in the company sees to whom it went, what and when."""
+    user = await current_user(request)
+    found = await run(request, mail.for_company, user["company_id"], request.path_params["outbox_id"])
+    if found is None:
+        raise HTTPException(404, _("No such email."))
+    return render(request, "billing/email.html", {
+        "email": found, "status_label": dashboard.EMAIL_LABELS.get(found["status"], found["status"]),
+        "readable": found["to_addr"].casefold() == user["email"].casefold(),
+        "retention_days": settings(request).mail_body_retention_days})
+
+
 routes = [
+    Route("/billing/emails/{outbox_id:int}", email),
     Route("/billing/renew", renew),
     Route("/billing/cancel", cancel, methods=["GET", "POST"]),
     Route("/billing/resume", resume, methods=["POST"]),
