@@ -69,7 +69,7 @@ def create_private(path: str | Path) -> None:
 
 # Per connection; the app passes its DB_CACHE_MB / DB_MMAP_MB settings (docs/scaling.md, "Memory").
 CACHE_MB = 16  # private memory: each connection's page cache, allocated as used, kept until closed
-MMAP_MB = 64  # address space only: mapped pages are the shared OS file cache, not private memory
+MMAP_MB = 0  # off: mapped file pages are shared OS cache, yet RSS counts them once per connection
 
 # A long read is checked for a client that went away every this many SQLite VM steps
 # (about a millisecond of work): often enough to stop promptly, rarely enough to cost nothing.

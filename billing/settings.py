@@ -47,9 +47,9 @@ class Settings:
 
     # Memory (docs/scaling.md "Memory"): worker threads for sync work (each holds at most one
     # database connection) and each connection's private page cache and shared file mapping.
-    db_threads: int = 8
+    db_threads: int = 4
     db_cache_mb: int = 16
-    db_mmap_mb: int = 64
+    db_mmap_mb: int = 0
 
     smtp_host: str = ""
     smtp_port: int = 587

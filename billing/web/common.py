@@ -49,6 +49,8 @@ async def run(request: Request, fn, *args, **kwargs):
     gone = threading.Event()
 
     def call():
+        if gone.is_set():  # gave up while this waited for a worker thread: nothing to do
+            raise ClientGone()
         db = store.db()
         with stop_reads_when(db, gone):
             return fn(db, *args, **kwargs)
