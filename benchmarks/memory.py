@@ -212,7 +212,7 @@ def run_one(data: Path, urls: dict, threads: int, args) -> None:
         env["DB_MMAP_MB"] = str(args.mmap_mb)
     log = WORK / f"server-{threads}.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen([sys.executable, "main.py", "--port", str(port)], cwd=ROOT, env=env,
+        server = subprocess.Popen([sys.executable, "main.py", "--port", str(port)], cwd=args.server_root, env=env,
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
         for _ in range(300):
@@ -244,7 +244,7 @@ def run_one(data: Path, urls: dict, threads: int, args) -> None:
             server.kill()
     mib = lambda kib: kib / 1024  # noqa: E731
     peak = sampler.peak
-    print(f"\nDB_THREADS={threads} (cache {env.get('DB_CACHE_MB', 'default')} MiB, mmap "
+    print(f"\n{args.server_root}: DB_THREADS={threads} (cache {env.get('DB_CACHE_MB', 'default')} MiB, mmap "
           f"{env.get('DB_MMAP_MB', 'default')} MiB), {args.clients} clients + {args.abandoners} abandoning, "
           f"{args.seconds:.0f} s")
     print(f"  RSS at start {mib(started['VmRSS']):6.0f} MiB; peak {mib(peak['VmRSS']):6.0f} MiB (VmHWM "
@@ -269,6 +269,8 @@ def main() -> None:
     parser.add_argument("--abandoners", type=int, default=2)
     parser.add_argument("--cache-mb", type=int)
     parser.add_argument("--mmap-mb", type=int)
+    parser.add_argument("--server-root", type=Path, default=ROOT,
+                        help="the checkout whose main.py to run (another branch, to compare)")
     parser.add_argument("--keep", action="store_true", help="keep the copy in /tmp/memory")
     args = parser.parse_args()
     if not (args.data / "billing.sqlite3").is_file():
