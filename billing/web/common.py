@@ -44,7 +44,7 @@ async def run(request: Request, fn, *args, **kwargs):
     worker thread and its connection busy. Writes (POST) always run to the end.
     """
     store = request.app.state.store
-    if request.method not in ("GET", "HEAD") or request.receive is empty_receive:  # a write, or a middleware's Request
+    if request.method not in ("GET", "HEAD") or request.receive is empty_receive:  # a write; a middleware's Request
         return await anyio.to_thread.run_sync(lambda: fn(store.db(), *args, **kwargs))
     gone = threading.Event()
 
@@ -55,7 +55,7 @@ async def run(request: Request, fn, *args, **kwargs):
         with stop_reads_when(db, gone):
             return fn(db, *args, **kwargs)
 
-    async def watch(scope: anyio.CancelScope):
+    async def watch():
         while not await request.is_disconnected():
             await anyio.sleep(DISCONNECT_POLL_SECONDS)
         gone.set()
@@ -64,7 +64,7 @@ async def run(request: Request, fn, *args, **kwargs):
         raise ClientClosed()
     failed: list[Exception] = []
     async with anyio.create_task_group() as group:
-        group.start_soon(watch, group.cancel_scope)
+        group.start_soon(watch)
         try:
             result = await anyio.to_thread.run_sync(call)
         except Exception as exc:  # raised below, outside the group, so not wrapped in an ExceptionGroup
