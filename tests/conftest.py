@@ -28,6 +28,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_async(fn, *args):
+    """`anyio.run(fn, *args)` on a thread of its own: a worker that ran browser tests keeps
+    Playwright's event loop on its main thread, where a second loop may not start."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import anyio
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, fn, *args).result()
+
+
 def make_settings(tmp_path, **env):
     # Saved cards off unless a test turns them on: most tests are about the iframe checkout.
     base = {"BILLING_DATA_DIR": str(tmp_path / "data"), "BASE_URL": "http://testserver", "BILLING_SCHEDULER": "0",

@@ -16,7 +16,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
 
@@ -24,7 +23,7 @@ from billing import jobs
 from billing.clock import FixedClock, parse
 from billing.db import Store, write
 from billing.ops import backup
-from conftest import make_company, make_settings
+from conftest import make_company, make_settings, run_async
 from reliability.support import AppServer, encode, seed_orders, success_form
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,9 +295,9 @@ def test_the_tick_makes_the_daily_backup(tmp_path, password_hash):
         make_company(db, settings, NOW, password_hash, n=7)
         backup._next_due.clear()
         ctx = jobs.Context(store=store, settings=settings, clock=FixedClock(NOW), paytr=None)
-        first = anyio.run(jobs.tick, ctx)
+        first = run_async(jobs.tick, ctx)
         assert first["backup"] and first["backup"].startswith("billing-")
-        assert anyio.run(jobs.tick, ctx)["backup"] is None  # one a day
+        assert run_async(jobs.tick, ctx)["backup"] is None  # one a day
         copy = tmp_path / "daily" / first["backup"]
         assert companies(copy) == {"Firma 7"}
         assert json.loads(copy.with_suffix(".manifest.json").read_text())["integrity_check"] == "ok"

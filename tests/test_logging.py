@@ -99,6 +99,23 @@ def test_a_line_logged_while_serving_carries_the_request_id_and_the_company(json
     assert page["route"] == "/billing/" and isinstance(page["company_id"], int)
 
 
+def test_lines_logged_inside_a_customers_request_carry_their_company(json_logs, client, monkeypatch):
+    """Not only the access line: anything a handler or domain function logs names the company."""
+    from billing import dashboard
+
+    overview = dashboard.overview
+
+    def logging_overview(db, now, company_id):
+        logging.getLogger("billing.dashboard").warning("dashboard read")
+        return overview(db, now, company_id)
+
+    monkeypatch.setattr(dashboard, "overview", logging_overview)
+    register(client)
+    client.get("/billing/", headers={"X-Request-ID": "dash-2"})
+    [line] = [line for line in lines(json_logs) if line["message"] == "dashboard read"]
+    assert line["request_id"] == "dash-2" and isinstance(line["company_id"], int)
+
+
 def test_emails_cards_and_token_links_are_masked():
     mask = Masker(("an-operator-secret-value",))
     assert mask("mail to ayse.yilmaz@example.com failed") == "mail to a***@example.com failed"

@@ -15,6 +15,7 @@ from starlette.responses import RedirectResponse, Response
 
 from billing import accounts, clock, i18n, payments, roles
 from billing.db import ClientGone, stop_reads_when
+from billing.ops import logs
 from billing.web.security import client_ip
 from billing.web.templating import is_htmx
 
@@ -139,6 +140,8 @@ class CurrentUserMiddleware:
         if scope["type"] == "http" and not scope["path"].startswith(self.QUIET):
             request = Request(scope)
             user = None if scope["path"].startswith(self.SKIP) else await current_user(request)
+            if user and user.get("company_id"):
+                logs.bind(company_id=user["company_id"])  # every log line of this request, not only the access line
             # Every page speaks the visitor's language (the emulator's too), chosen before anything renders.
             scope["billing.locale"] = choose_locale(request, user)
             i18n.activate(scope["billing.locale"])
