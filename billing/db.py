@@ -121,7 +121,7 @@ class Store:
     Connections beyond `max_idle` spare ones are closed.
     """
 
-    def __init__(self, path: str | Path, autocheckpoint: bool = True, settings=None, max_idle: int = 4):
+    def __init__(self, path: str | Path, autocheckpoint: bool = True, settings=None, max_idle: int | None = None):
         self.path = Path(path)
         # What code far from a request needs to describe a change (webhook snapshots name URLs
         # and grace days); None: loaded from the environment when first needed.
@@ -129,7 +129,8 @@ class Store:
         self.autocheckpoint = autocheckpoint
         self.cache_mb = getattr(settings, "db_cache_mb", CACHE_MB)
         self.mmap_mb = getattr(settings, "db_mmap_mb", MMAP_MB)
-        self.max_idle = max_idle
+        # Spares kept warm for the next worker thread: as many as the pool may need at once.
+        self.max_idle = max_idle if max_idle is not None else getattr(settings, "db_threads", 4)
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         create_private(self.path)
         for suffix in ("", "-wal", "-shm"):  # made by an older version, or copied in
