@@ -157,6 +157,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
+        # The fixed pool: every to_thread call (requests, the tick, the senders, /metrics) waits
+        # for one of DB_THREADS worker threads, so at most that many connections serve them
+        # (docs/scaling.md, "Memory"). anyio's default of 40 let memory grow with load.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_threads
         db = store.db()
         with write(db):
             applied = migrations.apply(db)

@@ -1,7 +1,9 @@
 """SQLite connections and the write-transaction helper.
 
-Each thread gets its own connection (sqlite3 connections must not be shared by
-threads running at once). Writes that change money or subscription state go
+Each thread uses one connection at a time (sqlite3 connections must not be shared
+by threads running at once), leased from a pool: when a thread ends, its connection
+goes back to the pool for the next thread instead of staying open with its page
+cache (see `Store`). Writes that change money or subscription state go
 through `write()`, which takes the write lock up front with BEGIN IMMEDIATE, so
 a transaction never fails half-way on a lock upgrade.
 """
@@ -65,7 +67,17 @@ def create_private(path: str | Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
 
 
-def connect(path: str | Path, autocheckpoint: bool = True) -> Database:
+# Per connection; the app passes its DB_CACHE_MB / DB_MMAP_MB settings (docs/scaling.md, "Memory").
+CACHE_MB = 16  # private memory: each connection's page cache, allocated as used, kept until closed
+MMAP_MB = 0  # off: mapped file pages are shared OS cache, yet RSS counts them once per connection
+
+# A long read is checked for a client that went away every this many SQLite VM steps
+# (about a millisecond of work): often enough to stop promptly, rarely enough to cost nothing.
+PROGRESS_STEPS = 20_000
+
+
+def connect(path: str | Path, autocheckpoint: bool = True, cache_mb: int = CACHE_MB,
+            mmap_mb: int = MMAP_MB) -> Database:
     conn = sqlite3.connect(
         str(path),
         isolation_level=None,  # we issue BEGIN ourselves; no implicit transactions
@@ -77,9 +89,13 @@ def connect(path: str | Path, autocheckpoint: bool = True) -> Database:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    # Keep hot pages in memory: a callback touches rows scattered across large tables.
-    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB per connection, allocated as used
-    conn.execute("PRAGMA mmap_size=268435456")  # reads straight from the OS page cache
+    # Keep hot pages in memory: a callback touches rows scattered across large tables. The cache
+    # is private to this connection, so the pool's size times this is the most it can take.
+    conn.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
+    # Reads straight from the OS page cache. The mapped pages are the kernel's shared file
+    # cache (counted once in memory, though RSS counts them again for every connection that
+    # touched them); 0 turns it off.
+    conn.execute(f"PRAGMA mmap_size={int(mmap_mb) * 1024 * 1024}")
     conn.execute("PRAGMA temp_store=MEMORY")
     from billing.i18n import search_fold  # staff search: Turkish letters compared without case
 
@@ -95,21 +111,37 @@ def connect(path: str | Path, autocheckpoint: bool = True) -> Database:
 
 
 class Store:
-    """Hands each thread its own connection to one database file."""
+    """Leases connections to one database file, one per thread at a time.
 
-    def __init__(self, path: str | Path, autocheckpoint: bool = True, settings=None):
+    A thread keeps its connection while it lives (the callback writer, the checkpointer and the
+    event loop's own thread for their whole life; anyio's worker threads until they have been idle
+    for 10 s). When a thread has ended its connection is reclaimed, reset and handed to the next
+    thread that asks, so the number of open connections, and with them their private page
+    caches, is bounded by the number of threads alive at once (the app bounds those: DB_THREADS).
+    Connections beyond `max_idle` spare ones are closed.
+    """
+
+    def __init__(self, path: str | Path, autocheckpoint: bool = True, settings=None, max_idle: int | None = None):
         self.path = Path(path)
         # What code far from a request needs to describe a change (webhook snapshots name URLs
         # and grace days); None: loaded from the environment when first needed.
         self.settings = settings
         self.autocheckpoint = autocheckpoint
+        self.cache_mb = getattr(settings, "db_cache_mb", CACHE_MB)
+        self.mmap_mb = getattr(settings, "db_mmap_mb", MMAP_MB)
+        # Spares kept warm for the next worker thread: as many as the pool may need at once.
+        self.max_idle = max_idle if max_idle is not None else getattr(settings, "db_threads", 4)
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         create_private(self.path)
         for suffix in ("", "-wal", "-shm"):  # made by an older version, or copied in
             _tighten(f"{self.path}{suffix}")
         self._local = threading.local()
-        self._all: list[Database] = []
+        self._leased: dict[Database, threading.Thread] = {}  # connection -> the thread using it
+        self._idle: list[Database] = []
         self._lock = threading.Lock()
+        self.opened = 0  # connections ever opened (tests and the memory benchmark read these)
+        self.peak = 0  # most connections open at once
+        self.reads_stopped = 0  # reads stopped because the client had gone (see stop_reads_when)
         # Set by the app to wake the mail sender once an email row is committed.
         self.wake_mailer: Callable[[], None] = lambda: None
         # Set by the app to wake the webhook sender once a webhook message is committed.
@@ -118,20 +150,89 @@ class Store:
     def db(self) -> Database:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = connect(self.path, self.autocheckpoint)
-            db.store = self
+            db = self._lease(threading.current_thread())
             self._local.db = db
-            with self._lock:
-                self._all.append(db)
         return db
+
+    def _lease(self, thread: threading.Thread) -> Database:
+        with self._lock:
+            self._reclaim()
+            db = self._idle.pop() if self._idle else None
+            if db is not None:
+                self._leased[db] = thread
+                return db
+        db = connect(self.path, self.autocheckpoint, self.cache_mb, self.mmap_mb)
+        db.store = self
+        with self._lock:
+            self._leased[db] = thread
+            self.opened += 1
+            self.peak = max(self.peak, len(self._leased) + len(self._idle))
+        return db
+
+    def _reclaim(self) -> None:
+        """Connections of threads that have ended go back to the pool (caller holds the lock)."""
+        for db, thread in list(self._leased.items()):
+            if thread.is_alive():
+                continue
+            del self._leased[db]
+            try:
+                if db.conn.in_transaction:  # the thread died mid-write: nothing of it may stay
+                    db.conn.execute("ROLLBACK")
+                db.conn.set_progress_handler(None, 0)
+            except sqlite3.Error:
+                db.close()
+                continue
+            db.after_commit, db.before_commit, db.staged = [], [], []
+            if len(self._idle) < self.max_idle:
+                self._idle.append(db)
+            else:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+
+    def connections(self) -> int:
+        """How many connections are open now (in use by a live thread, or spare)."""
+        with self._lock:
+            self._reclaim()
+            return len(self._leased) + len(self._idle)
 
     def close(self) -> None:
         with self._lock:
-            for db in self._all:
+            for db in [*self._leased, *self._idle]:
                 with contextlib.suppress(sqlite3.Error):
                     db.close()
-            self._all.clear()
+            self._leased.clear()
+            self._idle.clear()
         self._local = threading.local()
+
+
+class ClientGone(Exception):
+    """A read was stopped because the client it was for had gone away."""
+
+
+@contextlib.contextmanager
+def stop_reads_when(db: Database, gone: threading.Event) -> Iterator[None]:
+    """While this is open, a query on `db` stops (ClientGone) once `gone` is set.
+
+    Only reads are stopped: a write's transaction runs to its COMMIT (stopping it would be safe,
+    it rolls back, but work the client asked for should not depend on whether they waited)."""
+    conn = db.conn
+
+    def check() -> int:
+        return 1 if gone.is_set() and not conn.in_transaction else 0
+
+    conn.set_progress_handler(check, PROGRESS_STEPS)
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if gone.is_set() and "interrupted" in str(exc):
+            store = getattr(db, "store", None)
+            if store is not None:
+                with store._lock:
+                    store.reads_stopped += 1
+            raise ClientGone() from exc
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
 
 
 @contextlib.contextmanager

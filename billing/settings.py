@@ -45,6 +45,12 @@ class Settings:
     secret_key: Secret = Secret("")
     app_name: str = "PayTR Billing"
 
+    # Memory (docs/scaling.md "Memory"): worker threads for sync work (each holds at most one
+    # database connection) and each connection's private page cache and shared file mapping.
+    db_threads: int = 4
+    db_cache_mb: int = 16
+    db_mmap_mb: int = 0
+
     smtp_host: str = ""
     smtp_port: int = 587
     smtp_username: str = ""
@@ -182,6 +188,12 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
             raise ConfigError(f"{key} must be at least {minimum}")
         return value
 
+    def bounded(key: str, default: int, minimum: int, maximum: int, why: str) -> int:
+        value = number(key, default, minimum)
+        if value > maximum:
+            raise ConfigError(f"{key} must be at most {maximum} ({why}), not {value}")
+        return value
+
     def flag(key: str, default: bool) -> bool:
         raw = get(key, "1" if default else "0").lower()
         if raw in ("1", "true", "yes", "on"):
@@ -279,6 +291,10 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         vat_rate=vat_rate,
         scheduler=flag("BILLING_SCHEDULER", True),
         tick_seconds=number("TICK_SECONDS", 60, minimum=1),
+        db_threads=bounded("DB_THREADS", Settings.db_threads, 2, 64,
+                           "each thread may hold a database connection and its page cache"),
+        db_cache_mb=bounded("DB_CACHE_MB", Settings.db_cache_mb, 1, 1024, "it is per connection"),
+        db_mmap_mb=bounded("DB_MMAP_MB", Settings.db_mmap_mb, 0, 65536, "0 turns the mapping off"),
         renewal_notice_days=number("RENEWAL_NOTICE_DAYS", 7, minimum=1),
         grace_days=number("GRACE_DAYS", 7, minimum=1),
         price_change_notice_days=number("PRICE_CHANGE_NOTICE_DAYS", 30, minimum=0),

@@ -100,8 +100,18 @@ def test_after_commit_hooks_run_only_after_commit(store):
 def test_each_thread_gets_its_own_connection(store):
     import threading
 
-    seen = []
-    t = threading.Thread(target=lambda: seen.append(store.db()))
-    t.start()
-    t.join()
-    assert seen[0] is not store.db()
+    # Two threads alive at once never share one; once one has ended, its connection is reused.
+    both, hold = [], threading.Event()
+    first = threading.Thread(target=lambda: (both.append(store.db()), hold.wait()))
+    first.start()
+    second = threading.Thread(target=lambda: both.append(store.db()))
+    second.start()
+    second.join()
+    hold.set()
+    first.join()
+    assert both[0] is not both[1]
+    later = []
+    third = threading.Thread(target=lambda: later.append(store.db()))
+    third.start()
+    third.join()
+    assert later[0] in both

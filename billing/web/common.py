@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 from datetime import datetime, timedelta
 from urllib.parse import quote, urlsplit
 
 import anyio.to_thread
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import Request, empty_receive
 from starlette.responses import RedirectResponse, Response
 
 from billing import accounts, clock, i18n, payments, roles
+from billing.db import ClientGone, stop_reads_when
 from billing.ops import logs
 from billing.web.security import client_ip
 from billing.web.templating import is_htmx
+
+log = logging.getLogger("billing.web")
+
+
+# How often a page's read checks whether its client is still there.
+DISCONNECT_POLL_SECONDS = 0.05
+
+
+class ClientClosed(HTTPException):
+    """The client went away while its page was being read; nobody sees this answer (499, as
+    nginx logs it), the access log does."""
+
+    def __init__(self):
+        super().__init__(499, "client closed request")
 
 
 async def run(request: Request, fn, *args, **kwargs):
@@ -22,13 +39,44 @@ async def run(request: Request, fn, *args, **kwargs):
 
     Keeps the event loop free while SQLite waits for a lock or an fsync, and
     while argon2 does its deliberately slow work.
+
+    For a GET (a read) the query stops once the client has gone: a staff member who types
+    the next search letter abandons the previous request, and its scan should not keep a
+    worker thread and its connection busy. Writes (POST) always run to the end.
     """
     store = request.app.state.store
+    if request.method not in ("GET", "HEAD") or request.receive is empty_receive:  # a write; a middleware's Request
+        return await anyio.to_thread.run_sync(lambda: fn(store.db(), *args, **kwargs))
+    gone = threading.Event()
 
     def call():
-        return fn(store.db(), *args, **kwargs)
+        if gone.is_set():  # gave up while this waited for a worker thread: nothing to do
+            raise ClientGone()
+        db = store.db()
+        with stop_reads_when(db, gone):
+            return fn(db, *args, **kwargs)
 
-    return await anyio.to_thread.run_sync(call)
+    async def watch():
+        while not await request.is_disconnected():
+            await anyio.sleep(DISCONNECT_POLL_SECONDS)
+        gone.set()
+
+    if await request.is_disconnected():
+        raise ClientClosed()
+    failed: list[Exception] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            result = await anyio.to_thread.run_sync(call)
+        except Exception as exc:  # raised below, outside the group, so not wrapped in an ExceptionGroup
+            failed.append(exc)
+        group.cancel_scope.cancel()
+    if failed:
+        if isinstance(failed[0], ClientGone):
+            log.info("stopped a read for %s %s: the client went away", request.method, request.url.path)
+            raise ClientClosed() from None
+        raise failed[0]
+    return result
 
 
 async def in_thread(fn, *args, **kwargs):
