@@ -336,6 +336,15 @@ def removed(db: Database, now: datetime, settings: Settings, user: dict, before:
 # --- the tick's refresh ----------------------------------------------------------------------------
 
 
+# Active subscriptions renewing within the window (index subscriptions_renewing: status, end) whose
+# company's card list is a day old or unknown.
+_RENEWING = """SELECT c.id FROM subscriptions s JOIN companies c ON c.id = s.company_id
+               WHERE s.status = 'active' AND s.current_period_end > :now AND s.current_period_end <= :soon
+               AND s.cancel_at_period_end = 0 AND c.paytr_utoken IS NOT NULL
+               AND (c.cards_listed_at IS NULL OR c.cards_listed_at <= :stale) AND {free}
+               ORDER BY s.current_period_end LIMIT :n"""
+
+
 def claim_refresh(db: Database, now: datetime, limit: int = REFRESH_PER_TICK) -> list[dict]:
     """Companies whose card list is worth one PayTR call now, leased (`cards_tried_at`) so two
     processes never both list and a failing one waits REFRESH_RETRY. In order: a card just saved
@@ -345,11 +354,7 @@ def claim_refresh(db: Database, now: datetime, limit: int = REFRESH_PER_TICK) ->
     free = "(c.cards_tried_at IS NULL OR c.cards_tried_at <= :retry)"
     unlisted = f"""SELECT c.id FROM companies c WHERE c.paytr_utoken IS NOT NULL AND c.cards_listed_at IS NULL
                    AND {free} AND (c.card_saved_by IS NULL) = :rest ORDER BY c.card_saved_by IS NULL, c.id LIMIT :n"""
-    renewing = f"""SELECT c.id FROM subscriptions s JOIN companies c ON c.id = s.company_id
-                   WHERE s.status = 'active' AND s.current_period_end > :now AND s.current_period_end <= :soon
-                   AND s.cancel_at_period_end = 0 AND c.paytr_utoken IS NOT NULL
-                   AND (c.cards_listed_at IS NULL OR c.cards_listed_at <= :stale) AND {free}
-                   ORDER BY s.current_period_end LIMIT :n"""
+    renewing = _RENEWING.format(free=free)
     args = {"now": clock.iso(now), "soon": clock.iso(now + RENEWAL_WINDOW), "stale": clock.iso(now - REFRESH_AGE),
             "retry": retry}
     with write(db):
@@ -361,8 +366,9 @@ def claim_refresh(db: Database, now: datetime, limit: int = REFRESH_PER_TICK) ->
             ids += [row[0] for row in found if row[0] not in ids][:limit - len(ids)]
         if not ids:
             return []
-        return rows(db, "UPDATE companies SET cards_tried_at = ? WHERE id IN (SELECT value FROM json_each(?)) "
-                        "RETURNING *", [clock.iso(now), json.dumps(ids)])
+        claimed = rows(db, "UPDATE companies SET cards_tried_at = ? WHERE id IN (SELECT value FROM json_each(?)) "
+                           "RETURNING *", [clock.iso(now), json.dumps(ids)])
+    return sorted(claimed, key=lambda c: ids.index(c["id"]))  # in priority order
 
 
 async def refresh_due(ctx, now: datetime, limit: int = REFRESH_PER_TICK) -> int:
