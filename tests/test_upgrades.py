@@ -186,14 +186,15 @@ def test_migrate_dry_run_lists_what_is_pending_and_changes_nothing(tmp_path):
     listed = run(data, "migrate", "--dry-run")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].startswith("2 pending migrations") and "nothing applied" in lines[0]
+    later = NAMES[NAMES.index("m021_search"):]  # m021, m022 and whatever came after
+    assert lines[0].startswith(f"{len(later)} pending migrations") and "nothing applied" in lines[0]
     assert lines[1].split()[0] == "m021_search" and "100,000 customers" in lines[1]
     assert lines[2].split()[0] == "m022_revenue"
     assert (data / "billing.sqlite3").read_bytes() == before
     store = Store(data / "billing.sqlite3")
-    assert len(migrations.pending(store.db())) == 2
+    assert len(migrations.pending(store.db())) == len(later)
     store.close()
 
     assert run(data, "migrate").returncode == 0
     done = run(data, "migrate", "--dry-run")
-    assert done.returncode == 0 and "up to date (m022_revenue)" in done.stdout
+    assert done.returncode == 0 and f"up to date ({NAMES[-1]})" in done.stdout
