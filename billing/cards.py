@@ -5,8 +5,15 @@ own `ctoken`. We keep the ctoken of the card renewals charge (`companies.paytr_c
 its label for when PayTR no longer lists it) and the ctokens PayTR listed last time
 (`paytr_cards`). The renewal card's expiry month (`companies.card_expires`, '2027-03') is
 recorded whenever PayTR's list is, so the console can find "card expiring" customers by an
-index. Everything else about a card (brand, last four) is read from PayTR's card list when a
-page or a charge needs it.
+index.
+
+No page view asks PayTR: listing is a network call, and at 100,000 companies a dashboard that
+listed on every view would be PayTR's load, not ours. Whenever the app lists anyway (a charge,
+the owner choosing or removing a card, the result page of a payment that saved one) `sync`
+records each card's details (brand, last four, expiry, bank) and `companies.cards_listed_at`;
+pages read them (`box`). The tick's `refresh_due` keeps the lists that matter fresh: a card
+just saved whose details are unknown, and a renewal due within a few days, at most once a day
+and a bounded number per tick.
 
 PayTR's callback after a payment that saved a card brings the utoken but not the card's
 ctoken. So the payment only marks the company (`card_saved_by`, its merchant_oid), and the
@@ -18,19 +25,39 @@ a transaction and never in the callback.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
+
+import anyio.to_thread
 
 from sqlite_utils import Database
 
 from billing import accounts, clock, events, mail, plans, subscriptions
-from billing.db import one, write
+from billing.db import one, rows, write
 from billing.i18n import gettext as _
 from billing.settings import Settings
 
+log = logging.getLogger("billing.cards")
+
 # The mark of cards saved before the chosen card existed: renewals charged PayTR's first card.
 FIRST_LISTED = "first-listed"
+
+# The tick's refresh of stored card lists (refresh_due). A list is refreshed at most once a day,
+# and only when it matters: renewals due within RENEWAL_WINDOW, or details unknown.
+REFRESH_AGE = timedelta(days=1)
+RENEWAL_WINDOW = timedelta(days=3)
+# A failed list (PayTR slow or refusing) is asked again after this, not on every tick.
+REFRESH_RETRY = timedelta(hours=1)
+# At most this many PayTR list calls per tick: at the default 60-s tick that is 28,800 a day,
+# well above the ~1/30 of card-holding companies renewing each day (about 3,300 at 100,000
+# customers), while one tick adds at most a few seconds of calls, 8 at a time; the one-off
+# backfill after m024 (every saved card's details) spreads over a day or two instead of one
+# tick calling PayTR 60,000 times.
+REFRESH_PER_TICK = 20
+REFRESH_CONCURRENCY = 8
 
 
 class CardError(Exception):
@@ -80,12 +107,60 @@ def renews_by_card(company: dict) -> bool:
 
 
 def wallet(company: dict, listed: list[dict]) -> dict:
-    """What the card box shows: the card renewals charge, and the company's other saved cards."""
-    cards = [describe(c) for c in listed if c.get("ctoken")]
+    """What the card box shows from PayTR's list (as PayTR sends it): see `shown_cards`."""
+    return shown_cards(company, [describe(c) for c in listed if c.get("ctoken")])
+
+
+def shown_cards(company: dict, cards: list[dict]) -> dict:
+    """The card renewals charge and the company's other saved cards (`cards`: described)."""
     chosen = next((c for c in cards if c["ctoken"] == company.get("paytr_ctoken")), None)
     missing = company.get("paytr_ctoken") and chosen is None
     return {"card": chosen, "other_cards": [c for c in cards if c is not chosen],
             "missing_card": shown(company.get("paytr_card_label")) or _("The chosen card") if missing else None}
+
+
+def stored(db: Database, company_id: int) -> list[dict]:
+    """The cards as PayTR listed them last (described like `describe`), in PayTR's order; a card
+    recorded before m024 has no details (brand None) until its next list."""
+    found = []
+    for row in db.conn.execute("SELECT ctoken, brand, last4, expires, bank FROM paytr_cards WHERE company_id = ? "
+                               "ORDER BY position IS NULL, position, first_seen_at, ctoken", [company_id]):
+        ctoken, brand, last4, expires, bank = row
+        found.append({"ctoken": ctoken, "brand": brand, "last4": last4 or "", "expires": expires,
+                      "expiry": _short_expiry(expires), "bank": bank or ""})
+    return found
+
+
+def _short_expiry(expires: str | None) -> str:
+    """'03/27' (as PayTR's card shows it) from '2027-03'."""
+    return f"{expires[5:7]}/{expires[2:4]}" if expires and len(expires) == 7 else ""
+
+
+def _from_label(company: dict) -> dict:
+    """The chosen card as far as the company's own row knows it (label, expiry), for while its
+    details are being fetched."""
+    found = _STORED_LABEL.match(company.get("paytr_card_label") or "")
+    brand, last4 = (found["brand"], found["last4"]) if found else (shown(company.get("paytr_card_label")) or "", "")
+    return {"ctoken": company.get("paytr_ctoken") or "", "brand": brand, "last4": last4,
+            "expires": company.get("card_expires"), "expiry": _short_expiry(company.get("card_expires")), "bank": ""}
+
+
+def box(db: Database, company: dict) -> dict:
+    """What the dashboard's card box shows, from the stored list alone (never PayTR).
+    `cards_pending`: the details are not known yet (a card just saved, or never listed since
+    m024); the tick fetches them within minutes. Until then the chosen card is shown by its
+    label, the other cards by what is known, and nothing is called missing."""
+    known = stored(db, company["id"])
+    if company.get("cards_listed_at"):
+        return {**shown_cards(company, known), "cards_pending": False}
+    detailed = [c for c in known if c["brand"]]
+    chosen = None
+    if not company.get("card_saved_by"):  # else the card just saved takes over at the next list
+        chosen = next((c for c in detailed if c["ctoken"] == company.get("paytr_ctoken")), None)
+        if chosen is None and company.get("paytr_ctoken"):
+            chosen = _from_label(company)
+    return {"card": chosen, "other_cards": [c for c in detailed if c["ctoken"] != (chosen or {}).get("ctoken")],
+            "missing_card": None, "cards_pending": True}
 
 
 def find(listed: list[dict], ctoken: str) -> dict | None:
@@ -105,8 +180,9 @@ def saved_with_payment(db: Database, now: datetime, payment: dict, utoken: str) 
         db.conn.execute("DELETE FROM paytr_cards WHERE company_id = ?", [company["id"]])
         db.conn.execute("UPDATE companies SET paytr_ctoken = NULL, paytr_card_label = NULL, card_expires = NULL "
                         "WHERE id = ?", [company["id"]])
-    db.conn.execute("UPDATE companies SET paytr_utoken = ?, card_ip = ?, card_saved_by = ? WHERE id = ?",
-                    [utoken, payment["user_ip"], payment["merchant_oid"], company["id"]])
+    # The new card's details are unknown until the next list (the tick's refresh_due looks first).
+    db.conn.execute("UPDATE companies SET paytr_utoken = ?, card_ip = ?, card_saved_by = ?, cards_listed_at = NULL "
+                    "WHERE id = ?", [utoken, payment["user_ip"], payment["merchant_oid"], company["id"]])
     events.record(db, now, "card.saved", "Card saved at PayTR; renewals are charged to it from now on",
                   company_id=company["id"], actor="paytr", merchant_oid=payment["merchant_oid"])
 
@@ -117,12 +193,8 @@ def saved_with_payment(db: Database, now: datetime, payment: dict, utoken: str) 
 def sync(db: Database, now: datetime, before: dict, listed: list[dict]) -> dict:
     """Record PayTR's card list, fetched while `before` (the company's row) was current. A card
     saved with a payment since the last list becomes the one renewals charge. Returns the
-    company's row as it is now; writes only when something changed."""
-    seen = _seen(db, before["id"])
-    expires = expiry_month(find(listed, before.get("paytr_ctoken")))
-    if (not before.get("card_saved_by") and seen == {c.get("ctoken") for c in listed if c.get("ctoken")}
-            and (expires is None or expires == before.get("card_expires"))):
-        return accounts.company(db, before["id"])
+    company's row as it is now. Always writes (the details and `cards_listed_at`): lists are
+    made only by actions, charges and the bounded daily refresh, never by page views."""
     with write(db):
         _sync_in(db, now, accounts.company(db, before["id"]), before, listed)
         return accounts.company(db, before["id"])
@@ -156,8 +228,15 @@ def _sync_in(db: Database, now: datetime, company: dict, before: dict, listed: l
         db.conn.execute("UPDATE companies SET card_saved_by = NULL WHERE id = ?", [company["id"]])
     db.conn.execute("DELETE FROM paytr_cards WHERE company_id = ? AND ctoken NOT IN (SELECT value FROM json_each(?))",
                     [company["id"], json.dumps(tokens)])
-    db.conn.executemany("INSERT OR IGNORE INTO paytr_cards (company_id, ctoken, first_seen_at) VALUES (?, ?, ?)",
-                        [(company["id"], token, clock.iso(now)) for token in tokens])
+    described = [describe(c) for c in listed if c.get("ctoken")]
+    db.conn.executemany(
+        """INSERT INTO paytr_cards (company_id, ctoken, first_seen_at, brand, last4, expires, bank, position)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (company_id, ctoken) DO UPDATE SET brand = excluded.brand, last4 = excluded.last4,
+               expires = excluded.expires, bank = excluded.bank, position = excluded.position""",
+        [(company["id"], c["ctoken"], clock.iso(now), c["brand"], c["last4"], c["expires"], c["bank"], i)
+         for i, c in enumerate(described)])
+    db.conn.execute("UPDATE companies SET cards_listed_at = ? WHERE id = ?", [clock.iso(now), company["id"]])
     _record_expiry(db, company["id"], listed)
     return True
 
@@ -224,7 +303,9 @@ def removed(db: Database, now: datetime, settings: Settings, user: dict, before:
     with write(db):
         company = accounts.company(db, user["company_id"])
         was = renews_by_card(company)
-        in_step = _sync_in(db, now, company, before, remaining)
+        # PayTR's list before the deletion: a card just saved (the mark) is identified by it even when
+        # it is the one removed (pages no longer list, so the owner may remove it before any list).
+        in_step = _sync_in(db, now, company, before, listed)
         db.conn.execute("DELETE FROM paytr_cards WHERE company_id = ? AND ctoken = ?", [company["id"], ctoken])
         db.conn.execute("UPDATE companies SET paytr_ctoken = NULL, paytr_card_label = NULL, card_expires = NULL "
                         "WHERE id = ? AND paytr_ctoken = ?", [company["id"], ctoken])
@@ -250,3 +331,68 @@ def removed(db: Database, now: datetime, settings: Settings, user: dict, before:
                                   "period_end": sub["current_period_end"] if subscriptions.is_paid(sub) else None,
                                   "tz": company["timezone"], "dashboard_url": settings.url("/billing/")})
     return {"label": shown(label(card)), "renewals_card": renewals_shown, "remaining": len(remaining)}
+
+
+# --- the tick's refresh ----------------------------------------------------------------------------
+
+
+# Active subscriptions renewing within the window (index subscriptions_renewing: status, end) whose
+# company's card list is a day old or unknown.
+_RENEWING = """SELECT c.id FROM subscriptions s JOIN companies c ON c.id = s.company_id
+               WHERE s.status = 'active' AND s.current_period_end > :now AND s.current_period_end <= :soon
+               AND s.cancel_at_period_end = 0 AND c.paytr_utoken IS NOT NULL
+               AND (c.cards_listed_at IS NULL OR c.cards_listed_at <= :stale) AND {free}
+               ORDER BY s.current_period_end LIMIT :n"""
+
+
+def claim_refresh(db: Database, now: datetime, limit: int = REFRESH_PER_TICK) -> list[dict]:
+    """Companies whose card list is worth one PayTR call now, leased (`cards_tried_at`) so two
+    processes never both list and a failing one waits REFRESH_RETRY. In order: a card just saved
+    whose details are unknown; an active subscription renewing within RENEWAL_WINDOW whose list
+    is a day old (or unknown); any other company whose details are unknown (after m024)."""
+    retry = clock.iso(now - REFRESH_RETRY)
+    free = "(c.cards_tried_at IS NULL OR c.cards_tried_at <= :retry)"
+    unlisted = f"""SELECT c.id FROM companies c WHERE c.paytr_utoken IS NOT NULL AND c.cards_listed_at IS NULL
+                   AND {free} AND (c.card_saved_by IS NULL) = :rest ORDER BY c.card_saved_by IS NULL, c.id LIMIT :n"""
+    renewing = _RENEWING.format(free=free)
+    args = {"now": clock.iso(now), "soon": clock.iso(now + RENEWAL_WINDOW), "stale": clock.iso(now - REFRESH_AGE),
+            "retry": retry}
+    with write(db):
+        ids: list[int] = []
+        for sql, rest in ((unlisted, 0), (renewing, None), (unlisted, 1)):
+            if len(ids) >= limit:
+                break
+            found = db.conn.execute(sql, {**args, "rest": rest, "n": limit}).fetchall()
+            ids += [row[0] for row in found if row[0] not in ids][:limit - len(ids)]
+        if not ids:
+            return []
+        claimed = rows(db, "UPDATE companies SET cards_tried_at = ? WHERE id IN (SELECT value FROM json_each(?)) "
+                           "RETURNING *", [clock.iso(now), json.dumps(ids)])
+    return sorted(claimed, key=lambda c: ids.index(c["id"]))  # in priority order
+
+
+async def refresh_due(ctx, now: datetime, limit: int = REFRESH_PER_TICK) -> int:
+    """The tick's refresh: list the cards of the companies `claim_refresh` picks (at most `limit`),
+    record each with `sync`. `ctx`: the jobs' Context (store, settings, paytr). Returns how many
+    lists were recorded; a PayTR error for one company is logged and retried later."""
+    if ctx.paytr is None or not ctx.settings.paytr_recurring:
+        return 0
+
+    async def in_thread(fn, *args):
+        store = ctx.store
+        return await anyio.to_thread.run_sync(lambda: fn(store.db(), *args))
+
+    claimed = await in_thread(claim_refresh, now, limit)
+    gate = asyncio.Semaphore(REFRESH_CONCURRENCY)
+
+    async def refresh(company: dict) -> bool:
+        async with gate:
+            try:
+                listed = await ctx.paytr.list_cards(company["paytr_utoken"])
+                await in_thread(sync, now, company, listed)
+                return True
+            except Exception as exc:  # one company's list must not stop the others, nor the tick
+                log.warning("refreshing the saved cards of company %s failed: %s", company["id"], exc)
+                return False
+
+    return sum(await asyncio.gather(*(refresh(c) for c in claimed)))

@@ -280,6 +280,8 @@ async def tick(ctx: Context, now: datetime | None = None, mail_batches: int | No
     report["charges"] = await charge_cards(ctx, now)
     report["reconciled"] = await reconcile(ctx, now)
     report["refunds_checked"] = await check_refunds(ctx, now)
+    # Saved cards' stored details (pages never ask PayTR): a bounded number of lists per tick.
+    report["cards_refreshed"] = await cards.refresh_due(ctx, now)
     # One batch at most: a storm of receipts (each rendering its invoice PDF, ~50 ms) must not hold up
     # the next tick's renewals; the app's mail sender works through the rest in the background.
     sent = await _in_thread(ctx, mail.deliver_due, now, ctx.settings, None, mail_batches)

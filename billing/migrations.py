@@ -940,6 +940,32 @@ def m022_revenue(db: Database) -> None:
     )
 
 
+@migrations()
+def m024_card_details(db: Database) -> None:
+    """Saved cards' details kept, so no page view asks PayTR (billing/cards.py). `paytr_cards` gains
+    what the card box shows (brand, last four, expiry month, bank) and PayTR's order; companies gain
+    `cards_listed_at` (the last time PayTR's list was recorded; NULL: details unknown, e.g. a card
+    just saved or every company before this migration) and `cards_tried_at` (the tick's lease on a
+    refresh, so a failing PayTR is asked again an hour later, not every tick). The partial index finds
+    the companies whose details are unknown, those with a card just saved first; the other finds
+    active subscriptions renewing in the next few days, whose card lists the tick refreshes daily."""
+    _run(
+        db,
+        "ALTER TABLE paytr_cards ADD COLUMN brand TEXT",
+        "ALTER TABLE paytr_cards ADD COLUMN last4 TEXT",
+        "ALTER TABLE paytr_cards ADD COLUMN expires TEXT",  # '2027-03', as companies.card_expires
+        "ALTER TABLE paytr_cards ADD COLUMN bank TEXT",
+        "ALTER TABLE paytr_cards ADD COLUMN position INTEGER",  # PayTR lists cards in the order they were saved
+        "ALTER TABLE companies ADD COLUMN cards_listed_at TEXT",
+        "ALTER TABLE companies ADD COLUMN cards_tried_at TEXT",
+        "CREATE INDEX companies_cards_unlisted ON companies (card_saved_by IS NULL, id)"
+        " WHERE paytr_utoken IS NOT NULL AND cards_listed_at IS NULL",
+        # (status, end), not a partial index: the planner would pick subscriptions_status_ends (status = ?)
+        # and read every active subscription (50,000 at 100,000 customers) each tick.
+        "CREATE INDEX subscriptions_renewing ON subscriptions (status, current_period_end)",
+    )
+
+
 def pending(db: Database) -> list[tuple[str, str]]:
     """The migrations not yet applied, as (name, first line of its docstring), without writing:
     what `migrate --dry-run` shows before an upgrade."""

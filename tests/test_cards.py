@@ -37,6 +37,13 @@ def save_card_paying(client, app, number, *, start="/billing/subscribe/starter",
     return hidden["merchant_oid"]
 
 
+def learn(client, app, clock):
+    """The tick's refresh of stored card lists (pages never ask PayTR): what the scheduler does
+    within a minute of a card being saved."""
+    from billing import cards
+    return client.portal.call(cards.refresh_due, app.state.jobs, clock.now())
+
+
 def company(db):
     return one(db, "SELECT * FROM companies")
 
@@ -87,6 +94,7 @@ def test_a_card_saved_paying_a_declined_month_pays_the_next_renewal(client, app,
 
 def test_the_dashboard_shows_the_card_renewals_charge_and_lists_the_others(client, app, clock, db):
     two_cards(client, app, clock, db)
+    learn(client, app, clock)  # the Mastercard was saved with a callback only: the tick lists it
     page = visible(client.get("/billing/"))
     assert "Renewals are charged to Mastercard ending 5403 , expires 12/30 · Test Bank Remove" in page
     assert "Other saved cards Visa ending 4358 , expires 12/30 · Test Bank Use for renewals Remove" in page
@@ -122,7 +130,7 @@ def test_the_owner_chooses_which_card_renewals_charge(client, app, clock, db):
 
 def test_choosing_a_card_paytr_does_not_have_changes_nothing(client, app, clock, db):
     two_cards(client, app, clock, db)
-    client.get("/billing/")  # the dashboard learns which card was saved last
+    learn(client, app, clock)  # the tick learns which card was saved last
     before = company(db)
     response = post(client, "/billing/card/choose", {"ctoken": "not-a-card"}, token_from="/billing/",
                     follow_redirects=True)
@@ -134,6 +142,7 @@ def test_a_member_cannot_choose_or_remove_cards(client, app, clock, db):
     from test_team import invite_and_join
     two_cards(client, app, clock, db)
     member = invite_and_join(client, app, db)
+    learn(client, app, clock)
     page = visible(member.get("/billing/"))
     assert "Renewals are charged to Mastercard ending 5403" in page and "Use for renewals" not in page
     for action in ("choose", "remove"):
@@ -186,7 +195,7 @@ def test_removing_the_chosen_card_means_pay_links_until_the_owner_chooses_anothe
 def test_removing_the_last_card_forgets_the_paytr_user(client, app, clock, db):
     register(client)
     pay_saving_card(client, app)
-    client.get("/billing/")  # the dashboard lists the card: it is the one renewals charge
+    learn(client, app, clock)  # the tick lists the card: it is the one renewals charge
     response = post(client, "/billing/card/remove", {"ctoken": company(db)["paytr_ctoken"]}, token_from="/billing/",
                     follow_redirects=True)
     assert "Your saved card was removed." in visible(response) and "No saved card." in visible(response)
@@ -198,8 +207,13 @@ def test_removing_the_last_card_forgets_the_paytr_user(client, app, clock, db):
 def test_a_chosen_card_paytr_no_longer_has_fails_the_renewal_without_charging_another(client, app, clock, db):
     next_end = two_cards(client, app, clock, db)
     app.state.emulator.set_card_outcome(VISA[-4:], "success")
-    client.get("/billing/")  # the dashboard learns which card was saved last
+    learn(client, app, clock)  # the tick learns which card was saved last
     app.state.emulator.delete_card(company(db)["paytr_utoken"], ctoken_of(app, db, "5403"))  # gone at PayTR
+    # The dashboard shows the stored list; two days before the renewal the tick's daily refresh
+    # lists the cards again, and the dashboard says the card is gone.
+    clock.at = next_end - 2 * DAY
+    assert learn(client, app, clock) == 1
+    login(client)
     assert "Mastercard ending 5403 is no longer saved at PayTR." in visible(client.get("/billing/"))
     tick(client, app, clock, next_end)
     failed = one(db, "SELECT * FROM payments WHERE method = 'recurring' ORDER BY id DESC LIMIT 1")
@@ -235,7 +249,6 @@ def test_every_payment_offers_to_save_a_new_card(client, app, clock, db):
     assert "Save my card for automatic renewal instead" in visible(client.get(checkout.headers["location"]))
     # In dunning, the renew page says which card was declined.
     save_card_paying(client, app, VISA, token_from="/billing/renew")
-    client.get("/billing/")
     app.state.emulator.set_card_outcome(VISA[-4:], "insufficient_funds")
     tick(client, app, clock, parse(sub(db)["current_period_end"]))
     login(client)
@@ -245,6 +258,7 @@ def test_every_payment_offers_to_save_a_new_card(client, app, clock, db):
 
 def test_an_upgrade_can_be_paid_with_a_new_card_that_then_pays_renewals(client, app, clock, db):
     starter_with_20_days_left(client, app, clock, db, pay_saving_card)
+    learn(client, app, clock)  # ten days of ticks have listed the card saved when subscribing
     page = visible(client.get("/billing/plan/team"))
     assert "Upgrade and charge $45.16 to Visa ending 4358" in page
     assert "Pay with a new card and save it for renewals" in page

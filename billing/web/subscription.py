@@ -14,7 +14,6 @@ from billing.i18n import gettext as _
 from billing.changes import ChangeError
 from billing.payments import CheckoutError
 from billing.paytr.client import PaytrError
-from billing.web import wallet
 from billing.web.checkout import open_checkout
 from billing.web.common import (current_user, flash, form, ip, login_required, now, owner_required, redirect, run,
                                 settings)
@@ -88,10 +87,11 @@ async def change_plan(request: Request):
     context["can_save_card"] = settings(request).paytr_recurring
     company = await run(request, accounts.company, sub["company_id"])
     if await _renews_by_card(request, company) and context["quote"] and context["quote"].amount:
-        try:
-            company, found = await wallet.listed(request, company)
-            context["card"] = cards.wallet(company, found)["card"]  # the card renewals charge, if PayTR has it
-        except PaytrError:  # offer the card anyway; PayTR decides when charged
+        # The stored list, not PayTR's (no page view calls PayTR); the charge itself lists first and
+        # fails plainly if the card is gone.
+        box = await run(request, cards.box, company)
+        context["card"] = box["card"]  # None: the stored list says PayTR no longer has it
+        if box["card"] is None and box["cards_pending"]:  # a card just saved: PayTR decides when charged
             context["card"] = {"brand": cards.shown(company.get("paytr_card_label")) or _("Saved card"), "last4": ""}
     return render(request, "billing/change_plan.html", context)
 

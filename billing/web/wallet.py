@@ -1,7 +1,13 @@
-"""PayTR's list of a company's saved cards, for the pages that show or use them.
+"""A company's saved cards, for the pages that show or use them.
 
-Listing is a call to PayTR: made here, in the request, before the worker thread records what
-it found (`cards.sync`), so no transaction waits on the network.
+Pages that show cards read the stored list (`cards.box`): no page view calls PayTR. There is
+no separate card page: the dashboard's card box is the wallet, and the owner's actions on it
+(choose, remove: billing/web/subscription.py) list live, because acting on a card PayTR no
+longer has must be caught before it happens; each list refreshes the store. The one page that
+lists is a payment's result page while the card just saved is not yet known (once per saving
+payment: the list clears the mark). Listing is a call to PayTR: made here, in the request,
+before the worker thread records what it found (`cards.sync`), so no transaction waits on the
+network.
 """
 
 from __future__ import annotations
@@ -9,7 +15,6 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from billing import accounts, cards
-from billing.i18n import gettext as _
 from billing.paytr.client import PaytrError
 from billing.web.common import now, run, settings
 
@@ -22,15 +27,11 @@ async def listed(request: Request, company: dict) -> tuple[dict, list[dict]]:
 
 
 async def card_box(request: Request, company: dict) -> dict:
-    """What the dashboard's card box shows (see cards.wallet), or why it cannot."""
-    empty = {"card": None, "other_cards": [], "missing_card": None, "card_error": None}
+    """What the dashboard's card box shows (see cards.box), from the stored list: no PayTR call."""
+    empty = {"card": None, "other_cards": [], "missing_card": None, "cards_pending": False}
     if not settings(request).paytr_recurring or not company.get("paytr_utoken"):
         return empty
-    try:
-        company, found = await listed(request, company)
-    except PaytrError:  # the page still works; only the cards' details are missing
-        return {**empty, "card_error": _("PayTR did not answer, so your saved cards can't be shown right now.")}
-    return {**empty, **cards.wallet(company, found)}
+    return {**empty, **await run(request, cards.box, company)}
 
 
 async def after_saving_payment(request: Request, payment: dict) -> dict | None:
