@@ -300,8 +300,9 @@ class ChargeLane:
 
         async def send(payment: dict) -> None:
             async with self.in_flight:
-                await self.rate.take()
-                if self.stopping:
+                if not self.stopping:
+                    await self.rate.take()
+                if self.stopping:  # claimed but not sent: released below, so the next start sends it
                     unsent.append(payment["id"])
                     return
                 metrics.CHARGES_IN_FLIGHT.inc()
@@ -343,7 +344,7 @@ class ChargeLane:
                         len(self._sending), timeout)
             for task in list(self._sending):
                 task.cancel()
-            await asyncio.wait({self._task}, timeout=2)
+            await asyncio.wait({self._task}, timeout=1)
             if not self._task.done():
                 self._task.cancel()
                 await asyncio.wait({self._task})
