@@ -159,19 +159,22 @@ async def _each_claimed(ctx: Context, now: datetime, claim, work) -> int:
     return total
 
 
-async def _charge(ctx: Context, now: datetime, payment: dict) -> str:
+async def _charge(ctx: Context, now: datetime, payment: dict, gate=None) -> str:
     """Send one claimed renewal charge; its outcome: "accepted" (the result comes by callback),
     "refused" (recorded as a failed attempt) or "unavailable" (the status query finds out).
 
     One PayTR call: the card recorded as the one renewals charge (companies.paytr_ctoken). The card
     list is asked for first only when a payment saved a card since the last list (`card_saved_by`)
-    or no card is chosen yet, so a card saved since the last list is still the one charged (cards.py)."""
+    or no card is chosen yet, so a card saved since the last list is still the one charged (cards.py).
+    `gate` (the lane's rate limit) is awaited right before each PayTR call, so the cap is what PayTR sees."""
     s = ctx.settings
+    gate = gate or _open
     company = await _in_thread(ctx, lambda db: one(db, "SELECT * FROM companies WHERE id = ?", [payment["company_id"]]))
     try:
         if not company.get("paytr_utoken"):
             raise PaytrRefused("no saved card")
         if company.get("card_saved_by") or not company.get("paytr_ctoken"):
+            await gate()
             listed = await ctx.paytr.list_cards(company["paytr_utoken"])
             # A card saved since the last list becomes the chosen one before anything is charged.
             company = await _in_thread(ctx, cards.sync, now, company, listed)
@@ -189,9 +192,11 @@ async def _charge(ctx: Context, now: datetime, payment: dict) -> str:
             basket=protocol.encode_basket([(payment["description"] or f"{payment['plan'].title()} plan renewal",
                                             payment["amount"], 1)]),
             ok_url=s.url("/billing/"), fail_url=s.url("/billing/"))
+        await gate()
         try:
             await ctx.paytr.charge_stored_card(request)
         except PaytrRefused as exc:
+            await gate()
             raise PaytrRefused(await _why_refused(ctx, now, company, exc.reason)) from exc
     except PaytrRefused as exc:
         # PayTR said no at once: that is this attempt's outcome, like a failed callback.
@@ -205,6 +210,10 @@ async def _charge(ctx: Context, now: datetime, payment: dict) -> str:
         log.warning("renewal charge %s: PayTR did not answer; reconciling later", payment["merchant_oid"])
         return "unavailable"
     return "accepted"
+
+
+async def _open() -> None:
+    """No rate limit (an upgrade's single charge, sent while the customer waits)."""
 
 
 def _card_gone(company: dict) -> str:
@@ -300,14 +309,12 @@ class ChargeLane:
 
         async def send(payment: dict) -> None:
             async with self.in_flight:
-                if not self.stopping:
-                    await self.rate.take()
                 if self.stopping:  # claimed but not sent: released below, so the next start sends it
                     unsent.append(payment["id"])
                     return
                 metrics.CHARGES_IN_FLIGHT.inc()
                 try:
-                    outcome = await _charge(self.ctx, now, payment)
+                    outcome = await _charge(self.ctx, now, payment, self.rate.take)
                 except Exception:  # one bad row must not stop the batch; its claim leaves it to the status query
                     log.exception("renewal charge %s failed", payment["merchant_oid"])
                     outcome = "error"
