@@ -7,6 +7,9 @@ is claimed with one UPDATE … RETURNING that pushes the row's time forward (a
 lease), so two processes ticking at once, or a restart in the middle of a tick,
 never do the same work twice, and work missed while the app was down is done
 once by the next tick. An idle tick is a handful of index lookups.
+
+In the server, renewal charges are sent by the ChargeLane, a task of their own, so a storm of
+them waiting on PayTR never delays the tick; `main.py jobs run` (no lane) sends them in the tick.
 """
 
 from __future__ import annotations
