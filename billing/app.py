@@ -180,15 +180,21 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
                 emulator_app.state.emulator.resume_deliveries()
             app.state.jobs = jobs.Context(store=store, settings=settings, clock=app.state.clock,
                                           paytr=app.state.paytr)
-            scheduler = _start_scheduler(app.state.jobs, app.state.ticks) if settings.scheduler else None
+            scheduler = lane = None
+            if settings.scheduler:
+                # Renewal charges go on their own lane, so the tick never waits for PayTR's answers.
+                lane = app.state.jobs.lane = jobs.ChargeLane(app.state.jobs).start()
+                scheduler = _start_scheduler(app.state.jobs, app.state.ticks)
             try:
                 yield
             finally:
                 # SIGTERM: uvicorn has stopped accepting and answered every request in flight
-                # (callbacks included) before this runs; now the running tick finishes, then the
-                # senders stop, then the callback writer commits whatever is still queued.
-                if scheduler is not None:
-                    await scheduler.stop()
+                # (callbacks included) before this runs; now the running tick stops at its next
+                # safe point and the charge lane's sent charges get their answers (unsent ones are
+                # released), both at once; then the senders stop, then the callback writer commits
+                # whatever is still queued.
+                await asyncio.gather(scheduler.stop() if scheduler else asyncio.sleep(0),
+                                     lane.stop(TICK_STOP_SECONDS) if lane else asyncio.sleep(0))
                 await webhook_sender.stop()
                 await sender.stop()
         await writer.stop()
@@ -243,10 +249,12 @@ def check_catalog(db, settings: Settings) -> None:
                           "Change the prices or the rate.")
 
 
-# How long shutdown waits for a tick that is running (renewals, charges sent to PayTR, whose
-# client times out sooner). A tick cut short is safe (jobs claim rows, the next start redoes
-# what is due), but one that finishes leaves no half-sent work for that next start to sort out.
-TICK_STOP_SECONDS = 45  # with uvicorn's 30 s for requests, under systemd's 90 s
+# How long shutdown waits for a running tick to reach its next safe point (a tick checks between
+# steps and batches; renewal charges are the charge lane's, which has the same allowance), then for
+# the lane's charges already sent to PayTR to be answered. A tick cut short is safe (jobs claim
+# rows, the next start redoes what is due); a charge whose answer never came is settled by the
+# status query. With uvicorn's GRACEFUL_SECONDS for requests the process exits within 10 s.
+TICK_STOP_SECONDS = 5
 
 
 class Ticker:
@@ -281,9 +289,11 @@ class Ticker:
         return self
 
     async def stop(self, timeout: float = TICK_STOP_SECONDS) -> None:
-        """No new tick starts; the running one (if any) finishes, within `timeout`. Only then is
-        the scheduler shut down: its asyncio executor cancels the coroutines still running."""
+        """No new tick starts; the running one (if any) stops at its next safe point (between steps
+        and batches), within `timeout`. Only then is the scheduler shut down: its asyncio executor
+        cancels the coroutines still running."""
         self.scheduler.pause()
+        self.context.stop.set()
         running = self.running
         if running is not None and not running.done():
             log.info("waiting for the running tick to finish before exit")

@@ -7,20 +7,26 @@ is claimed with one UPDATE … RETURNING that pushes the row's time forward (a
 lease), so two processes ticking at once, or a restart in the middle of a tick,
 never do the same work twice, and work missed while the app was down is done
 once by the next tick. An idle tick is a handful of index lookups.
+
+In the server, renewal charges are sent by the ChargeLane, a task of their own, so a storm of
+them waiting on PayTR never delays the tick; `main.py jobs run` (no lane) sends them in the tick.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import anyio.to_thread
 
 from billing import billing_details, cards, clock, lifecycle, mail, payments, refunds, revenue
 from billing.db import Store, one, rows, write
-from billing.ops import backup
+from billing.ops import backup, metrics
 from billing.paytr import protocol
 from billing.paytr.client import PaytrClient, PaytrRefused, PaytrUnavailable
 from billing.settings import Settings
@@ -31,6 +37,8 @@ LEASE = timedelta(minutes=5)  # a claimed row comes back if its worker died
 RECONCILE_RETRY = timedelta(minutes=10)
 BATCH = 200
 NETWORK_CONCURRENCY = 8
+# An unanswered renewal charge is looked up with PayTR's status query this long after it was sent.
+CHARGE_RECONCILE_AFTER = timedelta(minutes=30)
 
 
 @dataclass
@@ -39,6 +47,10 @@ class Context:
     settings: Settings
     clock: object
     paytr: PaytrClient | None
+    # The server's charge lane: when set, the tick leaves renewal charges to it (see ChargeLane).
+    lane: "ChargeLane | None" = None
+    # Set at shutdown: a tick stops at its next safe point (between steps and between batches).
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 # --- subscriptions -------------------------------------------------------------------
@@ -67,30 +79,56 @@ def advance_all(db, now: datetime, settings: Settings, subs: list[dict]) -> int:
     return done
 
 
-def run_due_subscriptions(db, now: datetime, settings: Settings) -> int:
+def run_due_subscriptions(db, now: datetime, settings: Settings, stop: threading.Event | None = None) -> int:
     total = 0
-    while True:
+    while stop is None or not stop.is_set():  # each batch commits on its own: a safe point to stop
         claimed = claim_subscriptions(db, now)
         if not claimed:
             return total
         total += advance_all(db, now, settings, claimed)
+    return total
 
 
 # --- renewal charges of saved cards ----------------------------------------------------
 
 
 def claim_charges(db, now: datetime, limit: int = BATCH) -> list[dict]:
+    """Claim due charges before sending them: a claimed charge is never claimed again (exactly once).
+    Its status query waits CHARGE_RECONCILE_AFTER from the claim, not from when it was created, so a
+    charge that waited in a storm's queue is not looked up before it was even sent."""
     with write(db):
-        return rows(db, """UPDATE payments SET charge_requested_at = ?
+        return rows(db, """UPDATE payments SET charge_requested_at = ?, reconcile_at = ?
                            WHERE id IN (SELECT id FROM payments WHERE method = 'recurring' AND status = 'pending'
                                         AND charge_requested_at IS NULL ORDER BY id LIMIT ?)
-                           RETURNING *""", [clock.iso(now), limit])
+                           RETURNING *""", [clock.iso(now), clock.iso(now + CHARGE_RECONCILE_AFTER), limit])
+
+
+def release_charges(db, claimed_at: str, payment_ids: list[int]) -> int:
+    """Give back charges this process claimed but never sent (shutdown came first), so the next
+    start sends them. Safe for exactly-once: only the claimer releases, only rows it never sent, and
+    only while still pending with its own claim stamp (a status query that decided one meanwhile wins)."""
+    if not payment_ids:
+        return 0
+    with write(db):
+        cursor = db.conn.execute(
+            f"""UPDATE payments SET charge_requested_at = NULL
+                WHERE id IN ({",".join("?" * len(payment_ids))}) AND method = 'recurring' AND status = 'pending'
+                AND charge_requested_at = ?""", [*payment_ids, claimed_at])
+        return cursor.rowcount
+
+
+def due_charges(db) -> int:
+    """Renewal charges waiting to be sent (the lane's queue), counted on the payments_to_charge index."""
+    return db.conn.execute("SELECT count(*) FROM payments WHERE method = 'recurring' AND status = 'pending' "
+                           "AND charge_requested_at IS NULL").fetchone()[0]
 
 
 async def charge_cards(ctx: Context, now: datetime) -> int:
+    """Send every due renewal charge and wait for PayTR's answers (`main.py jobs run`, tests). The
+    server's tick leaves them to its ChargeLane instead, which uses the same caps."""
     if ctx.paytr is None:
         return 0
-    return await _each_claimed(ctx, now, claim_charges, _charge)
+    return await ChargeLane(ctx).drain(now)
 
 
 def claim_charge(db, now: datetime, payment_id: int) -> dict | None:
@@ -118,28 +156,36 @@ async def _each_claimed(ctx: Context, now: datetime, claim, work) -> int:
             await work(ctx, now, row)
 
     total = 0
-    while claimed := await _in_thread(ctx, claim, now):
+    while not ctx.stop.is_set() and (claimed := await _in_thread(ctx, claim, now)):
         await asyncio.gather(*(one_row(row) for row in claimed))
         total += len(claimed)
     return total
 
 
-async def _charge(ctx: Context, now: datetime, payment: dict) -> None:
+async def _charge(ctx: Context, now: datetime, payment: dict, gate=None) -> str:
+    """Send one claimed renewal charge; its outcome: "accepted" (the result comes by callback),
+    "refused" (recorded as a failed attempt) or "unavailable" (the status query finds out).
+
+    One PayTR call: the card recorded as the one renewals charge (companies.paytr_ctoken). The card
+    list is asked for first only when a payment saved a card since the last list (`card_saved_by`)
+    or no card is chosen yet, so a card saved since the last list is still the one charged (cards.py).
+    `gate` (the lane's rate limit) is awaited right before each PayTR call, so the cap is what PayTR sees."""
     s = ctx.settings
+    gate = gate or _open
     company = await _in_thread(ctx, lambda db: one(db, "SELECT * FROM companies WHERE id = ?", [payment["company_id"]]))
     try:
         if not company.get("paytr_utoken"):
             raise PaytrRefused("no saved card")
-        listed = await ctx.paytr.list_cards(company["paytr_utoken"])
-        # A card saved since the last list becomes the chosen one before anything is charged.
-        company = await _in_thread(ctx, cards.sync, now, company, listed)
+        if company.get("card_saved_by") or not company.get("paytr_ctoken"):
+            await gate()
+            listed = await ctx.paytr.list_cards(company["paytr_utoken"])
+            # A card saved since the last list becomes the chosen one before anything is charged.
+            company = await _in_thread(ctx, cards.sync, now, company, listed)
+            if company.get("paytr_ctoken") and cards.find(listed, company["paytr_ctoken"]) is None:
+                raise PaytrRefused(_card_gone(company))  # never another card instead: the owner chose this one
         ctoken = company.get("paytr_ctoken")
         if not ctoken:
             raise PaytrRefused("No saved card is chosen for renewals.")
-        if cards.find(listed, ctoken) is None:
-            # Never another card instead: the owner chose this one.
-            raise PaytrRefused(f"The card chosen for renewals ({company.get('paytr_card_label') or 'saved card'}) "
-                               "is no longer saved at PayTR.")
         request = protocol.recurring_request(
             merchant_id=s.paytr_merchant_id, key=str(s.paytr_merchant_key), salt=str(s.paytr_merchant_salt),
             user_ip=payment["user_ip"] or "127.0.0.1", merchant_oid=payment["merchant_oid"], email=payment["email"],
@@ -149,16 +195,169 @@ async def _charge(ctx: Context, now: datetime, payment: dict) -> None:
             basket=protocol.encode_basket([(payment["description"] or f"{payment['plan'].title()} plan renewal",
                                             payment["amount"], 1)]),
             ok_url=s.url("/billing/"), fail_url=s.url("/billing/"))
-        await ctx.paytr.charge_stored_card(request)
+        await gate()
+        try:
+            await ctx.paytr.charge_stored_card(request)
+        except PaytrRefused as exc:
+            await gate()
+            raise PaytrRefused(await _why_refused(ctx, now, company, exc.reason)) from exc
     except PaytrRefused as exc:
         # PayTR said no at once: that is this attempt's outcome, like a failed callback.
         outcome = protocol.Callback(payment["merchant_oid"], "failed", 0, {
             "merchant_oid": payment["merchant_oid"], "status": "failed", "failed_reason_code": "charge",
             "failed_reason_msg": exc.reason, "source": "recurring-charge-answer"})
         await _in_thread(ctx, payments.apply_callback, now, s, outcome, "paytr-api")
+        return "refused"
     except PaytrUnavailable:
         # It may or may not have reached PayTR: the status query finds out (reconcile_at).
         log.warning("renewal charge %s: PayTR did not answer; reconciling later", payment["merchant_oid"])
+        return "unavailable"
+    return "accepted"
+
+
+async def _open() -> None:
+    """No rate limit (an upgrade's single charge, sent while the customer waits)."""
+
+
+def _card_gone(company: dict) -> str:
+    return (f"The card chosen for renewals ({company.get('paytr_card_label') or 'saved card'}) "
+            "is no longer saved at PayTR.")
+
+
+async def _why_refused(ctx: Context, now: datetime, company: dict, reason: str) -> str:
+    """PayTR refused the recorded card. If its list no longer has that card (deleted at PayTR since
+    the last list), say so plainly and record the list; otherwise PayTR's own reason. A second call
+    only on a refusal: the common case stays one call per charge."""
+    try:
+        listed = await ctx.paytr.list_cards(company["paytr_utoken"])
+    except (PaytrRefused, PaytrUnavailable):
+        return reason
+    await _in_thread(ctx, cards.sync, now, company, listed)
+    return _card_gone(company) if cards.find(listed, company.get("paytr_ctoken")) is None else reason
+
+
+# --- the charge lane ---------------------------------------------------------------------------
+
+
+class RateLimit:
+    """At most `per_second` starts in any one second: a token bucket holding one token, refilled every
+    1/per_second s, so a storm is spread evenly instead of sent in bursts."""
+
+    def __init__(self, per_second: float):
+        self.interval = 1.0 / per_second
+        self.next_at = 0.0
+        self.lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self.lock:
+            wait = self.next_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.next_at = max(self.next_at, time.monotonic()) + self.interval
+
+
+class ChargeLane:
+    """Renewal charges of saved cards, sent on their own task beside the scheduler's tick, so a storm
+    of 10,000 renewals due at one instant never holds up reminders, reconciliation, mail or backups.
+
+    Each batch is claimed (charge_requested_at) before anything is sent; at most PAYTR_MAX_IN_FLIGHT
+    wait on PayTR at once and at most PAYTR_MAX_PER_SECOND start each second. At shutdown the charges
+    already sent get their answer and the claimed ones not yet sent are released for the next start."""
+
+    IDLE_SECONDS = 1.0  # how often an idle lane looks for due charges (the tick also wakes it)
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.in_flight = asyncio.Semaphore(ctx.settings.paytr_max_in_flight)
+        self.rate = RateLimit(ctx.settings.paytr_max_per_second)
+        self.stopping = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._sending: set[asyncio.Task] = set()
+
+    def start(self) -> "ChargeLane":
+        self._task = asyncio.create_task(self._run(), name="charge-lane")
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self.stopping:
+            try:
+                sent = await self.batch(self.ctx.clock.now())
+            except Exception:  # the database busy for a moment, a bug for one row: try again soon
+                log.exception("the charge lane's batch failed")
+                sent = 0
+            if not sent and not self.stopping:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.IDLE_SECONDS)
+
+    async def drain(self, now: datetime) -> int:
+        """Every due charge, batch after batch, answered (no task: `jobs run` and tests)."""
+        total = 0
+        while not self.stopping and (claimed := await self.batch(now)):
+            total += claimed
+        return total
+
+    async def batch(self, now: datetime) -> int:
+        """Claim a batch and send it; the number claimed (0: nothing was due)."""
+        claimed = await _in_thread(self.ctx, claim_charges, now)
+        if not claimed:
+            return 0
+        started = time.perf_counter()
+        unsent: list[int] = []
+        outcomes: dict[str, int] = {}
+
+        async def send(payment: dict) -> None:
+            async with self.in_flight:
+                if self.stopping:  # claimed but not sent: released below, so the next start sends it
+                    unsent.append(payment["id"])
+                    return
+                metrics.CHARGES_IN_FLIGHT.inc()
+                try:
+                    outcome = await _charge(self.ctx, now, payment, self.rate.take)
+                except Exception:  # one bad row must not stop the batch; its claim leaves it to the status query
+                    log.exception("renewal charge %s failed", payment["merchant_oid"])
+                    outcome = "error"
+                finally:
+                    metrics.CHARGES_IN_FLIGHT.dec()
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                metrics.CHARGES.labels(outcome).inc()
+
+        tasks = [asyncio.create_task(send(payment)) for payment in claimed]
+        self._sending.update(tasks)
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            self._sending.difference_update(tasks)
+        released = await _in_thread(self.ctx, release_charges, clock.iso(now), unsent) if unsent else 0
+        if released:
+            metrics.CHARGES.labels("released").inc(released)
+        log.info("charge lane: %d renewal charges in %.1f s: %d accepted, %d refused, %d unanswered, %d failed, "
+                 "%d released for the next start", len(claimed), time.perf_counter() - started,
+                 outcomes.get("accepted", 0), outcomes.get("refused", 0), outcomes.get("unavailable", 0),
+                 outcomes.get("error", 0), released)
+        return len(claimed)
+
+    async def stop(self, timeout: float) -> None:
+        """Send nothing more; the charges already sent get PayTR's answer (within `timeout`, then they
+        are left to the status query), the claimed ones not yet sent are released."""
+        self.stopping = True
+        self._wake.set()
+        if self._task is None:
+            return
+        done, _pending = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
+            log.warning("PayTR did not answer %d renewal charges within %s s; the status query settles them",
+                        len(self._sending), timeout)
+            for task in list(self._sending):
+                task.cancel()
+            await asyncio.wait({self._task}, timeout=1)
+            if not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task})
 
 
 # --- reconciliation of payments whose callback never came -----------------------------------
@@ -168,7 +367,12 @@ def claim_reconcile(db, now: datetime, limit: int = BATCH) -> list[dict]:
     with write(db):
         return rows(db, """UPDATE payments SET reconcile_at = ?
                            WHERE id IN (SELECT id FROM payments WHERE status IN ('pending', 'superseded')
-                                        AND reconcile_at <= ? ORDER BY reconcile_at LIMIT ?)
+                                        AND reconcile_at <= ?
+                                        -- a renewal charge not sent yet (queued in a storm, released at
+                                        -- shutdown) is the lane's: PayTR cannot know it
+                                        AND NOT (method = 'recurring' AND status = 'pending'
+                                                 AND charge_requested_at IS NULL)
+                                        ORDER BY reconcile_at LIMIT ?)
                            RETURNING *""", [clock.iso(now + RECONCILE_RETRY), clock.iso(now), limit])
 
 
@@ -273,28 +477,54 @@ async def daily_backup(ctx: Context) -> str | None:
 async def tick(ctx: Context, now: datetime | None = None, mail_batches: int | None = 1) -> dict:
     """Everything due at `now` (default: the app's clock, test clock included). In the server the
     mail sender sends in the background, so a tick sends at most `mail_batches` batches itself;
-    `main.py jobs run` (no sender running) passes None and sends everything due."""
+    `main.py jobs run` (no sender running) passes None and sends everything due. In the server the
+    charge lane sends renewal charges, so the tick never waits for PayTR's answers to them; without
+    a lane (`jobs run`, tests) the tick sends them itself. At shutdown (ctx.stop) the tick stops
+    between steps: every step commits as it goes and the next start picks up what is left."""
     now = now or ctx.clock.now()
     report = {"at": clock.iso(now)}
-    report["subscriptions"] = await _in_thread(ctx, run_due_subscriptions, now, ctx.settings)
-    report["charges"] = await charge_cards(ctx, now)
-    report["reconciled"] = await reconcile(ctx, now)
-    report["refunds_checked"] = await check_refunds(ctx, now)
-    # Saved cards' stored details (pages never ask PayTR): a bounded number of lists per tick.
-    report["cards_refreshed"] = await cards.refresh_due(ctx, now)
-    # One batch at most: a storm of receipts (each rendering its invoice PDF, ~50 ms) must not hold up
-    # the next tick's renewals; the app's mail sender works through the rest in the background.
-    sent = await _in_thread(ctx, mail.deliver_due, now, ctx.settings, None, mail_batches)
-    report["emails_sent"] = sent["sent"]
-    report["bodies_pruned"] = await _in_thread(ctx, mail.prune_expired, now, ctx.settings)  # retention
-    # Once a local day: fold the day's events into the revenue snapshot (an idle tick reads one row).
-    try:
-        report["revenue"] = bool(await _in_thread(ctx, revenue.refresh_if_due, now, ctx.settings))
-    except Exception:  # the metrics' snapshot must never stop renewals; the page folds from the last one
-        log.exception("refreshing the revenue snapshot failed")
-        report["revenue"] = False
-    report["backup"] = await daily_backup(ctx)
-    if any(report[k] for k in ("subscriptions", "charges", "reconciled", "refunds_checked", "emails_sent",
-                               "backup")):
+    steps = [
+        ("subscriptions", lambda: _in_thread(ctx, run_due_subscriptions, now, ctx.settings, ctx.stop)),
+        ("charges", lambda: _charges(ctx, now)),
+        ("reconciled", lambda: reconcile(ctx, now)),
+        ("refunds_checked", lambda: check_refunds(ctx, now)),
+        # Saved cards' stored details (pages never ask PayTR): a bounded number of lists per tick.
+        ("cards_refreshed", lambda: cards.refresh_due(ctx, now)),
+        # One batch at most: a storm of receipts (each rendering its invoice PDF, ~50 ms) must not hold up
+        # the next tick's renewals; the app's mail sender works through the rest in the background.
+        ("emails_sent", lambda: _mail(ctx, now, mail_batches)),
+        ("bodies_pruned", lambda: _in_thread(ctx, mail.prune_expired, now, ctx.settings)),  # retention
+        # Once a local day: fold the day's events into the revenue snapshot (an idle tick reads one row).
+        ("revenue", lambda: _revenue(ctx, now)),
+        ("backup", lambda: daily_backup(ctx)),
+    ]
+    for name, step in steps:
+        if ctx.stop.is_set():
+            report["stopped"] = True
+            log.info("tick stopped for shutdown before %s", name)
+            break
+        report[name] = await step()
+    if any(report.get(k) for k in ("subscriptions", "charges", "reconciled", "refunds_checked", "emails_sent",
+                                   "backup")):
         log.info("tick %s", report)
     return report
+
+
+async def _charges(ctx: Context, now: datetime) -> int:
+    if ctx.lane is not None:
+        ctx.lane.wake()  # renewals just started are sent now, not at the lane's next look
+        return 0
+    return await charge_cards(ctx, now)
+
+
+async def _mail(ctx: Context, now: datetime, mail_batches: int | None) -> int:
+    sent = await _in_thread(ctx, mail.deliver_due, now, ctx.settings, None, mail_batches)
+    return sent["sent"]
+
+
+async def _revenue(ctx: Context, now: datetime) -> bool:
+    try:
+        return bool(await _in_thread(ctx, revenue.refresh_if_due, now, ctx.settings))
+    except Exception:  # the metrics' snapshot must never stop renewals; the page folds from the last one
+        log.exception("refreshing the revenue snapshot failed")
+        return False

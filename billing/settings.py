@@ -77,6 +77,9 @@ class Settings:
     paytr_api_base: str = EMULATOR_API_BASE
     paytr_notification_url: str = ""
     paytr_timeout: float = 10.0
+    # The charge lane (billing/charge_lane.py): renewal charges sent at once, and per second.
+    paytr_max_in_flight: int = 16
+    paytr_max_per_second: float = 20.0
     allow_test_mode_in_production: bool = False
     trusted_proxies: tuple[str, ...] = ()
 
@@ -285,6 +288,8 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | Path | None =
         paytr_api_base=get("PAYTR_API_BASE", PAYTR_API_BASE if production else EMULATOR_API_BASE).rstrip("/"),
         paytr_notification_url=get("PAYTR_NOTIFICATION_URL"),
         paytr_timeout=float(number("PAYTR_TIMEOUT", 10, minimum=1)),
+        paytr_max_in_flight=number("PAYTR_MAX_IN_FLIGHT", 16, minimum=1),
+        paytr_max_per_second=float(number("PAYTR_MAX_PER_SECOND", 20, minimum=1)),
         allow_test_mode_in_production=flag("ALLOW_TEST_MODE_IN_PRODUCTION", False),
         trusted_proxies=proxies,
         **seller,

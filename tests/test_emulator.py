@@ -657,12 +657,12 @@ def test_faults_api_reads_sets_and_validates(paytr):
     defaults = paytr.get("/_faults").json()
     assert defaults == {"duplicate_callbacks": 1, "callback_delay": 0.0, "drop_first": 0, "get_token": "ok",
                         "refuse_reason": "Mağaza API yetkisi kapalı (emulated refusal)", "timeout_seconds": 30.0,
-                        "refund": "ok"}
+                        "refund": "ok", "api_latency": 0.0}
     changed = paytr.client.post("/_faults", json={"duplicate_callbacks": 2, "get_token": "refuse"}).json()
     assert changed["duplicate_callbacks"] == 2 and changed["get_token"] == "refuse"
     assert paytr.post("/_faults", {"drop_first": "3"}).json()["drop_first"] == 3
     for bad in ({"get_token": "sometimes"}, {"duplicate_callbacks": 0}, {"nonsense": 1}, {"drop_first": "x"},
-                {"refund": "maybe"}):
+                {"refund": "maybe"}, {"api_latency": 61}, {"api_latency": "slow"}):
         answer = paytr.client.post("/_faults", json=bad)
         assert answer.status_code == 400 and answer.json()["error"]
     not_an_object = paytr.client.post("/_faults", content=b"[1]", headers={"content-type": "application/json"})

@@ -203,3 +203,130 @@ def test_shutdown_stops_a_tick_that_outlives_its_allowance(tmp_path, monkeypatch
     with TestClient(app, base_url="http://testserver"):
         assert started.wait(10)
     assert cancelled.is_set() and time.monotonic() - began < 10
+
+
+RENEWALS = 200
+
+
+def _seed_renewals(path: Path, emulator) -> list[str]:
+    """RENEWALS of the callback storm's companies get a saved card at PayTR and a renewal charge due."""
+    from billing.paytr.emulator_model import Card
+
+    db = sqlite3.connect(path)
+    oids = []
+    for i in range(1, RENEWALS + 1):
+        card = emulator.store_card(Card(number="4355084355084358", owner="SAHIP", month=12, year=2030))
+        db.execute("UPDATE companies SET paytr_utoken = ?, paytr_ctoken = ?, paytr_card_label = 'Visa ending 4358' "
+                   "WHERE id = ?", [card.utoken, card.ctoken, i])
+        oid = f"RENEW{i:07d}"
+        db.execute("INSERT INTO payments (company_id, merchant_oid, kind, method, plan, amount, currency, test_mode, "
+                   "base_period_end, attempt, user_ip, email, reconcile_at, created_at, updated_at) VALUES "
+                   "(?, ?, 'renewal', 'recurring', 'starter', 2900, 'USD', 1, '2026-12-11T09:00:00Z', 0, "
+                   "'85.34.78.112', ?, '2099-01-01T00:00:00Z', '2026-12-11T09:00:00Z', '2026-12-11T09:00:00Z')",
+                   [i, oid, f"owner{i}@example.com"])
+        oids.append(oid)
+    db.commit()
+    db.close()
+    return oids
+
+
+class EmulatorServer:
+    """PayTR's emulator on its own port, in this process: the test sees every call the app makes."""
+
+    def __init__(self, port: int, app):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        wait_for(lambda: self.server.started, timeout=20, message="the emulator to listen")
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def _sigterm_and_time(server: subprocess.Popen) -> float:
+    began = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=60)
+    return time.monotonic() - began
+
+
+@pytest.mark.slow
+def test_sigterm_under_a_callback_and_charge_storm_exits_within_10_s_and_sends_no_charge_twice(tmp_path):
+    from billing.paytr.emulator import EmulatorConfig, create_emulator
+
+    data, port, paytr_port = tmp_path / "data", free_port(), free_port()
+    env = {**os.environ, "BILLING_ENV": "development", "BILLING_DATA_DIR": str(data),
+           "BASE_URL": f"http://127.0.0.1:{port}", "TICK_SECONDS": "1", "PAYTR_RECURRING": "1",
+           "PAYTR_API_BASE": f"http://127.0.0.1:{paytr_port}", "PAYTR_MAX_IN_FLIGHT": "16",
+           "PAYTR_MAX_PER_SECOND": "40", "PAYTR_TIMEOUT": "30"}
+    settings = settings_module.load(env, env_file=None)
+    emulator_app = create_emulator(EmulatorConfig(
+        merchant_id=settings.paytr_merchant_id, merchant_key=str(settings.paytr_merchant_key),
+        merchant_salt=str(settings.paytr_merchant_salt), notification_url=f"http://127.0.0.1:{port}/billing/callback"))
+    emulator = emulator_app.state.emulator
+    # A slow PayTR; the charges' own callbacks stay out of the way (the storm is the callbacks below).
+    emulator.set_faults(api_latency=0.8, callback_delay=3600)
+    oids = seed(settings.database_path, 20_000)
+    renewals = _seed_renewals(settings.database_path, emulator)
+    db = sqlite3.connect(settings.database_path)
+    db.execute("UPDATE payments SET reconcile_at = '2099-01-01T00:00:00Z'")
+    db.commit()
+    db.close()
+    items = list(zip(oids, callback_bodies(oids, str(settings.paytr_merchant_key), str(settings.paytr_merchant_salt))))
+    load = emulator.api_load
+
+    with EmulatorServer(paytr_port, emulator_app):
+        log = tmp_path / "server.log"
+        with open(log, "wb") as out:
+            server = subprocess.Popen([sys.executable, "main.py", "--port", str(port)], cwd=ROOT, env=env,
+                                      stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: _listening(port), timeout=30, message="the server to listen")
+            storm = Storm(port, items)
+            blower = threading.Thread(target=lambda: asyncio.run(asyncio.wait_for(storm.run(), timeout=90)))
+            blower.start()
+            wait_for(lambda: (len(storm.answers) >= 500 and load.calls.get("direct", 0) >= 20)
+                     or not blower.is_alive(), timeout=60, message="both storms to get going")
+            assert load.in_flight > 0, "no charge was waiting on PayTR: the test proved nothing"
+            seconds = _sigterm_and_time(server)
+            blower.join(timeout=120)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+        output = log.read_text()
+        print(f"exited {seconds:.1f} s after SIGTERM; callbacks answered {len(storm.answers)}; "
+              f"charges sent {load.calls.get('direct', 0)} of {RENEWALS}")
+        assert seconds < 10, output[-2000:]
+        assert "Application shutdown complete" in output, output[-2000:]
+
+        db = sqlite3.connect(settings.database_path)
+        committed = {row[0] for row in db.execute("SELECT merchant_oid FROM payments WHERE status = 'succeeded'")}
+        claimed = {row[0] for row in db.execute(
+            "SELECT merchant_oid FROM payments WHERE method = 'recurring' AND charge_requested_at IS NOT NULL")}
+        db.close()
+        assert {status for status, _body, _at in storm.answers.values()} == {200}
+        assert set(storm.answers) <= committed, "answered OK but not in the database"
+        sent = {oid for oid in renewals if emulator.transaction(oid)}
+        assert 20 <= len(sent) < RENEWALS, len(sent)
+        # Sent ones stay claimed (PayTR has them); the claimed ones never sent were released.
+        assert claimed == sent
+        assert load.in_flight == 0
+
+        # The next start sends the rest, and nothing twice.
+        with open(log, "ab") as out:
+            server = subprocess.Popen([sys.executable, "main.py", "--port", str(port)], cwd=ROOT, env=env,
+                                      stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: load.calls.get("direct", 0) >= RENEWALS, timeout=60, message="the rest to be sent")
+            time.sleep(1.5)  # a second send, if there were one, would come within the next batch
+        finally:
+            _sigterm_and_time(server) if server.poll() is None else None
+        assert load.calls.get("direct", 0) == RENEWALS
+        assert {oid for oid in renewals if emulator.transaction(oid)} == set(renewals)

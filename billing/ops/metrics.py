@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 import anyio.to_thread
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope, Send
@@ -70,6 +70,12 @@ PAYTR_SECONDS = Histogram("billing_paytr_api_duration_seconds", "Time PayTR took
 TICK_SECONDS = Histogram("billing_tick_duration_seconds", "Time one scheduler tick took.",
                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=REGISTRY)
 TICK_FAILURES = Counter("billing_tick_failures", "Scheduler ticks that raised.", registry=REGISTRY)
+CHARGES_IN_FLIGHT = Gauge("billing_charge_lane_in_flight", "Renewal charges sent to PayTR and not answered yet.",
+                          registry=REGISTRY)
+CHARGES = Counter("billing_charge_lane_charges", "Renewal charges of saved cards, by outcome: accepted (PayTR "
+                  "took it; the result comes by callback), refused, unavailable (no answer: the status query "
+                  "settles it), error, released (claimed, not sent before shutdown; the next start sends it).",
+                  ["outcome"], registry=REGISTRY)
 
 
 @dataclass
@@ -167,6 +173,11 @@ class DatabaseCollector:
         for row in rows(db, "SELECT plan, status, count(*) AS n FROM subscriptions GROUP BY plan, status"):
             subs.add_metric([row["status"], row["plan"] or ""], row["n"])
         yield subs
+        due = GaugeMetricFamily("billing_charge_lane_due", "Renewal charges waiting to be sent to PayTR "
+                                "(the charge lane's queue).")
+        due.add_metric([], rows(db, "SELECT count(*) AS n FROM payments WHERE method = 'recurring' "
+                                    "AND status = 'pending' AND charge_requested_at IS NULL")[0]["n"])
+        yield due
 
 
 def scrape(app_state) -> bytes:

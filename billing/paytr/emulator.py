@@ -35,7 +35,7 @@ from starlette.applications import Starlette
 from billing.i18n import gettext as _
 from billing.paytr import emulator_api, emulator_pages
 from billing.paytr.emulator_model import (
-    OUTCOMES, Attempt, Card, Decline, EmulatorConfig, Faults, Refund, StoredCard, Transaction, utcnow,
+    OUTCOMES, ApiLoad, Attempt, Card, Decline, EmulatorConfig, Faults, Refund, StoredCard, Transaction, utcnow,
 )
 
 __all__ = ["Emulator", "EmulatorConfig", "Faults", "Transaction", "create_emulator", "run_standalone"]
@@ -56,6 +56,7 @@ class Emulator:
         self.config = config
         self.state_path = state_path
         self.faults = Faults()
+        self.api_load = ApiLoad()  # what the merchant's server asked, for load tests (not saved)
         self._given_client = callback_client  # owned by the host, which closes it
         self._own_client: httpx.AsyncClient | None = None
         self._transactions: dict[str, Transaction] = {}

@@ -8,6 +8,8 @@ card input, 400 invalid Direct API form).
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
@@ -40,6 +42,27 @@ def _emulator(request: Request):
     return request.app.state.emulator
 
 
+def _server_call(endpoint: str):
+    """A call from the merchant's server (not a browser): counted in the emulator's `api_load`, and
+    answered after the `api_latency` fault's seconds, as a slow PayTR would."""
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def answer(request: Request, *args) -> Response:
+            emulator = _emulator(request)
+            emulator.api_load.begin(endpoint, time.monotonic())
+            try:
+                if emulator.faults.api_latency:
+                    await asyncio.sleep(emulator.faults.api_latency)
+                return await handler(request, *args)
+            finally:
+                emulator.api_load.end()
+
+        return answer
+
+    return decorate
+
+
 async def _form(request: Request) -> dict[str, str]:
     form = await request.form()
     return {name: value for name, value in form.items() if isinstance(value, str)}
@@ -65,6 +88,7 @@ def _bad_token_reason(order: tuple[str, ...]) -> str:
 # --- iFrame API step 1 -------------------------------------------------------------------
 
 
+@_server_call("get_token")
 async def get_token(request: Request) -> Response:
     emulator = _emulator(request)
     form = await _form(request)
@@ -183,6 +207,7 @@ def _redirect_page(request: Request, transaction: Transaction) -> Response:
 # --- status query and refund ------------------------------------------------------------
 
 
+@_server_call("status")
 async def status_query(request: Request) -> Response:
     emulator = _emulator(request)
     form = await _form(request)
@@ -221,6 +246,7 @@ def _paytr_time(moment) -> str:
     return moment.astimezone(PAYTR_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
 
+@_server_call("refund")
 async def refund(request: Request) -> Response:
     emulator = _emulator(request)
     form = await _form(request)
@@ -270,8 +296,12 @@ async def direct(request: Request) -> Response:
     """A browser posting card fields, or a merchant's server charging a stored card."""
     form = await _form(request)
     if not form.get("card_number") and (form.get("utoken") or form.get("ctoken")):
-        return _charge_stored_card(request, form)
+        return await _server_call("direct")(_stored_card_call)(request, form)
     return _pay_from_browser(request, form)
+
+
+async def _stored_card_call(request: Request, form: dict) -> Response:
+    return _charge_stored_card(request, form)
 
 
 def _pay_from_browser(request: Request, form: dict) -> Response:
@@ -330,6 +360,7 @@ def _direct_problem(form: dict, emulator, required: tuple[str, ...]) -> str | No
 # --- stored cards ----------------------------------------------------------------------
 
 
+@_server_call("card_list")
 async def card_list(request: Request) -> Response:
     emulator = _emulator(request)
     form = await _form(request)
@@ -340,6 +371,7 @@ async def card_list(request: Request) -> Response:
     return JSONResponse([stored.as_paytr() for stored in emulator.cards_of(form["utoken"])])
 
 
+@_server_call("card_delete")
 async def card_delete(request: Request) -> Response:
     emulator = _emulator(request)
     form = await _form(request)

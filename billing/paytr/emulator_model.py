@@ -82,12 +82,14 @@ class Faults:
     refuse_reason: str = "Mağaza API yetkisi kapalı (emulated refusal)"
     timeout_seconds: float = 30.0  # how long get-token (or refund) sleeps under "timeout"
     refund: str = "ok"  # "ok", "refuse", or "timeout": the refund is made, then the answer comes too late
+    api_latency: float = 0.0  # seconds every server-to-server API answer takes (a slow PayTR, for storms)
 
     def __post_init__(self):
         _check_range("duplicate_callbacks", self.duplicate_callbacks, 1, 10)
         _check_range("callback_delay", self.callback_delay, 0, 3600)
         _check_range("drop_first", self.drop_first, 0, 1000)
         _check_range("timeout_seconds", self.timeout_seconds, 0, 3600)
+        _check_range("api_latency", self.api_latency, 0, 60)
         if self.get_token not in GET_TOKEN_FAULTS:
             raise ValueError(_("%(name)s must be one of %(choices)s", name="get_token", choices=", ".join(GET_TOKEN_FAULTS)))
         if self.refund not in REFUND_FAULTS:
@@ -137,6 +139,7 @@ def _as_str(name: str, value) -> str:
 _COERCE = {
     "duplicate_callbacks": _as_int,
     "callback_delay": _as_float,
+    "api_latency": _as_float,
     "drop_first": _as_int,
     "get_token": _as_str,
     "refuse_reason": _as_str,
@@ -417,3 +420,32 @@ def php_amount(minor: int) -> str:
 def display_amount(minor: int, currency: str) -> str:
     """'29.00 USD', as the payment page shows it."""
     return f"{money.decimal_string(minor)} {currency}"
+
+
+@dataclass
+class ApiLoad:
+    """What the merchant's server asks of the emulator's API, for the app's load tests: calls by
+    endpoint, how many were being answered at once (and the most ever), and when each began."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0
+    peak: int = 0
+    started: list[float] = field(default_factory=list)  # time.monotonic() of every call
+
+    def begin(self, endpoint: str, at: float) -> None:
+        self.calls[endpoint] = self.calls.get(endpoint, 0) + 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        self.started.append(at)
+
+    def end(self) -> None:
+        self.in_flight -= 1
+
+    def most_in_one_second(self) -> int:
+        """The most calls that began within any one second."""
+        times, most, first = sorted(self.started), 0, 0
+        for last, at in enumerate(times):
+            while at - times[first] >= 1.0:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
