@@ -330,22 +330,27 @@ def write_all(db, world: World, settings) -> None:
     del owners
 
 
-def build(data_dir: Path, companies: int, fresh: bool = False, quiet: bool = False) -> Path:
-    """The database at `data_dir` (built once; `fresh` rebuilds). Returns its path."""
+def build(data_dir: Path, companies: int, fresh: bool = False, quiet: bool = False, *,
+          marker_key: str = "bench_console_seed", marker: str | None = None, extra=None) -> Path:
+    """The database at `data_dir` (built once; `fresh` rebuilds). Returns its path.
+
+    benchmarks/scale_seed.py builds on this one: its own cache `marker` under its own
+    `marker_key`, and `extra(db, world, settings, say)` writing more history (the emails, the
+    webhook deliveries) after the rest, before the marker is set."""
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     settings = settings_module.load({"BILLING_DATA_DIR": str(data_dir), "BASE_URL": "http://bench.local",
                                      "BILLING_SCHEDULER": "0"}, env_file=None)
     path = settings.database_path
-    marker = f"{SEED_VERSION}:{companies}"
+    marker = marker or f"{SEED_VERSION}:{companies}"
     if path.exists() and not fresh:
         store = Store(path)
         try:
-            row = store.db().conn.execute("SELECT value FROM app_state WHERE key = 'bench_console_seed'").fetchone()
+            row = store.db().conn.execute("SELECT value FROM app_state WHERE key = ?", [marker_key]).fetchone()
         except Exception:
             row = None
         store.close()
         if row and row[0] == marker:
-            say(f"database: {path} (cached; --fresh rebuilds)")
+            say(f"database: {path} (cached; --fresh or --rebuild builds it again)")
             return path
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -367,8 +372,10 @@ def build(data_dir: Path, companies: int, fresh: bool = False, quiet: bool = Fal
     say(f"simulated {companies:,} companies, {len(world.payments):,} payments, {len(world.events):,} events "
         f"in {time.perf_counter() - started:.0f} s; writing ...")
     write_all(db, world, settings)
+    if extra is not None:
+        extra(db, world, settings, say)
     with write(db):
-        db.conn.execute("INSERT OR REPLACE INTO app_state (key, value) VALUES ('bench_console_seed', ?)", [marker])
+        db.conn.execute("INSERT OR REPLACE INTO app_state (key, value) VALUES (?, ?)", [marker_key, marker])
     db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
     say(f"database: {path} built in {time.perf_counter() - started:.0f} s "
