@@ -48,10 +48,12 @@ def seed(store: Store, companies: int, due: int, saved: list[tuple[str, str]]) -
     states = ["trialing"] * 4 + ["active"] * 4 + ["past_due", "canceled", "expired"]
     with write(db):
         db.conn.executemany(
-            "INSERT INTO companies (id, name, timezone, created_at, paytr_utoken, paytr_ctoken, card_ip) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO companies (id, name, timezone, created_at, paytr_utoken, paytr_ctoken, card_ip, "
+            "cards_listed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            # A card chosen for renewals was seen in a list, and that list was recorded.
             ((i, f"Şirket {i}", "Europe/Istanbul", created,
-              *(saved[i - 1 - due] if due < i <= 2 * due else (None, None)), "85.34.78.112")
+              *(saved[i - 1 - due] if due < i <= 2 * due else (None, None)), "85.34.78.112",
+              created if due < i <= 2 * due else None)
              for i in range(1, companies + 1)))
         db.conn.executemany(
             "INSERT INTO users (company_id, email, name, password_hash, role, created_at, password_changed_at) "
