@@ -156,6 +156,21 @@ def main() -> None:
         db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         size_report(path, "after pruning")
         print(f"staff home outbox counts: {timed(lambda: staff.outbox_summary(db)):.2f} ms (median of 5)")
+        # The next months' emails: do they go into the freed pages, or grow the file?
+        before = path.stat().st_size
+        fresh = [(f"bench:new:{i}", companies[i % len(companies)], *samples[i % len(samples)][:1],
+                  f"owner{companies[i % len(companies)]}@example.com", *samples[i % len(samples)][1:], "sent", 1,
+                  clock.iso(NOW), clock.iso(NOW), clock.iso(NOW), "tr") for i in range(older // 2)]
+        for start in range(0, len(fresh), 5000):
+            with write(db):
+                db.conn.executemany(
+                    """INSERT INTO outbox (dedupe_key, company_id, template, to_addr, context, subject, body_text,
+                           body_html, status, attempts, next_attempt_at, created_at, sent_at, locale)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""", fresh[start:start + 5000])
+        db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        print(f"then {len(fresh):,} new emails (half as many as were pruned) grew the file by "
+              f"{_mb(path.stat().st_size - before)}")
+        size_report(path, "after the new emails")
         db.conn.close()
         t = time.perf_counter()
         conn = sqlite3.connect(path)

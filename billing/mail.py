@@ -205,10 +205,22 @@ def prune_bodies(db: Database, now: datetime, retention_days: int, *, batch: int
     while max_batches is None or batches < max_batches:
         batches += 1
         with write(db):
-            done = db.conn.execute(
-                """UPDATE outbox SET body_text = NULL, body_html = NULL, context = '{}', pruned_at = ?
-                   WHERE id IN (SELECT id FROM outbox WHERE status = 'sent' AND pruned_at IS NULL AND sent_at < ?
-                                ORDER BY sent_at LIMIT ?)""", [clock.iso(now), cutoff, batch]).rowcount
+            # Deleted and written back without the bodies, not UPDATEd: an update leaves each old row
+            # alone in a mostly empty page that new emails (appended at the end) never reuse, while a
+            # delete merges the emptied pages and frees the rest to SQLite's free list, where new emails
+            # go. So a retained outbox stops growing the file (measured: README, "Emails are kept").
+            # Nothing references outbox rows, and the row keeps its id, so its Message-ID is unchanged.
+            kept = db.conn.execute(
+                """DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status = 'sent' AND pruned_at IS NULL
+                                                   AND sent_at < ? ORDER BY sent_at LIMIT ?) RETURNING *""",
+                [cutoff, batch])
+            columns = [c[0] for c in kept.description]
+            pruned_rows = [{**dict(zip(columns, row)), "body_text": None, "body_html": None, "context": "{}",
+                            "pruned_at": clock.iso(now)} for row in kept.fetchall()]
+            if pruned_rows:
+                db.conn.executemany(f"INSERT INTO outbox ({', '.join(columns)}) VALUES "
+                                    f"({', '.join(':' + c for c in columns)})", pruned_rows)
+            done = len(pruned_rows)
         pruned += done
         if done < batch:
             break

@@ -214,3 +214,18 @@ def test_json_lines_have_the_documented_fields(json_logs, client):
     [access] = [line for line in lines(json_logs) if line["logger"] == "billing.access"]
     assert {"time", "level", "logger", "message", "request_id", "route", "status", "duration_ms"} <= set(access)
     assert logs.REQUEST.get() is None  # nothing leaks into the next request's context
+
+
+def test_text_access_lines_are_written_masked_by_uvicorns_formatter(settings, restore_logging, capsys):
+    """LOG_FORMAT=text (the default): uvicorn's access formatter needs its five arguments; masking
+    must keep them, or every access line becomes a '--- Logging error ---' on stderr."""
+    from billing.cli import _logging_config
+
+    logging.config.dictConfig(_logging_config(settings.replace(log_format="text")))
+    access = logging.getLogger("uvicorn.access")
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/auth/reset/s3cretTOKEN", "1.1", 200)
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST", "/billing/callback", "1.1", 400)
+    out, err = capsys.readouterr()
+    assert "Logging error" not in err and "Logging error" not in out
+    assert '"GET /auth/reset/… HTTP/1.1" 200' in out and "s3cretTOKEN" not in out
+    assert '"POST /billing/callback HTTP/1.1" 400' in out

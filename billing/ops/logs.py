@@ -103,11 +103,18 @@ class MaskFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "billing_masked", False):  # several handlers may see one record
             return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: log what we have rather than nothing
-            message = str(record.msg)
-        record.msg, record.args = self.masker(message), ()
+        if isinstance(record.args, tuple) and record.args:
+            # Masked argument by argument, the tuple kept: uvicorn's access formatter reads the five
+            # values of its line from record.args (client, method, path, version, status).
+            record.args = tuple(self.masker(a) if isinstance(a, str) else a for a in record.args)
+            if isinstance(record.msg, str):
+                record.msg = self.masker(record.msg)
+        else:
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string: log what we have rather than nothing
+                message = str(record.msg)
+            record.msg, record.args = self.masker(message), ()
         if record.exc_info:
             record.exc_text = self.masker(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
