@@ -333,7 +333,8 @@ def test_the_plan_check_would_catch_a_missing_index(db, customers):
     from zoneinfo import ZoneInfo
 
     with write(db):
-        for name in ("subscriptions_status_created", "subscriptions_status_mrr", "subscriptions_status_ends"):
+        for name in ("subscriptions_status_created", "subscriptions_status_mrr", "subscriptions_status_ends",
+                         "subscriptions_renewing"):
             db.conn.execute(f"DROP INDEX {name}")
     sql, params = customer_search.build(customer_search.Query(status="active", sort="mrr"), START,
                                         ZoneInfo("Europe/Istanbul"))

@@ -97,7 +97,8 @@ def test_an_upgrade_now_is_charged_to_the_saved_card_and_the_plan_changes_when_p
     # machine took more than 10 s twice); on a timeout, say where the payment stood.
     wait_for(lambda: sub(db)["plan"] == "team", timeout=45,
              message=lambda: f"PayTR's callback for the upgrade; payments: "
-                             f"{rows(db, 'SELECT kind, method, status, flag, charge_requested_at FROM payments')}")
+                             f"{rows(db, 'SELECT kind, method, status, flag, charge_requested_at FROM payments')}"
+                             f"; PayTR: {[(t.merchant_oid, t.status, [(a.answer, a.body) for a in t.attempts]) for t in app.state.emulator.transactions()]}")
     assert "Charging $45.16 to the saved card" in flashed(admin, answer)
     s = sub(db)
     assert (s["plan"], s["price"]) == ("team", 9900)
