@@ -336,10 +336,11 @@ def removed(db: Database, now: datetime, settings: Settings, user: dict, before:
 # --- the tick's refresh ----------------------------------------------------------------------------
 
 
-# Active subscriptions renewing within the window (index subscriptions_renewing: status, end) whose
-# company's card list is a day old or unknown.
+# Active subscriptions renewing within the window whose company's card list is a day old or
+# unknown. The unary + keeps the planner on subscriptions_renewing (the end's range: a few
+# thousand rows at 100,000 customers) instead of a status index (every active subscription).
 _RENEWING = """SELECT c.id FROM subscriptions s JOIN companies c ON c.id = s.company_id
-               WHERE s.status = 'active' AND s.current_period_end > :now AND s.current_period_end <= :soon
+               WHERE +s.status = 'active' AND s.current_period_end > :now AND s.current_period_end <= :soon
                AND s.cancel_at_period_end = 0 AND c.paytr_utoken IS NOT NULL
                AND (c.cards_listed_at IS NULL OR c.cards_listed_at <= :stale) AND {free}
                ORDER BY s.current_period_end LIMIT :n"""

@@ -2,8 +2,10 @@
 that matter at most daily and a bounded number per tick. Through the real app, its jobs and the
 PayTR emulator, with the test clock."""
 
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
+import anyio
 import pytest
 
 from billing import accounts, cards
@@ -143,8 +145,10 @@ def test_the_tick_lists_a_bounded_number_and_retries_a_failure_an_hour_later(db,
     ctx = SimpleNamespace(store=store, settings=settings, paytr=fake)  # as the jobs' Context
 
     def refresh(at, limit):
-        import anyio
-        return anyio.run(cards.refresh_due, ctx, at, limit)
+        # In a thread of its own: a Playwright test earlier on this worker leaves an event loop
+        # running in the main thread, and anyio.run refuses to start a second one there.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(anyio.run, cards.refresh_due, ctx, at, limit).result()
 
     now = clock.now()
     assert refresh(now, 3) == 2  # three asked (one timed out), never more than the bound
