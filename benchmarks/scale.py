@@ -125,7 +125,10 @@ class Server:
         self.log = workdir / f"server-{self.port}.log"
         self.env = {**os.environ, "BILLING_ENV": "development", "BILLING_DATA_DIR": str(data_dir),
                     "BASE_URL": f"http://127.0.0.1:{self.port}", "BILLING_SCHEDULER": "0", "LOG_FORMAT": "json",
-                    "METRICS_TOKEN": METRICS_TOKEN, **(extra_env or {})}
+                    "METRICS_TOKEN": METRICS_TOKEN,
+                    # One API key polls at 16 concurrent here; the per-key limit (50/s by default) would
+                    # answer 429 and time the limiter, not the entitlements read.
+                    "API_RATE_PER_SECOND": "100000", "API_RATE_BURST": "100000", **(extra_env or {})}
         self.process = callbacks_bench.start_server([sys.executable, "main.py", "--port", str(self.port)], self.env,
                                                     self.port, self.log)
 
