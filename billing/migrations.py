@@ -1009,3 +1009,21 @@ def m023_outbox_retention(db: Database) -> None:
         "CREATE INDEX users_staff ON users (id) WHERE role = 'staff'",
         "CREATE INDEX users_staff_email ON users (email) WHERE role = 'staff'",
     )
+
+
+@migrations()
+def m025_counts(db: Database) -> None:
+    """How many companies there are, kept by triggers: the staff home shows it on every list page, and
+    `count(*)` reads an index of 100,000 entries each time (a fifth of a list page's CPU at that size)."""
+    _run(
+        db,
+        """CREATE TABLE counts (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        )""",
+        "INSERT INTO counts (name, value) SELECT 'companies', count(*) FROM companies",
+        """CREATE TRIGGER companies_counted_in AFTER INSERT ON companies
+           BEGIN UPDATE counts SET value = value + 1 WHERE name = 'companies'; END""",
+        """CREATE TRIGGER companies_counted_out AFTER DELETE ON companies
+           BEGIN UPDATE counts SET value = value - 1 WHERE name = 'companies'; END""",
+    )
