@@ -127,8 +127,12 @@ def plan_name_filter(context, code: str | None) -> str:
         return code or ""
     from billing import plans
 
-    plan = plans.find(request.app.state.store.db(), code)
-    return plan.name if plan else code
+    # Once per code and request: a timeline or payments table names the same plan on every row.
+    names = request.scope.setdefault("billing.plan_names", {})
+    if code not in names:
+        plan = plans.find(request.app.state.store.db(), code)
+        names[code] = plan.name if plan else code
+    return names[code]
 
 
 def make_templates(context_processor) -> Jinja2Templates:
