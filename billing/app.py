@@ -229,7 +229,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     app.state.webhook_sender = webhook_sender
     app.state.callback_writer = writer
     app.state.emulator = emulator_app.state.emulator if emulator_app is not None else None
-    app.state.templates = make_templates(_template_context)
+    # Production does not stat every template file on every render to see whether it changed.
+    app.state.templates = make_templates(_template_context, auto_reload=not settings.is_production)
     app.state.api = api_app.create_api(settings, store, clock, API_ENDPOINTS)
     app.state.htmx_available = (STATIC_DIR / "vendor" / "htmx.min.js").is_file()
     metrics.setup(app.state)

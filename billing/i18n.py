@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import io
 import logging
 from datetime import date, datetime
@@ -136,21 +137,34 @@ _ = gettext
 
 
 def _babel_locale(locale: str | None = None) -> Locale:
-    return Locale.parse(normalize(locale) or current())
+    return _parsed(normalize(locale) or current())
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(code: str) -> Locale:
+    return Locale.parse(code)
+
+
+# Formatting a date with Babel takes ~10 µs, and a page shows the same few dates many times: each
+# text is made once per calendar day (or minute) and language.
+@functools.lru_cache(maxsize=4096)
+def _date(y: int, m: int, d: int, pattern: str, code: str) -> str:
+    return format_date(date(y, m, d), pattern, locale=_parsed(code))
 
 
 def date_text(value: date | datetime, locale: str | None = None) -> str:
     """14 December 2026 / 14 Aralık 2026: one style for every page, email and document."""
-    return format_date(value, "d MMMM y", locale=_babel_locale(locale))
+    return _date(value.year, value.month, value.day, "d MMMM y", normalize(locale) or current())
 
 
 def short_date_text(value: date | datetime, locale: str | None = None) -> str:
     """14 Dec 2026 / 14 Ara 2026, for tables."""
-    return format_date(value, "d MMM y", locale=_babel_locale(locale))
+    return _date(value.year, value.month, value.day, "d MMM y", normalize(locale) or current())
 
 
 def datetime_text(value: datetime, locale: str | None = None) -> str:
-    return format_datetime(value, "d MMMM y, HH:mm", tzinfo=value.tzinfo, locale=_babel_locale(locale))
+    """14 December 2026, 09:30 in `value`'s own time zone (the caller has localised it)."""
+    return f"{date_text(value, locale)}, {value:%H:%M}"
 
 
 def number_text(value, locale: str | None = None) -> str:

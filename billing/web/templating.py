@@ -135,9 +135,10 @@ def plan_name_filter(context, code: str | None) -> str:
     return names[code]
 
 
-def make_templates(context_processor) -> Jinja2Templates:
+def make_templates(context_processor, auto_reload: bool = True) -> Jinja2Templates:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        auto_reload=auto_reload,
         autoescape=True,
         undefined=jinja2.ChainableUndefined,
         trim_blocks=True,
