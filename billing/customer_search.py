@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 from sqlite_utils import Database
 
 from billing import clock
-from billing.db import rows
+from billing.db import rows, scalar
 from billing.i18n import gettext as _, lazy_gettext, search_fold
 
 PAGE_SIZE = 50
@@ -171,7 +171,7 @@ def _months(now: datetime, tz: ZoneInfo) -> tuple[str, str]:
 
 
 def build(query: Query, now: datetime, tz: ZoneInfo, identifiers: dict[int, str] | None = None,
-          limit: int = PAGE_SIZE) -> tuple[str, list]:
+          limit: int = PAGE_SIZE, walk_card_expiring: bool = False) -> tuple[str, list]:
     """The SQL of one page (and one row more, to know whether another page follows)."""
     where, params, source = [], [], "subscriptions s"
     if query.q:
@@ -192,12 +192,15 @@ def build(query: Query, now: datetime, tz: ZoneInfo, identifiers: dict[int, str]
         where.append("s.status = 'trialing' AND s.ends_at >= ? AND s.ends_at < ?")
         params += [clock.iso(now), clock.iso(now + timedelta(days=7))]
     elif query.preset == "card_expiring":
-        # Expired already or expiring this month or next (the operator's calendar): by the index on companies.
-        if not query.q:
+        # Expired already or expiring this month or next (the operator's calendar). Few of them:
+        # driven by the index on companies. Many (expired cards pile up over the years: 6 % of
+        # the 100k benchmark's companies, whose reading and sorting took 22 ms): walked in the
+        # list's own order, where a page's 50 turn up after about 900 rows (`page` decides).
+        if walk_card_expiring or query.q:
+            where.append("+c.card_expires <= ?")
+        else:
             source = "companies ce CROSS JOIN subscriptions s ON s.company_id = ce.id"
             where.append("ce.card_expires <= ?")
-        else:
-            where.append("c.card_expires <= ?")
         params.append(_months(now, tz)[1])
     key, descending = SORTS[query.sort], query.direction == "desc"
     cursor = _cursor(query.sort, query.after) if query.after else None
@@ -220,10 +223,21 @@ def build(query: Query, now: datetime, tz: ZoneInfo, identifiers: dict[int, str]
     return sql, [*params, limit + 1]
 
 
+# Above this many, walking the list's order finds a page sooner than reading them all by the index.
+MANY_CARDS_EXPIRING = 2000
+
+
+def many_cards_expiring(db: Database, now: datetime, tz: ZoneInfo) -> bool:
+    """Counted on the index, and never past the threshold (so at most that many entries read)."""
+    return scalar(db, "SELECT count(*) FROM (SELECT 1 FROM companies WHERE card_expires <= ? LIMIT ?)",
+                  [_months(now, tz)[1], MANY_CARDS_EXPIRING]) >= MANY_CARDS_EXPIRING
+
+
 def page(db: Database, query: Query, now: datetime, tz: ZoneInfo, limit: int | None = None) -> dict:
     limit = limit or PAGE_SIZE
     identifiers = identifier_matches(db, query.q) if query.q else {}
-    sql, params = build(query, now, tz, identifiers, limit)
+    walk = query.preset == "card_expiring" and not query.q and many_cards_expiring(db, now, tz)
+    sql, params = build(query, now, tz, identifiers, limit, walk_card_expiring=walk)
     found = rows(db, sql, params)
     more = len(found) > limit
     found = found[:limit]

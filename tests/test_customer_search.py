@@ -497,3 +497,21 @@ def test_the_list_and_the_report_speak_turkish(client, app, db, report_data, pas
     assert "Başarısız 1 ödeme · $29,00" in text
     error = staff_tr.get("/admin/payments?from=2026-11-30&to=2026-11-01")
     assert "Bitiş tarihi başlangıç tarihinden önce." in turkish(error, *labels(payments.STATUS_LABELS))
+
+
+def test_card_expiring_lists_the_same_companies_when_many_cards_have_expired(db, customers, monkeypatch):
+    """With many expired cards the list walks its own order instead of the card index: same rows."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo("Europe/Istanbul")
+    with write(db):
+        db.conn.execute("UPDATE companies SET card_expires = '2020-01' WHERE id % 2 = 0")
+    query = customer_search.Query(preset="card_expiring")
+    by_index = [row["id"] for row in customer_search.page(db, query, START, tz)["companies"]]
+    assert by_index and not customer_search.many_cards_expiring(db, START, tz)
+    monkeypatch.setattr(customer_search, "MANY_CARDS_EXPIRING", 1)
+    assert customer_search.many_cards_expiring(db, START, tz)
+    walked = [row["id"] for row in customer_search.page(db, query, START, tz)["companies"]]
+    assert walked == by_index
+    sql, params = customer_search.build(query, START, tz, walk_card_expiring=True)
+    assert "ce.card_expires" not in sql and plans_of(db, sql, params)[0].startswith("SCAN s USING INDEX")
