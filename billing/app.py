@@ -271,7 +271,9 @@ class Ticker:
         self.running = asyncio.current_task()
         started, ok = time.perf_counter(), False
         try:
-            await jobs.tick(self.context)
+            # Mail is the sender's (woken by every commit that queues one, and it yields to callbacks):
+            # a tick rendering a batch of receipt PDFs could not stop at shutdown until it was done.
+            await jobs.tick(self.context, mail_batches=0)
             ok = True
         except Exception:  # one bad tick must not stop the next ones
             log.exception("scheduled tick failed")

@@ -9,6 +9,7 @@ the last list, which is then the one charged; a charge is sent once, shutdown or
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import timedelta
 
@@ -62,6 +63,23 @@ class Storm:
         return [p["merchant_oid"] for p in self.renewals() if self.emulator.transaction(p["merchant_oid"])]
 
 
+def run(main) -> None:
+    """asyncio.run in a thread of its own: this thread may already run a loop (Playwright's)."""
+    failures = []
+
+    def go():
+        try:
+            run(main)
+        except BaseException as exc:  # raised below, in the test
+            failures.append(exc)
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
+
+
 class FixedClock:
     def now(self):
         return NOW
@@ -77,7 +95,7 @@ def test_one_paytr_call_per_charge_and_never_more_in_flight_than_allowed(tmp_pat
             assert load.peak == 4  # the cap is reached and never passed
             assert len(set(storm.sent())) == 24 and all(p["charge_requested_at"] for p in storm.renewals())
 
-    asyncio.run(main())
+    run(main)
 
 
 def test_no_more_charges_start_in_a_second_than_allowed(tmp_path):
@@ -91,7 +109,7 @@ def test_no_more_charges_start_in_a_second_than_allowed(tmp_path):
             assert load.most_in_one_second() <= 10, load.most_in_one_second()
             assert elapsed >= 2.3  # 25 starts, one every 0.1 s
 
-    asyncio.run(main())
+    run(main)
 
 
 def test_a_reminder_is_not_delayed_by_a_slow_paytr(tmp_path):
@@ -119,7 +137,7 @@ def test_a_reminder_is_not_delayed_by_a_slow_paytr(tmp_path):
             finally:
                 await lane.stop(5)
 
-    asyncio.run(main())
+    run(main)
 
 
 def test_shutdown_sends_no_more_and_the_next_start_sends_the_rest_once(tmp_path):
@@ -146,7 +164,7 @@ def test_shutdown_sends_no_more_and_the_next_start_sends_the_rest_once(tmp_path)
             assert len(storm.sent()) == 30
             assert storm.emulator.api_load.calls == {"direct": 30}  # nothing sent twice
 
-    asyncio.run(main())
+    run(main)
 
 
 # --- the card charged: through the app and the emulator --------------------------------------------
