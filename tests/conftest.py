@@ -28,6 +28,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_running_loop(request):
+    """Playwright's sync API keeps its event loop marked as running on the worker's main thread for
+    the whole session, so after a browser test any `asyncio.run` (the CLI's doctor, a benchmark)
+    fails with "cannot be called from a running event loop" on that worker. Outside the browser
+    tests, hide that idle loop for the test and put it back after."""
+    import asyncio.events
+
+    if "/browser/" in str(request.node.fspath):
+        yield
+        return
+    loop = asyncio.events._get_running_loop()
+    asyncio.events._set_running_loop(None)
+    try:
+        yield
+    finally:
+        asyncio.events._set_running_loop(loop)
+
+
 def run_async(fn, *args):
     """`anyio.run(fn, *args)` on a thread of its own: a worker that ran browser tests keeps
     Playwright's event loop on its main thread, where a second loop may not start."""

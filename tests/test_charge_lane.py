@@ -69,7 +69,7 @@ def run(main) -> None:
 
     def go():
         try:
-            run(main)
+            asyncio.run(main())
         except BaseException as exc:  # raised below, in the test
             failures.append(exc)
 
