@@ -145,7 +145,7 @@ def restore_command(settings: Settings, source: str, with_secret: bool) -> int:
             raise backup.BackupError("--with-secret writes data/secret_key, which production does not read; "
                                      "restore without it and set BILLING_SECRET_KEY to the backup's .secret_key")
         checked, kept = backup.restore(Path(source), settings.database_path, settings.data_dir, clock.utcnow(),
-                                       [m.name for m in migrations.migrations._migrations])
+                                       migrations.names())
         if with_secret:
             if checked.secret_path is None:
                 raise backup.BackupError(f"the database is restored, but {checked.path.name} was made without "

@@ -99,9 +99,7 @@ def test_sigterm_during_a_callback_storm_answers_every_request_and_loses_nothing
     items = list(zip(oids, callback_bodies(oids, str(settings.paytr_merchant_key), str(settings.paytr_merchant_salt))))
 
     log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen([sys.executable, "main.py", "--port", str(port)], cwd=ROOT, env=env,
-                                  stdout=out, stderr=subprocess.STDOUT)
+    server = _start_server(port, env, log)
     try:
         wait_for(lambda: _listening(port), timeout=30, message="the server to listen")
         storm = Storm(port, items)
@@ -152,6 +150,13 @@ def test_sigterm_during_a_callback_storm_answers_every_request_and_loses_nothing
     assert committed - ok == set(), "committed but never answered"
     assert not committed & set(storm.unanswered)  # what got no answer was not applied: PayTR's retry applies it
     assert invoiced == len(committed) and integrity == "ok"
+
+
+def _start_server(port: int, env: dict, log: Path) -> subprocess.Popen:
+    """`main.py` on `port`, its output appended to `log` (a restart adds to the same file)."""
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "main.py", "--port", str(port)], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
 def _listening(port: int) -> bool:
@@ -283,9 +288,7 @@ def test_sigterm_under_a_callback_and_charge_storm_exits_within_10_s_and_sends_n
 
     with EmulatorServer(paytr_port, emulator_app):
         log = tmp_path / "server.log"
-        with open(log, "wb") as out:
-            server = subprocess.Popen([sys.executable, "main.py", "--port", str(port)], cwd=ROOT, env=env,
-                                      stdout=out, stderr=subprocess.STDOUT)
+        server = _start_server(port, env, log)
         try:
             wait_for(lambda: _listening(port), timeout=30, message="the server to listen")
             storm = Storm(port, items)
@@ -323,9 +326,7 @@ def test_sigterm_under_a_callback_and_charge_storm_exits_within_10_s_and_sends_n
         assert load.in_flight == 0
 
         # The next start sends the rest, and nothing twice.
-        with open(log, "ab") as out:
-            server = subprocess.Popen([sys.executable, "main.py", "--port", str(port)], cwd=ROOT, env=env,
-                                      stdout=out, stderr=subprocess.STDOUT)
+        server = _start_server(port, env, log)
         try:
             wait_for(lambda: load.calls.get("direct", 0) >= RENEWALS, timeout=60, message="the rest to be sent")
             time.sleep(1.5)  # a second send, if there were one, would come within the next batch
