@@ -174,8 +174,17 @@ def build(query: Query, now: datetime, tz: ZoneInfo, identifiers: dict[int, str]
           limit: int = PAGE_SIZE, walk_card_expiring: bool = False) -> tuple[str, list]:
     """The SQL of one page (and one row more, to know whether another page follows)."""
     where, params, source = [], [], "subscriptions s"
-    if query.q:
-        folded = search_fold(query.q)
+    folded = search_fold(query.q) if query.q else ""
+    # The newest-first list of a word's matches (the usual search) walks the trigram index in
+    # rowid (= company id) order and stops at a page: "yazılım" matches 5,579 of 100,000
+    # companies, and joining and sorting them all took 25 ms where the first 51 take 0.4 ms.
+    fts_order = (len(folded) >= MIN_SUBSTRING and not identifiers and query.sort == "created")
+    company = "hits.rowid" if fts_order else "s.company_id"
+    if fts_order:
+        source = "customer_fts hits CROSS JOIN subscriptions s ON s.company_id = hits.rowid"
+        where.append("customer_fts MATCH ?")
+        params.append(fts_phrase(folded))
+    elif query.q:
         hits_sql, hits_params = _text_hits(folded)
         # The hits drive the join (CROSS JOIN keeps them the outer loop): a search reads its
         # matches, then sorts them, instead of walking a sort index looking for them.
@@ -207,12 +216,12 @@ def build(query: Query, now: datetime, tz: ZoneInfo, identifiers: dict[int, str]
     if cursor is not None:
         compare = "<" if descending else ">"
         if query.sort == "created":
-            where.append(f"s.company_id {compare} ?")
+            where.append(f"{company} {compare} ?")
         else:
             where.append(f"({key}, s.company_id) {compare} (?, ?)")
         params += list(cursor)
     order = "DESC" if descending else "ASC"
-    order_by = f"s.company_id {order}" if query.sort == "created" else f"{key} {order}, s.company_id {order}"
+    order_by = f"{company} {order}" if query.sort == "created" else f"{key} {order}, s.company_id {order}"
     sql = f"""SELECT s.company_id AS id, c.name, c.created_at, c.card_expires, s.plan, s.status, s.trial_ends_at,
                      s.current_period_end, s.ends_at, s.mrr, s.price, s.currency,
                      (SELECT u.email FROM users u WHERE u.company_id = s.company_id AND u.role = 'owner'
