@@ -76,10 +76,10 @@ def callback_bodies(oids: list[str], key: str, salt: str) -> list[bytes]:
             for oid in oids]
 
 
-def start_server(command: list[str], env: dict, port: int, log: Path) -> subprocess.Popen:
+def start_server(command: list[str], env: dict, port: int, log: Path, cpu: int = SERVER_CPU) -> subprocess.Popen:
     with open(log, "ab") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CPU}))
+                                   preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

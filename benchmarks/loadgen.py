@@ -74,13 +74,16 @@ async def _connection(host, port, requests, deadline, result: Result, ok_body: b
         writer.close()
 
 
-async def run(host: str, port: int, requests, connections: int, seconds: float,
+async def run(host: str, port: int | list[int], requests, connections: int, seconds: float,
               ok_body: bytes | None = b"OK") -> Result:
-    """`ok_body`: the body every answer must have (PayTR's OK); None checks only the status."""
+    """`ok_body`: the body every answer must have (PayTR's OK); None checks only the status.
+    Several ports: the connections are shared among them in turn, as a proxy's upstream would."""
     result = Result()
     iterator = iter(requests)
     started = time.perf_counter()
     deadline = started + seconds
-    await asyncio.gather(*(_connection(host, port, iterator, deadline, result, ok_body) for _ in range(connections)))
+    ports = port if isinstance(port, list) else [port]
+    await asyncio.gather(*(_connection(host, ports[i % len(ports)], iterator, deadline, result, ok_body)
+                           for i in range(connections)))
     result.seconds = time.perf_counter() - started
     return result

@@ -120,8 +120,8 @@ def prepare(path: Path, settings, samples: int) -> Fixture:
 class Server:
     """main.py on the data directory, pinned to one CPU, its JSON access log in a file."""
 
-    def __init__(self, data_dir: Path, workdir: Path, extra_env: dict | None = None):
-        self.port = callbacks_bench.free_port()
+    def __init__(self, data_dir: Path, workdir: Path, extra_env: dict | None = None, cpu: int = SERVER_CPU):
+        self.port, self.cpu = callbacks_bench.free_port(), cpu
         self.log = workdir / f"server-{self.port}.log"
         self.env = {**os.environ, "BILLING_ENV": "development", "BILLING_DATA_DIR": str(data_dir),
                     "BASE_URL": f"http://127.0.0.1:{self.port}", "BILLING_SCHEDULER": "0", "LOG_FORMAT": "json",
@@ -130,7 +130,7 @@ class Server:
                     # answer 429 and time the limiter, not the entitlements read.
                     "API_RATE_PER_SECOND": "100000", "API_RATE_BURST": "100000", **(extra_env or {})}
         self.process = callbacks_bench.start_server([sys.executable, "main.py", "--port", str(self.port)], self.env,
-                                                    self.port, self.log)
+                                                    self.port, self.log, cpu=cpu)
 
     @property
     def base(self) -> str:
@@ -166,6 +166,37 @@ class Server:
         callbacks_bench.stop(self.process)
 
 
+class Servers:
+    """One server process per CPU, as docs/scaling.md (b) runs them on one host: the same database
+    and secret key, only the first ticking (here none does: BILLING_SCHEDULER=0), the clients'
+    connections shared among them in turn as nginx's upstream shares them. Times are merged from
+    every access log; memory is the sum of the processes'."""
+
+    def __init__(self, data_dir: Path, workdir: Path, processes: int):
+        cpus = sorted(os.sched_getaffinity(0))
+        self.members = [Server(data_dir, workdir, cpu=cpus[(SERVER_CPU + i) % len(cpus)]) for i in range(processes)]
+        self.port = self.members[0].port
+        self.ports = [member.port for member in self.members]
+
+    @property
+    def base(self) -> str:
+        return self.members[0].base
+
+    def mark(self) -> list[int]:
+        return [member.mark() for member in self.members]
+
+    def durations(self, since: list[int]) -> list[float]:
+        return [d for member, at in zip(self.members, since) for d in member.durations(at)]
+
+    def rss_mb(self) -> tuple[float, float]:
+        figures = [member.rss_mb() for member in self.members]
+        return sum(now for now, _ in figures), sum(peak for _, peak in figures)
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+
 def login(base: str, email: str) -> str:
     """The Cookie header of a logged-in session."""
     with httpx.Client(base_url=base, timeout=60) as client:
@@ -196,13 +227,13 @@ class Measured:
         return pct(self.server, .5) < P50_MS and pct(self.server, .99) < P99_MS and set(self.statuses) == {200}
 
 
-def drive(server: Server, paths: list[tuple[str, dict]], requests: int, clients: int, seconds: float) -> Measured:
+def drive(server: Servers, paths: list[tuple[str, dict]], requests: int, clients: int, seconds: float) -> Measured:
     """`requests` GETs cycling through `paths` over `clients` connections (at most `seconds` plus the
     slowest answer); -> server and client times."""
     wanted = [loadgen.build_get("127.0.0.1", server.port, path, headers) for path, headers in paths]
     batch = (wanted[i % len(wanted)] for i in range(requests))
     since = server.mark()
-    result = asyncio.run(loadgen.run("127.0.0.1", server.port, batch, clients, seconds, ok_body=None))
+    result = asyncio.run(loadgen.run("127.0.0.1", server.ports, batch, clients, seconds, ok_body=None))
     durations = server.durations(since)
     for _ in range(20):  # the access log line is written as the response ends: let the last ones land
         if len(durations) >= result.count:
@@ -216,8 +247,12 @@ def pages(args, path: Path, settings, workdir: Path, mixed: bool, each: bool) ->
     fx = prepare(path, settings, max(8, args.samples))
     print(f"{path} ({path.stat().st_size / 2**30:.2f} GiB): "
           + ", ".join(f"{v:,} {k}" for k, v in fx.counts.items()), flush=True)
-    os.sched_setaffinity(0, {LOAD_CPU})
-    server = Server(path.parent, workdir)
+    # One process: the server on CPU 0 and the clients on CPU 1. Two (one per core, the way to use
+    # this machine's second core): the clients go where the kernel puts them.
+    os.sched_setaffinity(0, {LOAD_CPU} if args.processes == 1 else set(range(os.cpu_count())))
+    server = Servers(path.parent, workdir, args.processes)
+    print(f"{args.processes} server process{'es' if args.processes > 1 else ''} on CPU "
+          + ", ".join(str(m.cpu) for m in server.members), flush=True)
     results: list[Measured] = []
     peak = None
     try:
@@ -271,8 +306,9 @@ def pages(args, path: Path, settings, workdir: Path, mixed: bool, each: bool) ->
                 if not paths_:
                     print(f"  {label:<46} (no values in this database)")
                     continue
-                if args.requests >= 8:  # warm: templates compiled, pages in the cache
-                    httpx.get(server.base + paths_[0][0], headers=paths_[0][1], timeout=120)
+                if args.requests >= 8:  # warm every process: templates compiled, pages in the cache
+                    for member in server.members:
+                        httpx.get(member.base + paths_[0][0], headers=paths_[0][1], timeout=120)
                 m = drive(server, paths_, args.requests, args.clients, args.seconds)
                 m.label = label
                 results.append(m)
@@ -291,7 +327,7 @@ def pages(args, path: Path, settings, workdir: Path, mixed: bool, each: bool) ->
             print(f"\nmixed load ({len(m.server)} requests, {len(mix)} distinct pages, {args.clients} clients): "
                   f"server p50 {pct(m.server, .5):.1f} ms, p99 {pct(m.server, .99):.1f} ms")
         now, peak = server.rss_mb()
-        print(f"server RSS now {now:.0f} MiB, peak {peak:.0f} MiB (target < {RSS_MB:.0f} MB): "
+        print(f"server RSS{f' ({args.processes} processes)' if args.processes > 1 else ''} now {now:.0f} MiB, peak {peak:.0f} MiB (target < {RSS_MB:.0f} MB): "
               f"{verdict(peak * 1.048576 < RSS_MB)}", flush=True)
     finally:
         server.stop()
@@ -453,6 +489,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--companies", type=int, default=100_000)
     p.add_argument("--data", type=Path, default=scale_seed.DEFAULT_DIR)
     p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--processes", type=int, default=1,
+                   help="server processes for the pages, one per CPU (docs/scaling.md (b)); 1 or the CPU count")
     p.add_argument("--requests", type=int, default=320, help="requests per page")
     p.add_argument("--seconds", type=float, default=30.0, help="at most this long per page")
     p.add_argument("--samples", type=int, default=40, help="distinct search values per kind")

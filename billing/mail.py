@@ -54,7 +54,7 @@ log = logging.getLogger("billing.mail")
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 LEASE = timedelta(minutes=5)
 BATCH = 50
-OUTBOX = Outbox("outbox", LEASE)
+OUTBOX = Outbox("outbox", LEASE, "outbox_due")
 
 
 def _env() -> jinja2.Environment:

@@ -49,9 +49,10 @@ def test_every_measurement_runs_once(tiny):
     root = Path(scale.__file__).resolve().parent.parent
     done = subprocess.run(
         [sys.executable, "benchmarks/scale.py", "--data", str(data), "--companies", "200", "--requests", "1",
-         "--clients", "1", "--samples", "1", "--seconds", "5", "--callback-payments", "100", "--callback-seconds",
-         "0.5", "--storm", "5", "--storm-reminders", "1", "--storm-filler", "5", "--tick-seconds", "1",
-         "--storm-timeout", "30"], cwd=root, capture_output=True, text=True, timeout=300)
+         "--clients", "2", "--processes", "2",  # two server processes, a connection to each
+         "--samples", "1", "--seconds", "5", "--callback-payments", "100", "--callback-seconds", "0.5",
+         "--storm", "5", "--storm-reminders", "1", "--storm-filler", "5", "--tick-seconds", "1", "--storm-timeout", "30"],
+        cwd=root, capture_output=True, text=True, timeout=300)
     out = done.stdout
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     for label in ("dashboard /billing/", "timeline /billing/timeline", "invoice page", "entitlements API",

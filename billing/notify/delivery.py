@@ -48,7 +48,7 @@ OVERALL = 64
 SCHEDULE = (timedelta(seconds=5), timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10),
             timedelta(minutes=30), timedelta(hours=1))
 THEN_EVERY = timedelta(hours=2)
-OUTBOX = Outbox("webhook_messages", LEASE)
+OUTBOX = Outbox("webhook_messages", LEASE, "webhook_messages_due")
 USER_AGENT = "PayTR-Billing-Webhooks/1"
 
 

@@ -23,6 +23,10 @@ from billing.db import one, rows, write
 class Outbox:
     table: str
     lease: timedelta
+    # The partial index of pending rows, named in every query of them: without statistics SQLite
+    # chose webhook_messages (endpoint_id, id) for `next_due`, reading all 1.3 million of an
+    # endpoint's messages (225 ms, on every sender wake-up and every scrape) to find none pending.
+    pending_index: str
 
     def claim(self, db: Database, now: datetime, limit: int, where: str = "", params: list | tuple = ()) -> list[dict]:
         """Lease up to `limit` due rows (`where`: the channel's own narrowing, an endpoint say)."""
@@ -32,7 +36,7 @@ class Outbox:
                 db,
                 f"""UPDATE {self.table} SET claimed_until = ?, attempts = attempts + 1
                     WHERE id IN (
-                        SELECT id FROM {self.table}
+                        SELECT id FROM {self.table} INDEXED BY {self.pending_index}
                         WHERE status = 'pending' AND next_attempt_at <= ? {narrowing}
                           AND (claimed_until IS NULL OR claimed_until <= ?)
                         ORDER BY next_attempt_at, id LIMIT ?)
@@ -59,7 +63,8 @@ class Outbox:
         narrowing = f"AND {where}" if where else ""
         with write(db):
             return db.conn.execute(
-                f"UPDATE {self.table} SET next_attempt_at = ? WHERE status = 'pending' AND next_attempt_at > ? "
+                f"UPDATE {self.table} INDEXED BY {self.pending_index} SET next_attempt_at = ? "
+                "WHERE status = 'pending' AND next_attempt_at > ? "
                 f"{narrowing}", [clock.iso(now), clock.iso(now), *params]).rowcount
 
     def next_due(self, db: Database, where: str = "", params: list | tuple = ()) -> datetime | None:
@@ -67,12 +72,14 @@ class Outbox:
         narrowing = f"AND {where}" if where else ""
         row = one(db, f"""SELECT min(CASE WHEN claimed_until > next_attempt_at THEN claimed_until
                                          ELSE next_attempt_at END) AS at
-                          FROM {self.table} WHERE status = 'pending' {narrowing}""", params)
+                          FROM {self.table} INDEXED BY {self.pending_index}
+                          WHERE status = 'pending' {narrowing}""", params)
         return clock.parse(row["at"]) if row and row["at"] else None
 
     def leased(self, db: Database, now: datetime) -> int:
         """Pending rows another sender is working on right now (their lease has not run out)."""
-        return one(db, f"SELECT count(*) AS n FROM {self.table} WHERE status = 'pending' AND claimed_until > ?",
+        return one(db, f"SELECT count(*) AS n FROM {self.table} INDEXED BY {self.pending_index} "
+                       "WHERE status = 'pending' AND claimed_until > ?",
                    [clock.iso(now)])["n"]
 
 

@@ -336,9 +336,10 @@ def get_message(db: Database, message_id: int) -> dict | None:
 def listing(db: Database) -> list[dict]:
     """Every endpoint with what staff look at first: how it is doing."""
     return rows(db, """SELECT e.*,
-                           (SELECT count(*) FROM webhook_messages m WHERE m.endpoint_id = e.id
-                              AND m.status = 'pending') AS pending,
-                           (SELECT count(*) FROM webhook_messages m WHERE m.endpoint_id = e.id
+                           (SELECT count(*) FROM webhook_messages m INDEXED BY webhook_messages_due
+                            WHERE m.endpoint_id = e.id AND m.status = 'pending') AS pending,
+                           (SELECT count(*) FROM webhook_messages m INDEXED BY webhook_messages_failed
+                            WHERE m.endpoint_id = e.id
                               AND m.status = 'failed') AS failed
                        FROM webhook_endpoints e ORDER BY e.id""")
 

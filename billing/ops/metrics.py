@@ -22,6 +22,7 @@ import ipaddress
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -132,11 +133,18 @@ class DatabaseCollector:
         self.state = app_state
         self.cached_at = 0.0
         self.cached: list = []
+        self.reading = threading.Lock()
 
     def collect(self):
-        if time.monotonic() - self.cached_at > CACHE_SECONDS:
-            self.cached = list(self._read())
-            self.cached_at = time.monotonic()
+        # One scrape re-reads; scrapes meanwhile answer with the figures they have rather than
+        # each reading again (or waiting), unless there are none yet.
+        if time.monotonic() - self.cached_at > CACHE_SECONDS and self.reading.acquire(blocking=not self.cached):
+            try:
+                if time.monotonic() - self.cached_at > CACHE_SECONDS:
+                    self.cached = list(self._read())
+                    self.cached_at = time.monotonic()
+            finally:
+                self.reading.release()
         yield from self.cached
         # Cheap and live: a stat() and an attribute.
         wal = GaugeMetricFamily("billing_sqlite_wal_bytes", "Size of the SQLite write-ahead log file.")
