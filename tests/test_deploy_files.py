@@ -65,9 +65,9 @@ def test_env_example_filled_in_starts_production(tmp_path):
 # --- systemd ---------------------------------------------------------------------------
 
 
-def unit() -> dict[str, list[str]]:
+def unit(name: str = "billing.service") -> dict[str, list[str]]:
     values: dict[str, list[str]] = {}
-    for line in (DEPLOY / "billing.service").read_text().splitlines():
+    for line in (DEPLOY / name).read_text().splitlines():
         if "=" in line and not line.lstrip().startswith(("#", ";")):
             key, value = line.split("=", 1)
             values.setdefault(key.strip(), []).append(value.strip())
@@ -97,6 +97,35 @@ def test_systemd_unit_verifies(tmp_path):
     result = subprocess.run(["systemd-analyze", "verify", str(DEPLOY / "billing.service")],
                             capture_output=True, text=True, timeout=60)
     # The only complaint allowed on a machine without the install is the missing virtualenv.
+    problems = [line for line in (result.stdout + result.stderr).splitlines()
+                if line.strip() and "/opt/paytr-billing/.venv/bin/python" not in line]
+    assert not problems, problems
+
+
+def test_second_web_process_keeps_the_hardening_and_does_not_tick(tmp_path):
+    # systemd applies the drop-in over the copied unit: ExecStart= empties the list, then the new port.
+    u, drop_in = unit(), unit("billing-web2.conf")
+    assert drop_in["ExecStart"] == ["", "/opt/paytr-billing/.venv/bin/python main.py --host 127.0.0.1 --port 8001"]
+    assert drop_in["Environment"] == ["BILLING_SCHEDULER=0"]
+    assert not set(drop_in) - {"ExecStart", "Environment", "Description"}  # nothing of the hardening undone
+    assert u["ExecStart"][0].endswith("--port 8000")
+    # Both processes read the same .env; the unit's Environment= wins over it.
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"BILLING_SCHEDULER=1\nBILLING_DATA_DIR={tmp_path / 'data'}\n")
+    assert settings_module.load({}, env_file=env_file).scheduler is True
+    assert settings_module.load({"BILLING_SCHEDULER": "0"}, env_file=env_file).scheduler is False
+    for proxy in ("nginx.conf", "Caddyfile"):
+        assert "127.0.0.1:8001" in (DEPLOY / proxy).read_text(), proxy  # shown, to uncomment
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_second_web_process_verifies(tmp_path):
+    (tmp_path / "paytr-billing-web2.service.d").mkdir()
+    shutil.copy(DEPLOY / "billing.service", tmp_path / "paytr-billing-web2.service")
+    shutil.copy(DEPLOY / "billing-web2.conf", tmp_path / "paytr-billing-web2.service.d" / "web2.conf")
+    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "paytr-billing-web2.service")],
+                            capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "SYSTEMD_UNIT_PATH": f"{tmp_path}:"})
     problems = [line for line in (result.stdout + result.stderr).splitlines()
                 if line.strip() and "/opt/paytr-billing/.venv/bin/python" not in line]
     assert not problems, problems
