@@ -1027,3 +1027,16 @@ def m025_counts(db: Database) -> None:
         """CREATE TRIGGER companies_counted_out AFTER DELETE ON companies
            BEGIN UPDATE counts SET value = value - 1 WHERE name = 'companies'; END""",
     )
+
+
+@migrations()
+def m026_company_indexes(db: Database) -> None:
+    """Indexes for reads every customer page makes and that read whole tables: a company's credit notes
+    (the dashboard and the staff customer page list them under their invoices) and the open anomalies,
+    newest first, everywhere and for one company (resolved ones pile up over the years)."""
+    _run(
+        db,
+        "CREATE INDEX credit_notes_company ON credit_notes (company_id, id)",
+        "CREATE INDEX anomalies_open_newest ON anomalies (id) WHERE resolved_at IS NULL",
+        "CREATE INDEX anomalies_company_open ON anomalies (company_id, id) WHERE resolved_at IS NULL",
+    )
