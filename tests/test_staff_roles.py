@@ -46,6 +46,16 @@ def test_support_can_read_a_customer_but_not_refund_and_is_told_why(client, app,
     assert scalar(db, "SELECT count(*) FROM refunds") == 0
 
 
+def test_only_roles_that_may_resend_see_send_again_under_the_timelines_emails(client, app, db, paid, password_hash):
+    support = staff_browser(app, db, password_hash, "destek@example.com", "support")
+    finance = staff_browser(app, db, password_hash, "finans@example.com", "finance")
+    customer = f"/admin/companies/{paid['company_id']}"
+    emails = scalar(db, "SELECT count(*) FROM outbox WHERE company_id = ?", [paid["company_id"]])
+    shown = visible(support.get(customer))
+    assert emails >= 2 and shown.count("Send again") == emails and shown.count("Why send it again?") == emails
+    assert "Send again" not in visible(finance.get(customer))
+
+
 def test_finance_can_refund_but_cannot_manage_api_keys(client, app, db, paid, password_hash):
     finance = staff_browser(app, db, password_hash, "finans@example.com", "finance")
     assert refund(finance, paid).status_code == 303
