@@ -206,10 +206,13 @@ async def remove_card(request: Request):
 
 @login_required
 async def timeline(request: Request):
-    user = await current_user(request)
-    company = await run(request, accounts.company, user["company_id"])
-    entries = await run(request, dashboard.timeline, user["company_id"], settings(request))
-    return render(request, "billing/timeline.html", {"company": company, "entries": entries})
+    user, config = await current_user(request), settings(request)
+
+    def load(db):  # one trip to a worker thread
+        return {"company": accounts.company(db, user["company_id"]),
+                "entries": dashboard.timeline(db, user["company_id"], config)}
+
+    return render(request, "billing/timeline.html", await run(request, load))
 
 
 @login_required
