@@ -531,3 +531,20 @@ def test_card_expiring_lists_the_same_companies_when_many_cards_have_expired(db,
     assert walked == by_index
     sql, params = customer_search.build(query, START, tz, walk_card_expiring=True)
     assert "ce.card_expires" not in sql and re.match(r"SCAN s USING (COVERING )?INDEX", plans_of(db, sql, params)[0])
+
+
+def test_a_long_query_finds_the_whole_text_not_only_its_first_characters(db, customers):
+    # Longer than FTS_WINDOW: the index is asked for the first characters, each match is checked whole.
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo("Europe/Istanbul")
+
+    def found(q, **filters):
+        query = customer_search.Query(q=q, **filters)
+        return [row["id"] for row in customer_search.page(db, query, START, tz)["companies"]]
+
+    assert len(customer_search.search_fold("ÇAĞLAYAN DANIŞMANLIK")) > customer_search.FTS_WINDOW
+    assert found("ÇAĞLAYAN DANIŞMANLIK") == [customers["Çağlayan"]]
+    assert found("çağlayan danışmanlık şirketi", direction="asc") == [customers["Çağlayan"]]  # the other SQL path
+    assert found("Çağlayan Danışmanlık Ltd") == []  # same first characters, different rest
+    assert found("isik.example") == [customers["Işık"]]  # an email, also longer than the window
