@@ -327,7 +327,8 @@ def _emulator(settings: Settings):
     return create_emulator(EmulatorConfig(
         merchant_id=settings.paytr_merchant_id, merchant_key=str(settings.paytr_merchant_key),
         merchant_salt=str(settings.paytr_merchant_salt),
-        notification_url=settings.paytr_notification_url or settings.url("/billing/callback")),
+        notification_url=settings.paytr_notification_url or settings.url("/billing/callback"),
+        app_url=settings.url("/"), app_name=settings.app_name),
         state_path=settings.data_dir / "paytr-emulator.pickle")
 
 

@@ -262,7 +262,7 @@ def paytr_emulator(settings: Settings, host: str, port: int, notification_url: s
     run_standalone(host, port, EmulatorConfig(
         merchant_id=settings.paytr_merchant_id, merchant_key=str(settings.paytr_merchant_key),
         merchant_salt=str(settings.paytr_merchant_salt), notification_url=target, retry_base=retry_base,
-        retry_max=retry_max))
+        retry_max=retry_max, app_url=settings.url("/"), app_name=settings.app_name))
     return 0
 
 

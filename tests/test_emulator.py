@@ -646,7 +646,7 @@ def test_index_lists_transactions_newest_first_with_their_callbacks(paytr, merch
     paytr.wait()
     text = text_of(paytr.get("/"))
     assert text.index("PB1T2") < text.index("PB1T1")
-    assert "29.00 USD" in text and "<td>delivered</td>" in text
+    assert "29.00 USD" in text and ">delivered</td>" in text
     assert text.count("Send callback again") == 1  # only the decided transaction has one
     detail = text_of(paytr.get("/transactions/PB1T1"))
     assert "<code>NOT OK</code>" in detail and "<code>OK</code>" in detail
