@@ -314,7 +314,8 @@ def _start_scheduler(context: jobs.Context, ticks: metrics.TickStatus) -> Ticker
 
 
 def _origin(settings: Settings) -> str:
-    """PayTR's origin, allowed to be framed by the checkout page ('self' covers the emulator)."""
+    """PayTR's origin, which the checkout frames, posts the card form to and loads PayTR's iframe
+    resizer script from ('self' covers the built-in emulator)."""
     if settings.uses_emulator:
         return "'self'"
     parts = urlsplit(settings.paytr_api_base)
