@@ -184,3 +184,16 @@ def test_staff_see_the_public_offer_without_buttons(client, db, password_hash):
     assert 'href="/admin/plans"' in page.text and TRIAL_LINE in text
     for code in ("starter", "team", "enterprise"):
         assert "<a " not in card_html(page, code) and "<form" not in card_html(page, code)
+
+
+def test_an_overdue_subscription_is_paid_before_plans_change(client, app, db):
+    register(client)
+    pay_iframe(client, app)
+    with write(db):  # as a failed renewal leaves it
+        db.execute("UPDATE subscriptions SET status = 'past_due', price = 1900")
+    page = client.get("/pricing")
+    assert "Your payment is overdue: pay it before changing plans." in visible(page)
+    assert 'href="/billing/renew"' in page.text and "/billing/plan/" not in page.text
+    starter = card(page, "starter")
+    assert starter.startswith("Starter Current plan") and "Payment overdue." in starter
+    assert "You pay $19.00 / month." in starter  # renews below today's catalog price
