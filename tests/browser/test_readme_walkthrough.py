@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Error as PlaywrightError, Page
 
 from tests.browser.conftest import ROOT
 
@@ -128,7 +128,10 @@ def _until(page: Page, find, what: str, step: Step):
     deadline = time.monotonic() + WAIT_SECONDS
     reload_after = time.monotonic() + 3
     while True:
-        found = find(page)
+        try:
+            found = find(page)
+        except PlaywrightError:  # the page was navigating away while we looked: look again
+            found = None
         if found is not None:
             return found
         if time.monotonic() > deadline:
