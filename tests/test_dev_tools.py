@@ -41,7 +41,7 @@ def test_dev_mail_shows_times_in_the_app_time_zone_and_names_it(client):
     page = wait_for(lambda: (p := client.get("/dev/mail")) and "/dev/mail/" in p.text and p,
                     message="the welcome email to be captured")
     text = visible(page)
-    assert "Sent (Europe/Istanbul)" in text
+    assert "Times are in Europe/Istanbul, the app's time zone." in text
     assert "27 November 2026, 12:00" in text and "09:00" not in text
     message_id = re.search(r'href="/dev/mail/(\d+)"', page.text).group(1)
     message = visible(client.get(f"/dev/mail/{message_id}"))
@@ -56,5 +56,5 @@ def test_dev_mail_follows_the_configured_time_zone(tmp_path):
         page = wait_for(lambda: (p := client.get("/dev/mail")) and "/dev/mail/" in p.text and p,
                         message="the welcome email to be captured")
         text = visible(page)
-        assert "Sent (America/New_York)" in text and "27 November 2026, 04:00" in text
+        assert "Times are in America/New_York" in text and "27 November 2026, 04:00" in text
 
