@@ -159,3 +159,14 @@ def test_the_emulators_pages_fit_a_phone_and_lead_back_to_the_app(live_server, p
     no_sideways_scroll(page)
     page.get_by_role("link", name="← Back to PayTR Billing").click()
     expect(page).to_have_url(live_server.url + "/")
+
+
+def test_a_choice_made_before_the_script_arrived_still_opens_its_form(page):
+    register(page, "erken@example.com")
+    page.route("**/static/js/checkout.js", lambda route: route.abort())  # the script is slow to come
+    page.get_by_role("button", name="Subscribe to Starter").click()
+    page.get_by_role("radio", name="Save my card for automatic renewal").click()
+    expect(page.get_by_role("button", name="Show this payment form")).to_be_visible()
+    page.unroute("**/static/js/checkout.js")
+    page.add_script_tag(url="/static/js/checkout.js")  # ...and arrives
+    expect(page.get_by_role("button", name="Pay $29.00 and save the card")).to_be_visible()
