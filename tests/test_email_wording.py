@@ -327,3 +327,19 @@ def test_a_real_checkout_and_refund_greet_the_customer_by_name(client, app, db, 
         subject, text, html = received({**email, "locale": locale, "body_html": None})
         assert expected_greeting(ADDRESS, {}, locale) in text.splitlines()
         assert not problems(f"refund [{locale}]", text) and not problems(f"refund [{locale}]", visible(html)[0])
+
+
+def test_end_sentence_joins_a_names_period_with_the_sentences_and_leaves_ellipses_alone():
+    from markupsafe import Markup
+
+    from billing.notify.wording import end_sentence, first_name
+
+    assert end_sentence("We received $29.00 from Anadolu Yazılım A.Ş..") == "We received $29.00 from Anadolu Yazılım A.Ş."
+    assert end_sentence("Acme Inc.. Then more.") == "Acme Inc. Then more."
+    bold = end_sentence(Markup("of <strong>Acme Ltd.</strong>."))
+    assert bold == Markup("of <strong>Acme Ltd.</strong>") and isinstance(bold, Markup)
+    for unchanged in ("Wait...", "Anadolu Yazılım A.Ş....", "A.Ş., then", "$29.00.", "v1.2.3"):
+        assert end_sentence(unchanged) == unchanged
+    assert (first_name("Deniz Aydın"), first_name(" Ayşe  Nur Yılmaz "), first_name("Deniz")) == ("Deniz", "Ayşe", "Deniz")
+    assert (first_name("Dr. Deniz Aydın"), first_name("Aydın, Deniz"), first_name(None)) == (
+        "Dr. Deniz Aydın", "Aydın, Deniz", "")
