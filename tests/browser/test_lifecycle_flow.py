@@ -92,7 +92,7 @@ def test_trial_reminder_saved_card_renewal_dunning_and_recovery(browser, live_se
     reload_until(page, "/billing/", invoices.nth(1))
     expect(invoices).to_have_count(2)
     expect(page.locator(".badge.active")).to_have_text("Active")
-    open_mail(page, re.compile("^Renewed: Starter plan"))
+    open_mail(page, re.compile(r"^Plan renewed: \$[0-9.]+ for Starter"))
     expect(page.get_by_text(re.compile("renewed automatically"))).to_be_visible()
 
     # The next renewal is declined by the bank.
