@@ -280,8 +280,12 @@ def record_sent(db: Database, now: datetime, row: dict) -> None:
     """Written as soon as the server has taken the message, before the next is sent: a crash
     later in the batch cannot send this one again (at most the one in flight goes twice)."""
     with write(db):
-        OUTBOX.sent(db, now, row["id"], subject=row["subject"], body_text=row["body_text"],
-                    body_html=row["body_html"])
+        # A customer's data erased while this email was in flight (data_requests.erase empties to_addr)
+        # stays erased: the row says it went, not to whom or what it said.
+        erased = one(db, "SELECT to_addr = '' AS erased FROM outbox WHERE id = ?", [row["id"]])
+        bodies = {} if erased and erased["erased"] else {
+            "subject": row["subject"], "body_text": row["body_text"], "body_html": row["body_html"]}
+        OUTBOX.sent(db, now, row["id"], **bodies)
 
 
 def record_failed(db: Database, now: datetime, failed: list[dict], error: str, max_attempts: int) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from billing import customer_search
-from billing.db import one, rows, scalar
+from billing.db import one, rows, scalar, write
 from billing.i18n import search_fold
 from conftest import START, login, post, register, visible
 from test_lifecycle import TRIAL_END, pay_iframe, pay_saving_card, tick
@@ -164,6 +164,32 @@ def test_erase_removes_personal_data_and_keeps_the_invoices_as_issued(client, ap
     assert scalar(db, "SELECT count(*) FROM events WHERE kind = 'company.erased' AND company_id = ?", [cid]) == 1
     # Once is enough: the card says it is done, a second erase is refused.
     assert "already erased" in visible(erase(admin, db))
+
+
+def test_an_email_in_flight_during_the_erase_is_not_written_back(client, app, clock, db, admin):
+    """The sender renders an email, the erase runs while the mail server has it, then the sender
+    records it as sent: the row keeps that it went, never to whom or what it said."""
+    from billing import mail
+
+    paying_customer(client, app, clock, db)
+    cid = company_id(db)
+    cancel(admin, db)
+    # Due a day from now, so only this test's claim (not the app's own sender) takes it.
+    later = clock.now() + timedelta(days=1)
+    with write(db):
+        mail.enqueue(db, later, app.state.settings, template="welcome", to="ayse@example.com", dedupe_key="in-flight",
+                     context=json.loads(one(db, "SELECT context FROM outbox WHERE template = 'welcome'")["context"]),
+                     company_id=cid)
+    [row] = [r for r in mail.claim(db, later) if r["dedupe_key"] == "in-flight"]
+    row = mail.rendered(row, app.state.settings)
+    assert "Ayşe" in row["body_text"]
+
+    assert erase(admin, db).status_code == 303
+    mail.record_sent(db, later, row)
+
+    email = one(db, "SELECT * FROM outbox WHERE dedupe_key = 'in-flight'")
+    assert email["status"] == "sent"
+    assert (email["to_addr"], email["subject"], email["body_text"], email["body_html"]) == ("", None, None, None)
 
 
 def test_erase_deletes_the_saved_cards_at_paytr(client, app, clock, db, admin):
