@@ -31,7 +31,7 @@ from sqlite_utils import Database
 
 from billing import cards, clock, i18n, mail, money, payments, plans
 from billing.db import rows
-from billing.i18n import gettext as _, lazy_gettext, ngettext
+from billing.i18n import gettext as _, lazy_gettext, ngettext, pgettext
 
 # The filter: (GET value, label). "" is everything.
 PAYMENTS, INVOICES, EMAILS, PLAN, ACCOUNT = "payments", "invoices", "emails", "plan", "account"
@@ -44,7 +44,17 @@ EMPTY = {"": lazy_gettext("Nothing has happened yet."), PAYMENTS: lazy_gettext("
 # The same email to the same address this close together is one happening (a retry, a copy sent again).
 EMAIL_FOLD_WINDOW = timedelta(minutes=10)
 
-EMAIL_LABELS = {"pending": lazy_gettext("Waiting"), "sent": lazy_gettext("Sent"), "failed": lazy_gettext("Failed")}
+
+def email_status_label(status: str) -> str:
+    """An email's status as a word beside it. With a context: a bare "Sent" is also a column's heading
+    (the date it was sent), which Turkish says differently."""
+    if status == "pending":
+        return pgettext("email status", "Waiting")
+    if status == "sent":
+        return pgettext("email status", "Sent")
+    if status == "failed":
+        return pgettext("email status", "Failed")
+    return status
 
 
 @dataclass
@@ -218,7 +228,7 @@ def event_entry(event: dict, catalog: dict, currencies: dict, tz: ZoneInfo | Non
     elif kind == "payment.expired":
         groups, text = {PAYMENTS}, _("A checkout closed without a payment")
     elif kind == "renewal.charge_started":
-        groups, text = {PAYMENTS}, _("We charged your saved card for the renewal")
+        groups, text = {PAYMENTS}, _("We started charging your saved card for the renewal")
     elif kind == "card.saved":
         groups, text = {PAYMENTS}, _("Card saved: renewals are charged to it from now on")
     elif kind == "card.chosen":
@@ -279,9 +289,9 @@ def event_entry(event: dict, catalog: dict, currencies: dict, tz: ZoneInfo | Non
     elif kind == "user.email_change_undone":
         text = _("A change of sign-in email address was undone")
     elif kind == "user.two_factor_enabled":
-        text = _("Two-step verification was turned on for a member")
+        text = _("Two-factor authentication was turned on for a member")
     elif kind == "user.two_factor_disabled":
-        text = _("Two-step verification was turned off for a member")
+        text = _("Two-factor authentication was turned off for a member")
     elif kind == "user.recovery_code_used":
         text = _("A member signed in with a recovery code")
     elif kind == "user.recovery_codes_regenerated":
@@ -482,13 +492,13 @@ def _email_entries(found: list[dict], settings, viewer_email: str | None) -> tup
             previous.at, previous.order = at, (at, 0, m["id"])
             previous.outbox_id = m["id"]
             previous.badge = m["status"]
-            previous.badge_label = str(EMAIL_LABELS.get(m["status"], m["status"]))
+            previous.badge_label = email_status_label(m["status"])
             previous.text = email_text(m, subject, viewer_email)
             _email_tech(previous, m)
             moments[(m["template"], m["created_at"])] = previous
             continue
         entry = Entry(at=at, groups=frozenset({EMAILS}), text=email_text(m, subject, viewer_email),
-                            badge=m["status"], badge_label=str(EMAIL_LABELS.get(m["status"], m["status"])),
+                            badge=m["status"], badge_label=email_status_label(m["status"]),
                             outbox_id=m["id"], order=(at, 0, m["id"]))
         _email_tech(entry, m)
         last[key] = moments[(m["template"], m["created_at"])] = entry

@@ -229,7 +229,7 @@ async def email(request: Request):
     if found is None:
         raise HTTPException(404, _("No such email."))
     return render(request, "billing/email.html", {
-        "email": found, "status_label": timeline_view.EMAIL_LABELS.get(found["status"], found["status"]),
+        "email": found, "status_label": timeline_view.email_status_label(found["status"]),
         "readable": found["to_addr"].casefold() == user["email"].casefold(),
         "retention_days": settings(request).mail_body_retention_days})
 
