@@ -520,10 +520,14 @@ def chosen_filter(value: str | None) -> str:
     return value if value in {code for code, _label in FILTERS} else ""
 
 
+# The weekday helps people find "last Tuesday". Each language's own order (CLDR's full date for
+# Turkish), with the day before the month as the app's dates everywhere else (i18n.date_text).
+_DAY_PATTERNS = {"en": "EEEE, d MMMM y", "tr": "d MMMM y EEEE"}
+
+
 @functools.lru_cache(maxsize=1024)
 def _day_heading(y: int, m: int, d: int, locale: str) -> str:
-    # The weekday helps people find "last Tuesday"; Babel's pattern per language.
-    return format_date(date(y, m, d), "EEEE, d MMMM y", locale=locale)
+    return format_date(date(y, m, d), _DAY_PATTERNS.get(locale, "EEEE, d MMMM y"), locale=locale)
 
 
 def day_heading(day: date, today: date) -> str:
@@ -536,11 +540,17 @@ def day_heading(day: date, today: date) -> str:
 
 def page(db: Database, company_id: int, settings, now: datetime, *, show: str | None = None,
          viewer_email: str | None = None, staff_view: bool = False, limit: int = 200) -> dict:
-    """The timeline's view model: the filter (with counts), and the chosen entries grouped by day in
-    the company's time zone, newest first, each with its local time."""
-    tz = settings.tz
-    found = [e for e in entries(read(db, company_id, limit), settings, viewer_email)
-             if staff_view or not e.staff_only]
+    """The timeline's view model for one company, from rows read once."""
+    found = entries(read(db, company_id, limit), settings, viewer_email)
+    return view(found, now, settings.tz, show, staff_view=staff_view, limit=limit)
+
+
+def view(found: list[Entry], now: datetime, tz: ZoneInfo, show: str | None = None, *, staff_view: bool = False,
+         limit: int = 200) -> dict:
+    """The filter (with counts), and the chosen entries grouped by day in the company's time zone,
+    newest first, each with its local time."""
+    if not staff_view:
+        found = [e for e in found if not e.staff_only]
     show = chosen_filter(show)
     counts = {code: (len(found) if not code else sum(1 for e in found if code in e.groups)) for code, _l in FILTERS}
     chosen = [e for e in found if not show or show in e.groups][:limit]
