@@ -321,9 +321,11 @@ def refund_text(kind: str, amount: str | None) -> str:
 
 
 def _event_tech(entry: Entry, event: dict, data: dict) -> None:
-    """The staff's view of one event: its kind and id, and what PayTR said, as stored."""
-    entry.note_tech(_("Event"), f"#{event['id']} {event['kind']} ({event.get('actor') or 'system'})")
+    """The staff's view of one event: its id, kind, actor and stored words (the audit trail's English,
+    with a staff member's reason or a skipped span), and what PayTR said."""
     message = event.get("message") or ""
+    entry.note_tech(_("Event"), f"#{event['id']} {event['kind']} ({event.get('actor') or 'system'})"
+                                + (f": {message}" if message else ""))
     if event["kind"] in ("payment.failed", "payment.abandoned", "payment.expired", "refund.failed") \
             and ": " in message:
         entry.note_tech(_("PayTR's message"), message.partition(": ")[2])

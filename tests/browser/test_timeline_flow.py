@@ -31,9 +31,12 @@ def test_the_timeline_on_a_phone_filters_by_kind(page):
     expect(filters.get_by_role("link", name=re.compile(r"^All \d+"))).to_have_attribute("aria-current", "page")
     no_sideways_scroll(page)
 
-    filters.get_by_role("link", name=re.compile(r"^Emails \d+")).click()
+    filters.get_by_role("link", name=re.compile(r"^Emails \d+")).focus()
+    page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"/billing/timeline\?show=emails$"))
-    expect(filters.get_by_role("link", name=re.compile(r"^Emails"))).to_have_attribute("aria-current", "page")
+    emails = filters.get_by_role("link", name=re.compile(r"^Emails"))
+    expect(emails).to_have_attribute("aria-current", "page")
+    expect(emails).to_be_focused()  # the list changed around it; a keyboard user is where they were
     expect(page.get_by_text("Account opened")).to_have_count(0)
     expect(page.get_by_text(re.compile(r"^(We emailed you|An email to you is on its way): “Welcome"))).to_be_visible()
     no_sideways_scroll(page)
