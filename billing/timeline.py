@@ -126,6 +126,8 @@ def payment_text(payment: dict, plan_name: str, card: str | None) -> str:
 
 def email_text(row: dict, subject: str, viewer_email: str | None) -> str:
     """'We emailed you: “Payment received”' — the subject as it was sent, in the recipient's language."""
+    if not row["to_addr"]:  # erased on request: who it went to is gone, what it was stays
+        return _("We sent an email: “%(subject)s”", subject=subject)
     to_reader = bool(viewer_email) and row["to_addr"].casefold() == viewer_email.casefold()
     if row["status"] == "pending":
         return (_("An email to you is on its way: “%(subject)s”", subject=subject) if to_reader else

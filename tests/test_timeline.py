@@ -122,6 +122,14 @@ def test_the_same_email_within_minutes_shows_once_with_how_often():
     assert len(outboxes) == 3 and outboxes[0].startswith("#1 renewal_notice")
 
 
+def test_an_emails_status_is_a_state_not_a_column_heading_and_an_erased_address_is_not_shown():
+    with i18n.using("tr"):
+        assert [timeline.email_status_label(s) for s in ("pending", "sent", "failed")] == [
+            "Bekliyor", "Gönderildi", "Gönderilemedi"]  # the bare "Sent" is the "Gönderim tarihi" column
+        erased = {**email(1, "2027-01-04T09:00:00Z", "welcome", "Hoş geldiniz"), "to_addr": ""}
+        assert timeline.email_text(erased, "Hoş geldiniz", None) == "Bir e-posta gönderdik: “Hoş geldiniz”"
+
+
 def test_a_refunds_steps_fold_into_one_line_in_its_latest_state():
     src = sources(events=[
         event(20, "2027-01-20T09:00:00Z", "refund.requested", "staff:9", merchant_oid="PB1", amount=1050,
