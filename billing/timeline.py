@@ -416,7 +416,7 @@ def entries(src: Sources, settings, viewer_email: str | None = None) -> list[Ent
     out.extend(emails)
 
     refunds: dict[str, list[dict]] = {}
-    cards_saved_at: dict[str, Entry] = {}
+    cards_saved_at: dict[str, tuple[Entry, dict]] = {}  # when a card was saved -> (its payment, the row)
     for e in reversed(src.events):  # oldest first: a refund's events in order, the card saved before chosen
         kind, data = e["kind"], _data(e)
         payment = by_oid.get(data.get("merchant_oid") or "")
@@ -461,11 +461,8 @@ def entries(src: Sources, settings, viewer_email: str | None = None) -> list[Ent
 
     for reference, found in refunds.items():  # one line per refund, in its latest state
         latest = found[-1]
-        amount = next((money.format(d["amount"], currencies.get(d.get("merchant_oid")) or d.get("currency"))
-                       for d in map(_data, found)
-                       if isinstance(d.get("amount"), int) and (currencies.get(d.get("merchant_oid"))
-                                                                or d.get("currency"))), None)
-        entry = Entry(at=latest["created_at"], groups=frozenset({PAYMENTS}), text=refund_text(latest["kind"], amount),
+        entry = Entry(at=latest["created_at"], groups=frozenset({PAYMENTS}),
+                      text=refund_text(latest["kind"], _refund_amount(found, currencies)),
                       order=(latest["created_at"], 3, latest["id"]))
         entry.note_tech(_("Refund reference"), reference)
         for e in found:
@@ -474,6 +471,15 @@ def entries(src: Sources, settings, viewer_email: str | None = None) -> list[Ent
 
     out.sort(key=lambda entry: entry.order, reverse=True)
     return out
+
+
+def _refund_amount(found: list[dict], currencies: dict) -> str | None:
+    """The amount a refund's events name (a failure does not), in its payment's currency."""
+    for data in map(_data, found):
+        currency = currencies.get(data.get("merchant_oid")) or data.get("currency")
+        if isinstance(data.get("amount"), int) and currency:
+            return money.format(data["amount"], currency)
+    return None
 
 
 def _email_entries(found: list[dict], settings, viewer_email: str | None) -> tuple[list[Entry], dict]:
