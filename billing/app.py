@@ -314,7 +314,8 @@ def _start_scheduler(context: jobs.Context, ticks: metrics.TickStatus) -> Ticker
 
 
 def _origin(settings: Settings) -> str:
-    """PayTR's origin, allowed to be framed by the checkout page ('self' covers the emulator)."""
+    """PayTR's origin, which the checkout frames, posts the card form to and loads PayTR's iframe
+    resizer script from ('self' covers the built-in emulator)."""
     if settings.uses_emulator:
         return "'self'"
     parts = urlsplit(settings.paytr_api_base)
@@ -327,7 +328,8 @@ def _emulator(settings: Settings):
     return create_emulator(EmulatorConfig(
         merchant_id=settings.paytr_merchant_id, merchant_key=str(settings.paytr_merchant_key),
         merchant_salt=str(settings.paytr_merchant_salt),
-        notification_url=settings.paytr_notification_url or settings.url("/billing/callback")),
+        notification_url=settings.paytr_notification_url or settings.url("/billing/callback"),
+        app_url=settings.url("/"), app_name=settings.app_name),
         state_path=settings.data_dir / "paytr-emulator.pickle")
 
 

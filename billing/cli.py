@@ -76,6 +76,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         settings = settings.replace(base_url=f"http://{shown}:{port}")
     print(f"{settings.app_name} ({settings.env}) on {settings.base_url}  data: {settings.data_dir}", flush=True)
+    _remember_served_url(settings)
     _hold_server_lock(settings)  # for the server's life: `restore` refuses while it runs
     # proxy_headers off: the app decides which proxies it trusts (TRUSTED_PROXIES).
     # SIGTERM (systemd stop, docker stop): uvicorn stops accepting, lets every request in flight be
@@ -84,6 +85,32 @@ def serve(settings: Settings, host: str, port: int) -> None:
     # request open longer than this does not hold the exit.
     uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False, log_config=_logging_config(settings),
                 server_header=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+
+
+# Where the server last started, for commands run beside it without BASE_URL (`create-staff` prints
+# a login link; with `--port 8123` the default http://127.0.0.1:8000 would be a dead link).
+SERVED_URL_FILE = "served_url"
+
+
+def _remember_served_url(settings: Settings) -> None:
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        (settings.data_dir / SERVED_URL_FILE).write_text(settings.base_url + "\n")
+    except OSError:  # a read-only data dir serves all the same; only the CLI's link falls back
+        pass
+
+
+def public_url(settings: Settings, path: str) -> str:
+    """A link to this app: the configured BASE_URL, else where the server last started on this data
+    dir, else the default."""
+    if not settings.base_url_from_env:
+        try:
+            served = (settings.data_dir / SERVED_URL_FILE).read_text().strip()
+        except OSError:
+            served = ""
+        if served.startswith(("http://", "https://")):
+            settings = settings.replace(base_url=served.rstrip("/"))
+    return settings.url(path)
 
 
 def _open(settings: Settings) -> tuple[Store, object]:
@@ -233,7 +260,7 @@ def create_staff(settings: Settings, email: str, name: str | None) -> int:
         return 2
     finally:
         store.close()
-    print(f"staff account {email} created; log in at {settings.url('/auth/login')}")
+    print(f"staff account {email} created; log in at {public_url(settings, '/auth/login')}")
     return 0
 
 
@@ -262,7 +289,7 @@ def paytr_emulator(settings: Settings, host: str, port: int, notification_url: s
     run_standalone(host, port, EmulatorConfig(
         merchant_id=settings.paytr_merchant_id, merchant_key=str(settings.paytr_merchant_key),
         merchant_salt=str(settings.paytr_merchant_salt), notification_url=target, retry_base=retry_base,
-        retry_max=retry_max))
+        retry_max=retry_max, app_url=settings.url("/"), app_name=settings.app_name))
     return 0
 
 

@@ -46,6 +46,7 @@ from sqlite_utils import Database
 
 from billing import clock, i18n, plans
 from billing.db import on_commit, one, rows, write
+from billing.notify import wording
 from billing.notify.outbox import Outbox
 from billing.settings import Settings
 
@@ -68,6 +69,7 @@ def _env() -> jinja2.Environment:
     from billing.web.templating import register_filters  # one set of filters for pages and mail
 
     register_filters(env)
+    wording.install(env)  # "A.Ş." never "A.Ş..": every translated sentence joins its periods
     env.globals["failure_reason"] = _failure_reason
     return env
 
@@ -91,15 +93,18 @@ def environment() -> jinja2.Environment:
     return _environment
 
 
-def render(template: str, settings: Settings, context: dict, locale: str | None = None) -> tuple[str, str, str]:
-    """-> (subject, text, html) in `locale` (default: DEFAULT_LOCALE). The text template sets `subject`."""
+def render(template: str, settings: Settings, context: dict, locale: str | None = None,
+           to: str | None = None) -> tuple[str, str, str]:
+    """-> (subject, text, html) in `locale` (default: DEFAULT_LOCALE). The text template sets `subject`.
+    `greeting` is who "Hello …," names (wording.greeting_name): the `name` the context carries (the
+    recipient's, added when queued), else its `company`, else the address `to`."""
     env = environment()
     locale = i18n.normalize(locale) or settings.default_locale
     # A plan stored in the context comes back as a Plan, so it is named in the reader's language.
     context = {key: plans.from_context(value) if isinstance(value, dict) and value.get("__plan__") else value
                for key, value in context.items()}
     ctx = {"app_name": settings.app_name, "base_url": settings.base_url, "tz": settings.timezone,
-           "locale": locale, **context}
+           "locale": locale, **context, "greeting": wording.greeting_name(context, to)}
     with i18n.using(locale):
         text_module = env.get_template(f"emails/{template}.txt").make_module(ctx)
         subject = str(getattr(text_module, "subject", "")).strip()
@@ -145,11 +150,7 @@ def enqueue(
     if locale is None or "name" not in context:
         # The recipient's own language when they have an account; else the sender's choice or the default.
         # Their name too, for the greeting, when the caller did not give one (a receipt, a refund).
-        known = one(db, "SELECT locale, name FROM users WHERE email = ?", [to])
-        if locale is None:
-            locale = known["locale"] if known else None
-        if known and known["name"] and "name" not in context:
-            context = {**context, "name": known["name"]}
+        locale, context = for_reader(db, to, context, locale)
     cursor = db.conn.execute(
         """INSERT INTO outbox (dedupe_key, company_id, template, to_addr, context, next_attempt_at, created_at,
                                locale)
@@ -165,11 +166,24 @@ def enqueue(
     return bool(cursor.rowcount)
 
 
+def for_reader(db: Database, to: str, context: dict, locale: str | None = None) -> tuple[str | None, dict]:
+    """-> (locale, context) for an email to `to`: the recipient's language when they have an account and
+    none was chosen, and their name in the context for the greeting when the caller gave none. The
+    outbox and the staff's preview of an email both read through here, so the preview greets alike."""
+    known = one(db, "SELECT locale, name FROM users WHERE email = ?", [to])
+    if locale is None:
+        locale = known["locale"] if known else None
+    if known and known["name"] and not context.get("name"):
+        context = {**context, "name": known["name"]}
+    return locale, context
+
+
 def rendered(row: dict, settings: Settings) -> dict:
     """The row with subject and bodies, rendering them from its context if not yet done. A pruned
     row is returned as it is (subject kept, bodies gone): its context went with them."""
     if row.get("body_html") is None and not row.get("pruned_at"):
-        subject, text, html = render(row["template"], settings, json.loads(row["context"] or "{}"), row.get("locale"))
+        subject, text, html = render(row["template"], settings, json.loads(row["context"] or "{}"), row.get("locale"),
+                                     row.get("to_addr"))
         row = {**row, "subject": subject, "body_text": text, "body_html": html}
     return row
 

@@ -653,8 +653,9 @@ def refund_preview(db: Database, now: datetime, settings: Settings, *, payment_i
             payment = one(db, "SELECT * FROM payments WHERE id = ?", [payment_id])
             company = accounts.company(db, payment["company_id"])
             context = refunds.email_context(settings, made, payment, company["name"], None)
-            reader = one(db, "SELECT locale FROM users WHERE email = ?", [payment["email"]])
-            subject, text, _html = mail.render("refund_issued", settings, context, reader["locale"] if reader else None)
+            # Read as the sender will: the recipient's language and name (the greeting), then rendered.
+            locale, context = mail.for_reader(db, payment["email"], context)
+            subject, text, _html = mail.render("refund_issued", settings, context, locale, payment["email"])
             raise _Preview({"refund": made, "to": payment["email"], "subject": subject, "text": text,
                             "company": company["name"]})
     except _Preview as done:

@@ -246,7 +246,7 @@ def test_every_payment_offers_to_save_a_new_card(client, app, clock, db):
     renew = visible(client.get("/billing/renew"))
     assert "Pay $29.00 Pay with a new card and save it for renewals" in renew
     checkout = post(client, "/billing/subscribe/starter", token_from="/billing/renew")
-    assert "Save my card for automatic renewal instead" in visible(client.get(checkout.headers["location"]))
+    assert "How do you want to pay? Pay once, without saving my card" in visible(client.get(checkout.headers["location"]))
     # In dunning, the renew page says which card was declined.
     save_card_paying(client, app, VISA, token_from="/billing/renew")
     app.state.emulator.set_card_outcome(VISA[-4:], "insufficient_funds")
@@ -271,19 +271,32 @@ def test_an_upgrade_can_be_paid_with_a_new_card_that_then_pays_renewals(client, 
     assert renewal_charges(app, db) == [("succeeded", "5403")]
 
 
+def pay_choice(page: str) -> tuple[str, dict, list]:
+    """The checkout's "How do you want to pay?" form: its action, hidden fields and radios
+    as (name, value, checked)."""
+    form = re.search(r'<form method="post" action="([^"]+)" class="pay-choice"[^>]*>(.*?)</form>', page, re.S)
+    hidden = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', form.group(2)))
+    radios = [(name, value, bool(checked)) for name, value, checked in
+              re.findall(r'<input type="radio" id="[\w-]+" name="(\w+)" value="(\w+)"( checked)?', form.group(2))]
+    return form.group(1), hidden, radios
+
+
 def test_the_iframe_checkout_of_an_upgrade_offers_the_card_form_and_back(client, app, clock, db):
     starter_with_20_days_left(client, app, clock, db, pay_iframe)
     response = post(client, "/billing/plan/upgrade", {"plan": "team"}, token_from="/billing/plan/team")
     page = client.get(response.headers["location"]).text
-    offer = re.search(r'<form method="post" action="(/billing/plan/upgrade)" class="actions-row">(.*?)</form>', page,
-                      re.S)
-    assert offer and 'name="pay_with" value="new_card"' in offer.group(2)
-    direct = post(client, "/billing/plan/upgrade", {"plan": "team", "pay_with": "new_card"},
-                  token_from="/billing/plan/team")
+    action, hidden, radios = pay_choice(page)
+    assert action == "/billing/plan/upgrade" and hidden["plan"] == "team"
+    assert radios == [("pay_with", "iframe", True), ("pay_with", "new_card", False)]
+    direct = post(client, action, {**hidden, "pay_with": "new_card"}, token_from="/billing/plan/team")
     form = client.get(direct.headers["location"]).text
     assert "Pay $45.16 and save the card" in form
-    back = re.search(r'<form method="post" action="([^"]+)" class="actions-row">(.*?)</form>', form, re.S)
-    assert back.group(1) == "/billing/plan/upgrade" and 'value="iframe"' in back.group(2)  # not a subscription
+    action, hidden, radios = pay_choice(form)
+    assert radios == [("pay_with", "iframe", False), ("pay_with", "new_card", True)]
+    back = post(client, action, {**hidden, "pay_with": "iframe"}, token_from="/billing/plan/team")
+    upgrade = one(db, "SELECT * FROM payments WHERE merchant_oid = ?", [back.headers["location"].rsplit("/", 1)[1]])
+    assert (upgrade["kind"], upgrade["method"], upgrade["status"]) == ("upgrade", "iframe", "pending")  # not a subscription
+    assert scalar(db, "SELECT COUNT(*) FROM payments WHERE status = 'pending'") == 1
 
 
 # --- the card form ------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ from billing.db import Store, rows
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(tmp_path, *args, stdin=""):
-    env = {**os.environ, "BILLING_DATA_DIR": str(tmp_path / "data"), "BILLING_ENV": "development"}
+def run(tmp_path, *args, stdin="", **extra_env):
+    env = {k: v for k, v in os.environ.items() if k != "BASE_URL"}  # only what a test sets
+    env.update(BILLING_DATA_DIR=str(tmp_path / "data"), BILLING_ENV="development", **extra_env)
     return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env, input=stdin,
                           capture_output=True, text=True, timeout=120)
 
@@ -33,6 +34,22 @@ def test_create_staff_reads_the_password_from_stdin(tmp_path):
     assert user == {"email": "ops@example.com", "name": "Operasyon", "role": "staff", "company_id": None}
     again = run(tmp_path, "create-staff", "ops@example.com", stdin="a long staff password\n")
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_create_staff_prints_the_login_link_of_the_configured_base_url(tmp_path):
+    result = run(tmp_path, "create-staff", "ops@example.com", stdin="a long staff password\n",
+                 BASE_URL="https://billing.example.com/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("log in at https://billing.example.com/auth/login")
+
+
+def test_create_staff_links_to_where_the_server_runs_without_base_url(tmp_path):
+    # `main.py --port 8123` records where it serves; the link must not point at the default port 8000.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "served_url").write_text("http://127.0.0.1:8123\n")
+    result = run(tmp_path, "create-staff", "ops@example.com", stdin="a long staff password\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("log in at http://127.0.0.1:8123/auth/login")
 
 
 def test_create_staff_refuses_weak_passwords_and_bad_emails(tmp_path):

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import asyncio
+import dataclasses
 import re
 import time
 from datetime import timedelta
@@ -646,7 +647,7 @@ def test_index_lists_transactions_newest_first_with_their_callbacks(paytr, merch
     paytr.wait()
     text = text_of(paytr.get("/"))
     assert text.index("PB1T2") < text.index("PB1T1")
-    assert "29.00 USD" in text and "<td>delivered</td>" in text
+    assert "29.00 USD" in text and ">delivered</td>" in text
     assert text.count("Send callback again") == 1  # only the decided transaction has one
     detail = text_of(paytr.get("/transactions/PB1T1"))
     assert "<code>NOT OK</code>" in detail and "<code>OK</code>" in detail
@@ -753,3 +754,27 @@ def test_an_unreadable_state_file_starts_empty(tmp_path, caplog):
     paytr.client.portal.call(paytr.emulator.aclose)
     paytr_gen.close()
     assert create_emulator(CONFIG, state_path=state).state.emulator.transaction("PB1T1") is not None
+
+
+# --- the way back to the shop, and PayTR's iframe resizer ------------------------------------
+
+
+def test_pages_link_back_to_the_shop_except_the_ones_inside_its_iframe(merchant):
+    config = dataclasses.replace(CONFIG, app_url="http://127.0.0.1:8000/", app_name="PayTR Billing")
+    with TestClient(create_emulator(config), base_url="http://paytr.test") as client:
+        back = '<a class="back" href="http://127.0.0.1:8000/" target="_top">← Back to PayTR Billing</a>'
+        assert back in client.get("/").text
+        assert back in client.get("/transactions/NOSUCH").text
+        token = client.post("/odeme/api/get-token", data=get_token_form("PB1T1")).json()["token"]
+        payment = client.get(f"/odeme/guvenli/{token}").text
+        assert "Back to PayTR Billing" not in payment  # shown inside the shop's checkout
+        assert '<script src="/js/iframe-resizer-content.js" defer></script>' in payment
+
+
+def test_serves_a_resizer_at_paytrs_path_and_the_height_reporter(paytr):
+    resizer = paytr.get("/js/iframeResizer.min.js")
+    assert resizer.status_code == 200 and resizer.headers["content-type"].startswith("text/javascript")
+    assert "window.iFrameResize = function (options, target)" in resizer.text
+    assert "event.origin !== origin" in resizer.text  # heights only from the frame's own origin
+    reporter = paytr.get("/js/iframe-resizer-content.js").text
+    assert "parentOrigin = event.origin" in reporter and "postMessage(" in reporter

@@ -66,7 +66,7 @@ def test_sender_sends_html_and_text(db, settings):
     [msg] = recorder.sent
     assert msg.get_body(("plain",)).get_content().startswith("Hello")
     assert "<html" in msg.get_body(("html",)).get_content()
-    assert msg["Subject"] == "[PayTR Billing] Hello"
+    assert msg["Subject"] == "Staff alert: Hello"
     assert outbox(db)[0]["status"] == "sent"
     assert mail.deliver_due(db, START, settings, recorder)["sent"] == 0  # nothing sent twice
 
@@ -145,7 +145,7 @@ def test_welcome_email_arrives_over_real_smtp(tmp_path, smtp):
     assert msg["Subject"] == "Welcome to PayTR Billing, your 14-day trial has started"
     text = msg.get_body(("plain",)).get_content()
     html = msg.get_body(("html",)).get_content()
-    assert "Ayşe Yılmaz" in text and "11 December 2026" in text and "http://testserver/billing/" in text
+    assert "Hello Ayşe," in text and "11 December 2026" in text and "http://testserver/billing/" in text
     assert "Open your billing dashboard" in html and "Yılmaz Yazılım A.Ş." in html
 
 
@@ -274,7 +274,7 @@ def test_an_address_that_needs_smtputf8_is_sent_with_it_when_the_server_offers_i
     assert plain["rcpt_tos"] == ["ayse@example.com"] and "SMTPUTF8" not in plain["mail_options"]
     received = smtp_utf8.received()
     assert [m["To"] for m in received] == ["ayşe@örnek.com.tr", "ayse@example.com"]
-    assert received[0]["Subject"] == "[PayTR Billing] Hello utf8"
+    assert received[0]["Subject"] == "Staff alert: Hello utf8"
     assert received[0].get_body(("plain",)).get_content().startswith("Hello utf8")
 
 

@@ -79,7 +79,7 @@ def test_only_sent_emails_older_than_the_retention_lose_their_bodies(db, setting
     after = by_key(db)
     old = after["old"]
     assert {k: old[k] for k in AUDIT_FIELDS} == {k: before["old"][k] for k in AUDIT_FIELDS}
-    assert old["subject"] == "[PayTR Billing] Title old" and old["status"] == "sent"
+    assert old["subject"] == "Staff alert: Title old" and old["status"] == "sent"
     assert (old["body_text"], old["body_html"], old["context"]) == (None, None, "{}")
     assert old["pruned_at"] == clock.iso(later)
     for untouched in ("recent", "failed", "pending"):
@@ -88,7 +88,7 @@ def test_only_sent_emails_older_than_the_retention_lose_their_bodies(db, setting
     assert mail.build_message({**old, "body_text": "", "body_html": ""}, settings)["Message-ID"].startswith(
         f"<{old['id']}.")
     # A pruned row is never rendered again from its (now empty) context: its subject is what was sent.
-    assert mail.rendered(old, settings)["subject"] == "[PayTR Billing] Title old"
+    assert mail.rendered(old, settings)["subject"] == "Staff alert: Title old"
     assert mail.prune_bodies(db, later, 90) == 0  # done once
 
 

@@ -84,7 +84,8 @@ def test_success_activates_issues_the_invoice_and_queues_the_receipt(db, setting
     assert line["description"] == "Starter plan, 11.12.2026 – 11.01.2027" and line["amount"] == 2900
     [mail] = outbox(db, template="payment_succeeded")
     assert mail["to_addr"] == "owner@example.com"
-    assert "INV-2026-000001" in mail["subject"]
+    assert mail["subject"] == "Payment received: $29.00 for Starter"
+    assert "Invoice: INV-2026-000001" in mail["body_text"]
     assert "http://testserver/billing/invoices/INV-2026-000001" in mail["body_text"]
     assert "paid until 11 January 2027" in mail["body_text"]
     [raw] = rows(db, "SELECT * FROM callbacks")

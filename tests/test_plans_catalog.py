@@ -107,7 +107,10 @@ def test_a_plan_in_use_is_archived_not_deleted_and_its_subscriber_keeps_renewing
     assert refused.status_code == 303 and plans.find(db, "starter") is not None
     post(admin, "/admin/plans/starter/archive", {"reason": "Yeni fiyatlandırma"}, token_from="/admin/plans/starter")
     assert plans.get(db, "starter").archived
-    assert "Starter" not in visible(client.get("/pricing"))
+    assert "Starter" not in visible(second_browser(app).get("/pricing"))  # no longer offered to anyone new
+    # Its subscriber still sees it, as their current plan, with nothing to buy.
+    mine = visible(client.get("/pricing"))
+    assert "Starter Current plan" in mine and "/billing/subscribe/starter" not in client.get("/pricing").text
     assert client.get("/auth/register?plan=starter").status_code == 200  # falls back to the first offered plan
     assert post(client, "/billing/subscribe/starter", token_from="/billing/").status_code == 404
     end = parse(sub(db)["current_period_end"])

@@ -62,7 +62,7 @@ def test_staff_refund_part_then_the_rest_and_the_customer_sees_it(client, app, d
     assert (made["amount"], made["status"]) == (1050, "succeeded")
     assert at_paytr(app, paid) == [(1050, made["reference_no"])]
     [email] = outbox(db, template="refund_issued")
-    assert email["to_addr"] == "ayse@example.com" and email["subject"] == "Refund of $10.50 for Yılmaz Yazılım A.Ş."
+    assert email["to_addr"] == "ayse@example.com" and email["subject"] == "Refund issued: $10.50 for Yılmaz Yazılım A.Ş."
     assert "Hizmet kesintisi için iade" in email["body_text"] and "Paid: $29.00" in email["body_text"]
     dashboard = visible(client.get("/billing/"))
     assert "Partly refunded" in dashboard and "$10.50 refunded to your card" in dashboard

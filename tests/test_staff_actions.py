@@ -450,7 +450,8 @@ def test_the_refund_form_shows_the_amount_and_the_customers_email_before_anythin
     text = visible(review)
     assert f"Refund $10.00 of payment {payment['merchant_oid']} to Yılmaz Yazılım A.Ş.?" in text
     assert "The customer will get this email:" in text and "Confirm refund" in text and "Go back" in text
-    assert "Yılmaz Yazılım A.Ş. için $10,00 iade" in text  # the subject, in the customer's language
+    assert "İadeniz yapıldı: Yılmaz Yazılım A.Ş. için $10,00" in text  # the subject, in the customer's language
+    assert "Merhaba Ayşe," in text  # greeted as the email will greet them
     assert "Hizmet kesintisi için iade" in text
     # Nothing recorded, queued or sent on the first click.
     assert scalar(db, "SELECT count(*) FROM refunds") == 0 and scalar(db, "SELECT count(*) FROM audit_log") == 0
@@ -470,7 +471,7 @@ def test_the_refund_form_shows_the_amount_and_the_customers_email_before_anythin
     assert entry["reason"] == "Hizmet kesintisi için iade" and entry["after"]["refund"] == 1000
     assert entry["before"]["refundable"] == 2900 and entry["target"] == payment["merchant_oid"]
     [email] = outbox(db, template="refund_issued")
-    assert email["subject"] == "Yılmaz Yazılım A.Ş. için $10,00 iade"
+    assert email["subject"] == "İadeniz yapıldı: Yılmaz Yazılım A.Ş. için $10,00"
     again = post(admin, page, {**data, "step": "confirm"}, token_from=page)  # the same form once more
     assert again.status_code == 303 and scalar(db, "SELECT count(*) FROM refunds") == 1
     assert len(audit_rows(db, "payment.refund")) == 1

@@ -33,7 +33,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from billing.i18n import gettext as _
-from billing.paytr import emulator_api, emulator_pages
+from billing.paytr import emulator_api, emulator_assets, emulator_pages
 from billing.paytr.emulator_model import (
     OUTCOMES, ApiLoad, Attempt, Card, Decline, EmulatorConfig, Faults, Refund, StoredCard, Transaction, utcnow,
 )
@@ -322,7 +322,7 @@ def create_emulator(config: EmulatorConfig, *, callback_client: httpx.AsyncClien
         yield
         await emulator.aclose()
 
-    app = Starlette(routes=emulator_api.routes + emulator_pages.routes, lifespan=lifespan)
+    app = Starlette(routes=emulator_api.routes + emulator_pages.routes + emulator_assets.routes, lifespan=lifespan)
     app.state.emulator = emulator
     app.state.templates = emulator_pages.make_templates()
     return app

@@ -65,6 +65,9 @@ class EmulatorConfig:
     retry_base: float = 1.0  # seconds before the 1st retry; doubles each time
     retry_max: float = 60.0  # cap (PayTR itself retries about every minute)
     callback_timeout: float = 10.0
+    # The shop whose test double this is: its pages link back there ("← Back to PayTR Billing").
+    app_url: str = ""
+    app_name: str = "PayTR Billing"
 
 
 GET_TOKEN_FAULTS = ("ok", "refuse", "timeout")

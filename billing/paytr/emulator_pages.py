@@ -41,7 +41,8 @@ def make_templates() -> Jinja2Templates:
 
 
 def _root(request: Request) -> dict:
-    return {"root": _prefix(request)}
+    config = request.app.state.emulator.config
+    return {"root": _prefix(request), "app_url": config.app_url, "app_name": config.app_name}
 
 
 def _prefix(request: Request) -> str:

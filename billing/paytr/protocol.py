@@ -30,6 +30,9 @@ API_PATHS = {
     "card_list": "/odeme/capi/list",
     "card_delete": "/odeme/capi/delete",
 }
+# iFrame API, step 2: the merchant's checkout loads this script from PayTR and calls
+# iFrameResize({}, '#paytriframe'), so the iframe takes the payment page's height.
+RESIZER_SCRIPT_PATH = "/js/iframeResizer.min.js"
 
 # Field order of each token, exactly as PayTR documents it (salt appended after).
 GET_TOKEN_FIELDS = ("merchant_id", "user_ip", "merchant_oid", "email", "payment_amount", "user_basket",

@@ -37,6 +37,8 @@ async def subscribe(request: Request):
     data = await form(request)
     # Saving the card takes PayTR's Direct API form instead of the iframe (the operator must enable it).
     method = "direct" if data.get("save_card") == "1" and settings(request).paytr_recurring else "iframe"
+    if unchanged := await still_open(request, data.get("current", ""), method, plan.code):
+        return unchanged
     try:
         checkout = await run(request, payments.start_checkout, now(request), settings(request), user=user,
                              plan_code=plan.code, ip=ip(request), method=method)
@@ -44,6 +46,27 @@ async def subscribe(request: Request):
         flash(request, str(exc), "error")
         return redirect(request, "/billing/")
     return await open_checkout(request, checkout, plan)
+
+
+def is_open(request: Request, payment: dict) -> bool:
+    """Can this payment still be paid on its checkout page?"""
+    expired = (now(request) - clock.parse(payment["created_at"])).total_seconds() > payments.TOKEN_MINUTES * 60
+    return payment["status"] == payments.PENDING and not expired and (
+        payment["method"] == "direct" or bool(payment["paytr_token"]))
+
+
+async def still_open(request: Request, oid: str, method: str, plan_code: str) -> Response | None:
+    """The checkout's "how do you want to pay" form names the checkout it was on. Sent again with
+    the same choice (without JavaScript the customer presses its button), that checkout is still the
+    right one: back to it, with no new order at PayTR. A changed choice makes a new checkout, which
+    replaces this one (payments.start_checkout), so there is never more than one to pay."""
+    if not oid:
+        return None
+    user = await current_user(request)
+    payment = await run(request, payments.for_company_by_oid, user["company_id"], oid)
+    if payment is None or payment["method"] != method or payment["plan"] != plan_code or not is_open(request, payment):
+        return None
+    return redirect(request, f"/billing/checkout/{oid}")
 
 
 async def open_checkout(request: Request, checkout: payments.Checkout, plan: plans.Plan):
@@ -86,17 +109,18 @@ async def checkout_page(request: Request):
         return redirect(request, f"/billing/payment/success?oid={payment['merchant_oid']}")
     s = settings(request)
     expired = (now(request) - clock.parse(payment["created_at"])).total_seconds() > payments.TOKEN_MINUTES * 60
-    is_open = payment["status"] == payments.PENDING and not expired and (
-        payment["method"] == "direct" or payment["paytr_token"])
+    payable = is_open(request, payment)
     company = await run(request, accounts.company, payment["company_id"])
-    context = {"payment": payment, "plan": payment["plan_obj"], "open": is_open, "expired": expired,
+    context = {"payment": payment, "plan": payment["plan_obj"], "open": payable, "expired": expired,
                "recurring_enabled": s.paytr_recurring, "has_saved_cards": bool(company.get("paytr_utoken")),
                "failure_reason": payments.failure_reason(payment), "line_text": invoices.line_text}
-    if is_open and payment["method"] == "direct":
+    if payable and payment["method"] == "direct":
         context["direct_action"] = paytr_url(request, protocol.API_PATHS["direct"])
         context["direct_fields"] = await run(request, payments.direct_form, s, payment)
-    elif is_open:
+    elif payable:
         context["iframe_src"] = paytr_url(request, protocol.API_PATHS["iframe"] + payment["paytr_token"])
+        # PayTR's resizer, from PayTR's own host (the emulator in development), sizes the iframe.
+        context["resizer_src"] = paytr_url(request, protocol.RESIZER_SCRIPT_PATH)
     return render(request, "billing/checkout.html", context)
 
 

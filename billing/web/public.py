@@ -6,27 +6,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from billing import plans, subscriptions
+from billing import offers
 from billing.db import scalar
 from billing.web.common import current_user, run, settings
 from billing.web.templating import render
 
 
 async def home(request: Request):
-    return await pricing(request)
+    """The landing page: what is sold, the plans, and the usual questions."""
+    return await _plans_page(request, "landing.html")
 
 
 async def pricing(request: Request):
+    """The plans on their own (the nav's "Pricing"), with the same questions below."""
+    return await _plans_page(request, "pricing.html")
+
+
+async def _plans_page(request: Request, template: str):
     user = await current_user(request)
-    subscribe, current_plan = False, None
-    if user and user["role"] == "owner":
-        sub = await run(request, subscriptions.for_company, user["company_id"])
-        subscribe, current_plan = not subscriptions.is_paid(sub), sub["plan"]
-    offered = await run(request, plans.all_plans)
-    # One trial length for every plan is said once; otherwise each card says its own.
-    lengths = {p.trial_days for p in offered}
-    return render(request, "pricing.html", {"plans": offered, "trial_days": lengths.pop() if len(lengths) == 1 else None,
-                                            "subscribe": subscribe, "current_plan": current_plan})
+    page = await run(request, offers.view, user)
+    s = settings(request)
+    return render(request, template, {"page": page, "vat_rate": format(s.vat_rate.normalize(), "f"),
+                                      "saves_cards": s.paytr_recurring, "renewal_notice_days": s.renewal_notice_days})
 
 
 async def healthz(request: Request):

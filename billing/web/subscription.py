@@ -15,7 +15,7 @@ from billing.i18n import gettext as _
 from billing.changes import ChangeError
 from billing.payments import CheckoutError
 from billing.paytr.client import PaytrError
-from billing.web.checkout import open_checkout
+from billing.web.checkout import open_checkout, still_open
 from billing.web.common import (current_user, flash, form, ip, login_required, now, owner_required, redirect, run,
                                 settings)
 from billing.web.templating import render
@@ -121,6 +121,9 @@ async def upgrade(request: Request):
         on_card = data.get("pay_with") == "saved_card" and await _renews_by_card(request, user["company_id"])
         # A new card is saved through PayTR's Direct API form, which the operator must have enabled.
         save_new = data.get("pay_with") == "new_card" and settings(request).paytr_recurring
+        if not on_card and (unchanged := await still_open(request, data.get("current", ""),
+                                                          "direct" if save_new else "iframe", new.code)):
+            return unchanged
         checkout = await run(request, payments.start_checkout, now(request), settings(request), user=user,
                              plan_code=new.code, ip=ip(request), upgrade=quote,
                              method="recurring" if on_card else "direct" if save_new else "iframe")

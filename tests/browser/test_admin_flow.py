@@ -50,5 +50,5 @@ def test_staff_refund_part_of_a_payment(page, live_server):
     expect(refunds).to_contain_text("Hizmet kesintisi için kısmi iade")
     expect(refunds.locator(".badge")).to_have_text("Refunded")
 
-    open_mail(page, re.compile(r"Refund of \$12.50 for Çağlayan Danışmanlık"))
+    open_mail(page, re.compile(r"Refund issued: \$12.50 for Çağlayan Danışmanlık"))
     expect(page.get_by_text("Hizmet kesintisi için kısmi iade").first).to_be_visible()

@@ -35,7 +35,7 @@ def test_saving_two_cards_choosing_one_and_removing_the_other(browser, live_serv
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Create account and start trial").click()
     page.get_by_role("button", name="Subscribe to Starter").click()
-    page.get_by_role("button", name="Save my card for automatic renewal instead").click()
+    page.get_by_role("radio", name="Save my card for automatic renewal").click()  # opens PayTR's card form
 
     # With JavaScript: one expiry field, which must read as MM/YY before anything goes to PayTR.
     expect(page.get_by_label("Expiry month (MM)")).to_have_count(0)

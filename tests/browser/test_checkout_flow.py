@@ -94,7 +94,7 @@ def test_declined_card_shows_the_reason_then_trying_again_succeeds(page):
     expect(page.get_by_role("heading", name="Your payment did not go through")).to_be_visible(timeout=20_000)
     expect(page.get_by_text("Your bank declined the payment.", exact=False)).to_be_visible()  # ours, from the code
 
-    open_mail(page, re.compile("did not go through"))
+    open_mail(page, re.compile("Payment failed"))
     expect(page.get_by_text(re.compile(r"PayTR said: Kartın bakiyesi yetersiz"))).to_be_visible()
     page.get_by_role("link", name=re.compile(r"payment.fail")).click()
 

@@ -64,7 +64,7 @@ def test_staff_change_a_plan_with_a_reason_and_refund_through_the_confirmation_s
     expect(page.get_by_text(re.compile(r"Refund \$5\.00 of payment PB\w+ to Işıkçı Yazılım\?"))).to_be_visible()
     expect(page.get_by_text("The customer will get this email:")).to_be_visible()
     expect(page.get_by_label("Email text")).to_contain_text("Hizmet kesintisi: ÇĞİÖŞÜ çğıöşü")
-    expect(page.get_by_text("Refund of $5.00 for Işıkçı Yazılım")).to_be_visible()
+    expect(page.get_by_text("Refund issued: $5.00 for Işıkçı Yazılım")).to_be_visible()
     page.get_by_role("button", name="Go back").click()
     expect(page.get_by_label("Amount (USD)")).to_have_value("5,00")
     page.get_by_role("button", name="Review the refund").click()

@@ -46,5 +46,5 @@ def test_switch_to_turkish_register_pay_and_read_everything_in_turkish(page):
     expect(totals).to_contain_text("KDV")
     expect(totals).to_contain_text("$29,00")
 
-    open_mail(page, re.compile("Ödeme alındı"))
+    open_mail(page, re.compile("Ödemeniz alındı"))
     expect(page.get_by_text(re.compile(r"Starter planı için \$29,00 tutarındaki ödemenizi aldık"))).to_be_visible()
