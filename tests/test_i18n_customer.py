@@ -194,20 +194,23 @@ def test_timeline_in_turkish(tr_owner, app, db):
     # Email subjects are the emails' own (their helper translates them): not checked here.
     html = re.sub(r"“[^”]*”", "", page.text)
     text = turkish(type("R", (), {"text": html})())
-    assert "Faturalandırma geçmişi" in text and "Hesap açıldı; ücretsiz deneme süresi başladı." in text
-    assert "Starter planına abone olundu." in text and "Ödeme alındı; fatura INV-2026-000001." in text
-    assert "$29,00 tutarında abonelik ödemesi" in text and "Fatura INV-2026-000001, $29,00" in text
+    assert "Faturalandırma geçmişi" in text and "Hesap açıldı: ücretsiz deneme süreniz başladı (14 gün)" in text
+    assert "Starter planına abone oldunuz: $29,00 ödendi" in text and "Bugün" in text
+    assert "INV-2026-000001 numaralı fatura düzenlendi: $29,00" in text and "Size e-posta gönderdik" in text
+    assert "Tümü" in text and "Plan değişiklikleri" in text  # the filter
 
 
 def test_timeline_falls_back_to_the_stored_message_for_unknown_kinds():
-    from billing import dashboard
+    from billing import timeline
 
+    event = {"id": 7, "created_at": "2026-12-01T09:00:00Z", "actor": "paytr", "data": "{}"}
     with i18n.using("tr"):
-        assert dashboard.event_text({"kind": "something.new", "message": "As stored", "data": "{}"}) == \
-            ("As stored", None)
-        text, detail = dashboard.event_text({"kind": "payment.failed", "message": "Payment failed: Kart reddedildi",
-                                             "data": '{"reason_code": "0"}'})
-        assert text.startswith("Ödeme başarısız: Bankanız ödemeyi reddetti.") and detail == "Kart reddedildi"
+        assert timeline.event_entry({**event, "kind": "something.new", "message": "As stored"}, {}, {}).text == \
+            "As stored"
+        entry = timeline.event_entry({**event, "kind": "payment.failed", "message": "Payment failed: Kart reddedildi",
+                                      "data": '{"reason_code": "0"}'}, {}, {})
+        assert entry.text.startswith("Bir ödeme gerçekleşmedi. Bankanız ödemeyi reddetti.")
+        assert ("PayTR’nin mesajı", "Kart reddedildi") in entry.tech  # for staff only
 
 
 # --- PayTR: language, failures, refusals -------------------------------------------------
@@ -268,7 +271,8 @@ def test_a_declined_payment_in_turkish_shows_our_sentence_not_paytrs(tr_owner, a
     dashboard = turkish(tr_owner.get("/billing/"))
     assert "Başarısız" in dashboard and "Bankanız ödemeyi reddetti." in dashboard
     timeline = visible(tr_owner.get("/billing/timeline"))
-    assert "PayTR’nin mesajı: Kartın bakiyesi yetersiz" in timeline  # the raw reason, as detail
+    assert "Bankanız ödemeyi reddetti." in timeline
+    assert "Kartın bakiyesi yetersiz" not in timeline  # PayTR's words: the staff view's technical detail
 
 
 def test_a_declined_payment_in_english_is_english(en_owner, app):
@@ -285,9 +289,11 @@ def test_get_token_refusal_in_turkish(tr_owner, app, db):
     text = turkish(response)
     assert "PayTR ödemenizi başlatamadı" in text and "Ödeme sayfası açılamadı; lütfen yeniden deneyin." in text
     assert "Mağaza API yetkisi kapalı" not in text
-    # staff and the timeline keep PayTR's reason
+    # staff keep PayTR's reason (the payment row, the staff timeline's detail)
     assert "Mağaza API yetkisi kapalı" in scalar(db, "SELECT abandon_reason FROM payments")
-    assert "Mağaza API yetkisi kapalı" in visible(tr_owner.get("/billing/timeline"))
+    timeline = visible(tr_owner.get("/billing/timeline"))
+    assert "Mağaza API yetkisi kapalı" not in timeline  # the staff view's technical detail shows it
+    assert "Starter için $29,00 tutarındaki ödeme sayfası ödeme yapılmadan kapandı" in timeline
 
 
 def test_checkout_page_in_turkish(tr_owner):

@@ -424,6 +424,7 @@ def test_the_timeline_lists_events_payments_invoices_and_emails(client, app, clo
     register(client)
     pay_iframe(client, app)
     page = re.sub(r"\s+", " ", client.get("/billing/timeline").text)
-    for text in ("registered", "Subscription payment of $29.00", "Invoice INV-2026-000001",
-                 "Welcome to PayTR Billing", "Payment received"):
+    for text in ("Account opened: your free trial started (14 days)",
+                 "You subscribed to the Starter plan: $29.00 paid", "Invoice INV-2026-000001 issued: $29.00",
+                 "We emailed you: “Welcome to PayTR Billing", "“Payment received: $29.00 for Starter"):
         assert text in page, text

@@ -137,7 +137,7 @@ def test_an_upgrade_for_a_customer_without_a_card_is_refused_then_offered_by_lin
     entry = audit_rows(db, "subscription.change_plan")[0]
     assert entry["before"] == {"plan": "starter", "price": 2900, "currency": "USD"}
     assert entry["after"] == {"plan": "team", "price": 9900, "currency": "USD", "charge": 0}
-    assert "Plan changed from Starter to Team." in visible(client.get("/billing/timeline"))
+    assert "Our team moved you from Starter to Team" in visible(client.get("/billing/timeline"))
     assert [m["subject"] for m in outbox(db, template="plan_changed")] == ["You're now on the Team plan"]
 
 
@@ -220,7 +220,7 @@ def test_a_change_at_period_end_is_scheduled_up_or_down_and_emailed(client, app,
     assert email["subject"].startswith("Your plan changes to Team on")
     entry = audit_rows(db, "subscription.schedule_change")[0]
     assert entry["before"] == {"scheduled_plan": None} and entry["after"] == {"scheduled_plan": "team"}
-    assert "Move to Team scheduled for the end of the period." in visible(client.get("/billing/timeline"))
+    assert "Your move to Team is scheduled for the end of the period" in visible(client.get("/billing/timeline"))
 
 
 # --- cancel and resume --------------------------------------------------------------------------
@@ -244,7 +244,7 @@ def test_cancel_now_with_a_refund_of_the_unused_time(client, app, clock, db, adm
     entry = audit_rows(db, "subscription.cancel_now")[0]
     assert entry["before"]["status"] == "active" and entry["after"]["status"] == "canceled"
     assert entry["after"]["refund"] == share and entry["reason"] == "Şirket kapandı"
-    assert "The subscription ended." in visible(client.get("/billing/timeline"))
+    assert "Our team ended your subscription" in visible(client.get("/billing/timeline"))
     again = act(admin, db, "/cancel/now", {"settle": "none", "reason": "Tekrar"})
     assert again.status_code == 409 and "This subscription has already ended (Canceled)." in visible(again)
 
@@ -298,7 +298,7 @@ def test_free_days_move_the_period_end_the_renewal_and_its_anchor(client, app, c
     entry = audit_rows(db, "subscription.grant_days")[0]
     assert entry["before"]["period_end"] == clock_module.iso(old_end)
     assert entry["after"] == {"period_end": clock_module.iso(new_end), "days": 10}
-    assert "10 free days were added to the paid period" in visible(client.get("/billing/timeline"))
+    assert "Our team added 10 free days to your paid period" in visible(client.get("/billing/timeline"))
     tick(client, app, clock, old_end + timedelta(days=1))  # the old end passes: still paid
     assert sub(db)["status"] == "active"
     tick(client, app, clock, new_end + timedelta(minutes=1))  # the new end: the renewal is due (pay link)

@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from billing import (audit, cards, clock, clock_report, customer_search, dashboard, events, i18n, jobs, money,
+from billing import (audit, cards, clock, clock_report, customer_search, events, i18n, jobs, money,
                      payments, plans, refunds, roles, staff, staff_actions, subscriptions)
+from billing import timeline as timeline_view
 from billing.i18n import gettext as _, ngettext
 from billing.accounts import FormError
 from billing.ops import data_requests
@@ -54,6 +55,7 @@ async def _company_page(request: Request, errors: dict | None = None, status: in
     that was sent (with `values`, what was typed), with a 4xx status."""
     company_id = request.path_params["company_id"]
     config, at = settings(request), now(request)
+    show = request.query_params.get("show")  # the timeline's filter
 
     def load(db):
         # One trip to a worker thread for the whole page (each trip costs about 0.1 ms of the event loop).
@@ -61,7 +63,8 @@ async def _company_page(request: Request, errors: dict | None = None, status: in
         if data is None:
             return None
         sub = data["subscription"]
-        data["entries"] = dashboard.timeline(db, company_id, config)
+        # The same entries the customer reads, plus their technical detail (the template shows it).
+        data["timeline"] = timeline_view.page(db, company_id, config, at, show=show, staff_view=True)
         data["plan"] = plans.get(db, sub["plan"])
         data["scheduled"] = plans.get(db, sub["scheduled_plan"]) if sub["scheduled_plan"] else None
         data["plan_choices"] = staff_actions.plan_choices(db, at, config, sub)

@@ -8,7 +8,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from billing import accounts, cards, changes, dashboard, jobs, lifecycle, mail, payments, plans, subscriptions
+from billing import accounts, cards, changes, jobs, lifecycle, mail, payments, plans, subscriptions
+from billing import timeline as timeline_view
 from billing.cards import CardError
 from billing.i18n import gettext as _
 from billing.changes import ChangeError
@@ -209,13 +210,17 @@ async def remove_card(request: Request):
 
 @login_required
 async def timeline(request: Request):
-    user, config = await current_user(request), settings(request)
+    """The company's history in sentences, by day; `?show=payments` (…) filters it. A filter link
+    followed by htmx gets the timeline alone."""
+    user, config, at = await current_user(request), settings(request), now(request)
+    show = request.query_params.get("show")
 
     def load(db):  # one trip to a worker thread
         return {"company": accounts.company(db, user["company_id"]),
-                "entries": dashboard.timeline(db, user["company_id"], config)}
+                "timeline": timeline_view.page(db, user["company_id"], config, at, show=show,
+                                               viewer_email=user["email"])}
 
-    return render(request, "billing/timeline.html", await run(request, load))
+    return render(request, "billing/timeline.html", await run(request, load), fragment="_timeline.html")
 
 
 @login_required
@@ -227,7 +232,7 @@ async def email(request: Request):
     if found is None:
         raise HTTPException(404, _("No such email."))
     return render(request, "billing/email.html", {
-        "email": found, "status_label": dashboard.EMAIL_LABELS.get(found["status"], found["status"]),
+        "email": found, "status_label": timeline_view.email_status_label(found["status"]),
         "readable": found["to_addr"].casefold() == user["email"].casefold(),
         "retention_days": settings(request).mail_body_retention_days})
 
