@@ -182,7 +182,9 @@ class Attempt:
 
 
 # One row of the attempts table on the emulator's transaction page.
-_ATTEMPT_ROW = re.compile(r"<td>#(\d+)</td><td>(.*?)</td>\s*<td><code>(.*?)</code></td><td>(yes|no)</td>", re.S)
+# Cells may carry a data-label (the table stacks on a phone); the test reads the values.
+_ATTEMPT_ROW = re.compile(r"<td[^>]*>#(\d+)</td><td[^>]*>(.*?)</td>\s*<td[^>]*><code>(.*?)</code></td><td[^>]*>(yes|no)</td>",
+                          re.S)
 
 
 # --- seeding ----------------------------------------------------------------------------
