@@ -3,13 +3,15 @@ suite's accessibility check (axe-core's WCAG 2.2 A/AA rules, no sideways scroll;
 tests/browser/conftest.py): public and auth pages, a customer's dashboard and every page under
 it, the staff console's pages, the error pages and forms showing their validation errors.
 
-One live server; the data is made with the product's own flows (sign up, pay in PayTR's iframe,
-invite a colleague, a staff refund); then one browser context per language walks the pages.
+One live server and one browser context per language (two tests, which the suite's two workers
+run side by side); the data is made with the product's own flows (sign up, pay in PayTR's
+iframe, a staff refund, invite a colleague), then the context walks the pages.
 The check itself runs as the test goes (before each browser call) and fails the test at the end,
 listing every page, width and rule at fault."""
 
 import re
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.browser.test_admin_flow import STAFF_PASSWORD, create_staff
@@ -177,19 +179,16 @@ def refund_part(page, company):
     log_out(page)
 
 
-def test_every_page_in_both_languages_at_both_widths(browser, live_server):
+@pytest.mark.parametrize("lang", list(CUSTOMERS))
+def test_every_page_at_both_widths(browser, live_server, lang):
+    """One language per test, so the two run side by side on the suite's two workers."""
     create_staff(live_server, STAFF_EMAIL)
-    pages = {}
-    for lang, (locale, *_rest) in CUSTOMERS.items():
-        page = browser.new_context(base_url=live_server.url, locale=locale).new_page()
-        page.set_default_timeout(15_000)
-        pages[lang] = page
-        sign_up_and_pay(page, lang)
-        log_out(page)
-    for lang in CUSTOMERS:
-        refund_part(pages["en"], CUSTOMERS[lang][2])
-    for lang, page in pages.items():
-        walk_public_pages(page)
-        walk_customer_pages(page, lang)
-        walk_staff_pages(page, lang)
-        expect(page.locator("html")).to_have_attribute("lang", lang)
+    page = browser.new_context(base_url=live_server.url, locale=CUSTOMERS[lang][0]).new_page()
+    page.set_default_timeout(15_000)
+    sign_up_and_pay(page, lang)
+    log_out(page)
+    refund_part(page, CUSTOMERS[lang][2])  # a credit note for the customer's pages
+    walk_public_pages(page)
+    walk_customer_pages(page, lang)
+    walk_staff_pages(page, lang)
+    expect(page.locator("html")).to_have_attribute("lang", lang)
