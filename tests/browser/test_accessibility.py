@@ -64,6 +64,18 @@ def visit(page, path):
     expect(page.locator("h1")).to_have_count(1)
 
 
+SKIP_LINK = {"en": "Skip to main content", "tr": "Ana içeriğe geç"}
+
+
+def skip_link_goes_to_main(page, lang):
+    """The first Tab reaches the skip link; following it puts the focus on the page's content."""
+    page.goto("/pricing")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name=SKIP_LINK[lang])).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main#main")).to_be_focused()
+
+
 def walk_public_pages(page):
     for path in ("/", "/pricing", "/auth/login", "/auth/register", "/auth/forgot-password", "/api/docs"):
         visit(page, path)
@@ -188,6 +200,7 @@ def test_every_page_at_both_widths(browser, live_server, lang):
     sign_up_and_pay(page, lang)
     log_out(page)
     refund_part(page, CUSTOMERS[lang][2])  # a credit note for the customer's pages
+    skip_link_goes_to_main(page, lang)
     walk_public_pages(page)
     walk_customer_pages(page, lang)
     walk_staff_pages(page, lang)
