@@ -77,8 +77,12 @@ def skip_link_goes_to_main(page, lang):
 
 
 def walk_public_pages(page):
-    for path in ("/", "/pricing", "/auth/login", "/auth/register", "/auth/forgot-password", "/api/docs"):
+    for path in ("/", "/pricing", "/auth/login", "/auth/register", "/auth/forgot-password", "/api/docs",
+                 # Links that no longer work: a reset, an invitation, a portal link.
+                 "/auth/reset/not-a-token", "/auth/invite/not-a-token", "/portal/not-a-token"):
         visit(page, path)
+    # PayTR's emulator (in development the app mounts it): its own pages, checked like ours.
+    page.goto("/paytr-emulator/")
     # Forms showing their validation errors.
     page.goto("/auth/register")
     page.locator("main form").first.evaluate("f => f.noValidate = true")
@@ -139,7 +143,7 @@ def walk_staff_pages(page, lang):
     console = page.locator("nav.subnav a")
     paths = [href for href in (console.nth(i).get_attribute("href") for i in range(console.count()))]
     assert len(paths) >= 8, paths
-    for path in paths + ["/admin/account", "/admin/plans/new", "/admin/clock", "/api/docs"]:
+    for path in paths + ["/admin/account", "/admin/plans/new", "/admin/clock", "/api/docs", "/auth/two-factor/setup"]:
         visit(page, path)
     # A customer's page, a payment's refund page, plans, staff members, webhooks.
     page.goto("/admin/")
