@@ -244,7 +244,11 @@ def install():
     from playwright._impl import _sync_base
 
     main = greenlet.getcurrent()
-    original = _sync_base.SyncBase._sync
+    # A private hook of Playwright's sync API: fail loudly if a new Playwright moves it, rather
+    # than let the check silently stop running.
+    original = getattr(getattr(_sync_base, "SyncBase", None), "_sync", None)
+    if original is None:
+        raise RuntimeError("playwright._impl._sync_base.SyncBase._sync is gone: update tests/browser/a11y.py")
     if getattr(original, "a11y", False):
         return
 

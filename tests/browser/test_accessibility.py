@@ -209,3 +209,21 @@ def test_every_page_at_both_widths(browser, live_server, lang):
     walk_customer_pages(page, lang)
     walk_staff_pages(page, lang)
     expect(page.locator("html")).to_have_attribute("lang", lang)
+
+
+def test_the_check_finds_a_missing_text_alternative_and_a_page_wider_than_a_phone(browser, live_server, a11y_checker):
+    """The check itself: a page spoiled on purpose is reported at the right width, and only
+    because a Playwright call ran (the hook that drives the check is in place)."""
+    page = browser.new_context(base_url=live_server.url).new_page()
+    page.goto("/pricing")
+    page.evaluate("""() => {
+        const img = document.createElement('img'); img.src = '/static/none.png';
+        const wide = document.createElement('div'); wide.style.width = '600px'; wide.textContent = 'wide';
+        document.querySelector('main').append(img, wide);
+    }""")
+    expect(page.locator("main img")).to_have_count(1)  # a call: the check runs before it
+    found = "\n".join(a11y_checker.failures)
+    assert "axe critical image-alt" in found and "at 1280 px" in found
+    assert "sideways scroll at 390 px" in found and "div (right edge" in found
+    assert "sideways scroll at 1280 px" not in found
+    a11y_checker.failures.clear()  # found on purpose
