@@ -148,6 +148,8 @@ def walk_staff_pages(page, lang):
     # A customer's page, a payment's refund page, plans, staff members, webhooks.
     page.goto("/admin/")
     page.locator("[name=q]").first.fill(CUSTOMERS[lang][2].split()[0])
+    # The list changes as one types; a screen reader hears how many customers are left.
+    expect(page.get_by_role("status").filter(has_text=re.compile(r"(^|\s)1(\s|$)"))).to_have_count(1)
     page.locator("a[href^='/admin/companies/']").first.click()
     expect(page.locator("h1")).to_have_count(1)
     company = page.url
