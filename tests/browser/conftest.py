@@ -16,12 +16,13 @@ the test:
   (Checking a page as it is about to leave a state, from a route handler holding the next
   request, does not work: Chromium answers no evaluate or screenshot on a page whose navigation
   request is held.)
-- A check resizes the viewport to 1280×800, runs axe and measures, then 390×844, and puts the
-  page back to its own size before the test's call goes ahead.
+- Watched contexts open at 1280×800 (unless a test asks for another size). A check runs axe and
+  measures there, resizes to 390×844 and does it again, and puts the page back to its own size
+  before the test's call goes ahead.
 - States already checked in this test are skipped: the key is (path, a hash of the DOM's
   element structure, width), so htmx polling, typing and revisits cost one small evaluate.
-- axe-core comes from node_modules (npm, pinned in package-lock.json) and is evaluated into the
-  page (and its frames) by Playwright; the app never serves it.
+- axe-core comes from node_modules (npm, pinned in package-lock.json) and is added to every
+  document and frame of a watched context as a Playwright init script; the app never serves it.
 - A serious or critical axe violation, or a page wider than the window, fails the test after
   its body ran, naming the rule, URL, width and first targets; moderate and minor violations
   are printed. `A11Y_CHECK=0` turns the check off (to time the suite without it);
