@@ -10,7 +10,7 @@ PORT   ?= 8000
 
 .PHONY: setup run test test-deep browser clean pdf-libraries i18n-extract i18n-update i18n-compile translations
 
-setup: pdf-libraries $(VENV)/.installed static/vendor/htmx.min.js translations
+setup: pdf-libraries $(VENV)/.installed node_modules/.installed static/vendor/htmx.min.js translations
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,ops]'
 	touch $@
 
-# htmx is a pinned npm dependency (package-lock.json), copied into static/.
-static/vendor/htmx.min.js: package.json package-lock.json
+# The npm dependencies, pinned in package-lock.json: htmx (copied into static/) and axe-core
+# (only the browser tests use it; the app never serves it). The stamp is newer than the lock file
+# after `npm ci`, so a changed lock file (or a clean clone) installs them again.
+node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+static/vendor/htmx.min.js: node_modules/.installed
 	mkdir -p static/vendor
 	cp node_modules/htmx.org/dist/htmx.min.js $@
 

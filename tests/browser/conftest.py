@@ -1,5 +1,33 @@
 """Browser fixtures: a real uvicorn (`python main.py`) on a free port, and Debian's Chromium
-driven by Playwright. Tests find elements by role and label, as a person would."""
+driven by Playwright. Tests find elements by role and label, as a person would.
+
+Every page and state a browser test visits is also checked for accessibility and for phones
+(tests/browser/a11y.py): axe-core's WCAG 2.0/2.1/2.2 A and AA rules and "no sideways scroll",
+at 1280×800 and at 390×844. How, so that it is deterministic, costs little and never disturbs
+the test:
+
+- The `browser` fixture hands out contexts that this test's checker watches, so the `page`
+  fixture and the extra contexts tests open (staff beside customer, Turkish) are all covered.
+- The check runs in the test's own flow, just before each Playwright call the test makes (a
+  click, a fill, an expect...): the pages are then between actions, with nothing of the test in
+  flight, so resizing them is safe. It checks every open page of the watched contexts whose
+  state it has not seen yet, and leaves a page still loading or waiting on htmx for the next
+  call. After the test body the states the pages ended in are checked too.
+  (Checking a page as it is about to leave a state, from a route handler holding the next
+  request, does not work: Chromium answers no evaluate or screenshot on a page whose navigation
+  request is held.)
+- Watched contexts open at 1280×800 (unless a test asks for another size). A check runs axe and
+  measures there, resizes to 390×844 and does it again, and puts the page back to its own size
+  before the test's call goes ahead.
+- States already checked in this test are skipped: the key is (path, a hash of the DOM's
+  element structure, width), so htmx polling, typing and revisits cost one small evaluate.
+- axe-core comes from node_modules (npm, pinned in package-lock.json) and is added to every
+  document and frame of a watched context as a Playwright init script; the app never serves it.
+- A serious or critical axe violation, or a page wider than the window, fails the test after
+  its body ran, naming the rule, URL, width and first targets; moderate and minor violations
+  are printed. `A11Y_CHECK=0` turns the check off (to time the suite without it);
+  `a11y.skip(page)` leaves one page out (say why where it is used).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +42,9 @@ import httpx
 import pytest
 
 from conftest import free_port
+from tests.browser import a11y
+
+a11y.install()
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -71,7 +102,7 @@ def live_server(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def browser():
+def _chromium():
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -80,6 +111,32 @@ def browser():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def a11y_checker():
+    """This test's accessibility checker (see the module docstring)."""
+    checker = a11y.Checker()
+    a11y.CURRENT = checker
+    yield checker
+    a11y.CURRENT = None
+
+
+@pytest.fixture
+def browser(_chromium, a11y_checker):
+    """Chromium whose new contexts are watched by this test's accessibility checker."""
+    return a11y.WatchedBrowser(_chromium, a11y_checker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    # After a passing test body: check the states the pages ended in, then report what was found.
+    # A failing test keeps its own failure.
+    result = yield
+    checker = item.funcargs.get("a11y_checker") if hasattr(item, "funcargs") else None
+    if checker is not None:
+        checker.finish()
+    return result
 
 
 @pytest.fixture

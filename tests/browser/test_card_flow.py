@@ -71,7 +71,7 @@ def test_saving_two_cards_choosing_one_and_removing_the_other(browser, live_serv
     # The dashboard: the new card pays renewals; the first one can be chosen again or removed.
     page.goto("/billing/")
     expect(page.get_by_text("Renewals are charged to")).to_contain_text("Mastercard ending 5403")
-    page.get_by_role("button", name="Use Visa ending 4358 for renewals").click()
+    page.get_by_role("button", name="Use for renewals: Visa ending 4358").click()
     expect(page.get_by_text("Renewals are now charged to Visa ending 4358.")).to_be_visible()
     page.get_by_role("button", name="Remove Mastercard ending 5403").click()
     expect(page.get_by_text("Mastercard ending 5403 was removed. Renewals are still charged to "
