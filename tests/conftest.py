@@ -90,6 +90,7 @@ def app(settings, clock):
 @pytest.fixture
 def client(app):
     with TestClient(app, base_url="http://testserver") as c:
+        app.state.test_client = c  # second_browser() shares its event loop
         yield c
 
 
@@ -114,9 +115,16 @@ def second_browser(app) -> TestClient:
     """Another browser (its own cookies) on the app the `client` fixture already started.
 
     Deliberately not entered with `with`: the app's lifespan is already running,
-    and a second lifespan would close the shared database on exit.
+    and a second lifespan would close the shared database on exit. It runs its requests on the
+    running client's event loop (its portal), as a server runs every request on one loop: alone it
+    would open a loop per request and close it after the response, cancelling what the request left
+    running (the emulator's callback for a charge staff started was lost that way, now and then).
     """
-    return TestClient(app, base_url="http://testserver")
+    browser = TestClient(app, base_url="http://testserver")
+    running = getattr(app.state, "test_client", None)
+    if running is not None and running.portal is not None:
+        browser.portal = running.portal
+    return browser
 
 
 # --- helpers used by many tests ----------------------------------------------------
