@@ -8,20 +8,21 @@ it), not what had left by the time the page answered: "0 emails sent" read as "n
 
 from __future__ import annotations
 
+from billing.db import scalar
+
 
 def mark(db) -> dict:
     """The newest outbox and payment rows before the move."""
     return {
-        "outbox": db.conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0],
-        "payments": db.conn.execute("SELECT coalesce(max(id), 0) FROM payments").fetchone()[0],
+        "outbox": scalar(db, "SELECT coalesce(max(id), 0) FROM outbox"),
+        "payments": scalar(db, "SELECT coalesce(max(id), 0) FROM payments"),
     }
 
 
 def since(db, before: dict) -> dict:
     """Emails queued and saved-card charges started after `before` (by the move's tick)."""
     return {
-        "emails_queued": db.conn.execute("SELECT count(*) FROM outbox WHERE id > ?",
-                                         [before["outbox"]]).fetchone()[0],
-        "charges_started": db.conn.execute("SELECT count(*) FROM payments WHERE id > ? AND method = 'recurring'",
-                                           [before["payments"]]).fetchone()[0],
+        "emails_queued": scalar(db, "SELECT count(*) FROM outbox WHERE id > ?", [before["outbox"]]),
+        "charges_started": scalar(db, "SELECT count(*) FROM payments WHERE id > ? AND method = 'recurring'",
+                                  [before["payments"]]),
     }
