@@ -16,6 +16,7 @@ from playwright.sync_api import expect
 
 from tests.browser.test_admin_flow import STAFF_PASSWORD, create_staff
 from tests.browser.test_checkout_flow import PASSWORD, pay_in_iframe
+from tests.browser.test_turkish_flow import pay_in_iframe_in_turkish
 
 CUSTOMERS = {
     # language: (browser locale, email, company, register button, subscribe button)
@@ -37,12 +38,7 @@ def sign_up_and_pay(page, lang):
     if lang == "en":
         pay_in_iframe(page, "4355 0843 5508 4358")
     else:
-        frame = page.frame_locator("#paytriframe")
-        frame.get_by_label("Kart üzerindeki ad").fill("DENIZ AYDIN")
-        frame.get_by_label("Kart numarası").fill("4355 0843 5508 4358")
-        frame.get_by_label(re.compile(r"Son kullanma")).fill("12/30")
-        frame.get_by_label("CVV").fill("000")
-        frame.get_by_role("button", name=re.compile(r"29")).click()
+        pay_in_iframe_in_turkish(page, "4355 0843 5508 4358")
     expect(page.locator("#payment-status h1")).not_to_have_text(re.compile("…"), timeout=20_000)
 
 

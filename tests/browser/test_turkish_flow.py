@@ -11,6 +11,16 @@ from tests.browser.conftest import open_mail
 PASSWORD = "kasım ayında abone oldum"
 
 
+def pay_in_iframe_in_turkish(page, card: str):
+    """PayTR's iframe (the emulator) in Turkish, by its Turkish labels."""
+    frame = page.frame_locator("#paytriframe")
+    frame.get_by_label("Kart üzerindeki ad").fill("DENIZ AYDIN")
+    frame.get_by_label("Kart numarası").fill(card)
+    frame.get_by_label(re.compile(r"Son kullanma")).fill("12/30")
+    frame.get_by_label("CVV").fill("000")
+    frame.get_by_role("button", name=re.compile(r"29")).click()
+
+
 def test_switch_to_turkish_register_pay_and_read_everything_in_turkish(page):
     page.goto("/pricing")
     expect(page.locator("html")).to_have_attribute("lang", "en")
@@ -28,12 +38,7 @@ def test_switch_to_turkish_register_pay_and_read_everything_in_turkish(page):
 
     page.get_by_role("button", name="Starter planına abone ol").click()
     expect(page.get_by_role("heading", name="Starter planı için ödeyin")).to_be_visible()
-    frame = page.frame_locator("#paytriframe")
-    frame.get_by_label("Kart üzerindeki ad").fill("DENIZ AYDIN")
-    frame.get_by_label("Kart numarası").fill("4355 0843 5508 4358")
-    frame.get_by_label(re.compile(r"Son kullanma")).fill("12/30")
-    frame.get_by_label("CVV").fill("000")
-    frame.get_by_role("button", name=re.compile(r"29")).click()
+    pay_in_iframe_in_turkish(page, "4355 0843 5508 4358")
 
     expect(page.get_by_role("heading", name="Starter planınız etkin")).to_be_visible(timeout=20_000)
     page.goto("/billing/")
