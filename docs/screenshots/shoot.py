@@ -18,7 +18,7 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer  # noqa: E402
 from tests.browser.test_admin_flow import STAFF_PASSWORD, create_staff  # noqa: E402
-from tests.browser.test_checkout_flow import PASSWORD, pay_in_iframe  # noqa: E402
+from tests.browser.test_checkout_flow import pay_in_iframe, register  # noqa: E402
 
 WIDTHS = {"phone": (390, 844), "desktop": (1280, 800)}
 
@@ -37,12 +37,7 @@ def main(label: str):
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_context(base_url=server.url, locale="en-GB").new_page()
             page.set_default_timeout(20_000)
-            page.goto("/auth/register?plan=starter")
-            page.get_by_label("Company name").fill("Anadolu Yazılım A.Ş.")
-            page.get_by_label("Your name").fill("Deniz Aydın")
-            page.get_by_label("Email").fill("deniz@example.com")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Create account and start trial").click()
+            register(page, email="deniz@example.com", company="Anadolu Yazılım A.Ş.")
             page.get_by_role("button", name=re.compile(r"^Subscribe")).first.click()
             page.frame_locator("#paytriframe").get_by_label("Card number").wait_for()
             page.wait_for_timeout(500)
